@@ -1,0 +1,9 @@
+"""Evaluators: each measures one thing of a built candidate on its target."""
+
+from evaluators._base import Built, Evaluator, objectives
+from evaluators.accuracy import Accuracy
+from evaluators.energy import Energy
+from evaluators.latency import Latency
+from evaluators.size import Size
+
+__all__ = ["Accuracy", "Built", "Energy", "Evaluator", "Latency", "Size", "objectives"]

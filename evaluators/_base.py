@@ -1,0 +1,76 @@
+"""The evaluator interface and what it measures: a built candidate on its target."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from search.candidate import Candidate
+from search.errors import ConfigError
+from search.target import Target
+from search.workloads._base import Split
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass
+class Built:
+    """A candidate's final ONNX model with what is needed to run it on its target."""
+
+    model_bytes: bytes
+    candidate: Candidate
+    target: Target
+    test: Split
+    _session: ort.InferenceSession | None = field(default=None, repr=False)
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """One session per built model, configured for the candidate's parallelism mode."""
+        if self._session is None:
+            from evaluators.runtime import make_session
+
+            self._session = make_session(self.model_bytes, self.target, self.candidate)
+        return self._session
+
+    def batch(self) -> np.ndarray:
+        """One inference call's input: the first ``batch_size`` test inputs (repeated if too few)."""
+        size = self.candidate.batch_size
+        reps = -(-size // len(self.test))
+        return np.ascontiguousarray(np.concatenate([self.test.x] * reps)[:size], dtype=np.float32)
+
+
+class Evaluator(abc.ABC):
+    """Measures one thing of a built candidate.
+
+    Attributes:
+        name: the evaluator's name in config.
+        metric: the column its objective value comes from.
+        direction: ``maximize`` or ``minimize``.
+        objective: whether the study optimizes ``metric`` (else it is only recorded).
+    """
+
+    name: str = ""
+    metric: str = ""
+    direction: str = "minimize"
+
+    def __init__(self, objective: bool = True) -> None:
+        self.objective = bool(objective)
+
+    @abc.abstractmethod
+    def measure(self, built: Built) -> dict[str, Any]:
+        """Return the columns this evaluator fills, including ``metric``."""
+
+
+def objectives(evaluators: Sequence[Evaluator]) -> list[tuple[str, str]]:
+    """(metric, direction) of every objective, in config order: the study's objectives."""
+    found = [(e.metric, e.direction) for e in evaluators if e.objective]
+    if not found:
+        raise ConfigError("no evaluator is an objective; set objective: true on at least one")
+    for metric, direction in found:
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"evaluator for {metric}: direction {direction!r} not in {DIRECTIONS}")
+    return found

@@ -1,0 +1,1 @@
+"""Joint multi-objective optimization search for trained PyTorch models."""

@@ -1,0 +1,44 @@
+"""The candidate a trial builds: one value per knob, plain data that crosses the Ray boundary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What to build and how to run it.
+
+    Attributes:
+        target: name of the hardware target the candidate is measured on.
+        quant_bits: 32 (fp32), 16 (fp16), 8 (int8 static QDQ) or 4 (int4 weight-only).
+        prune_rate: fraction of channels removed from every prunable layer.
+        distill_temperature: distillation temperature; 0 is plain fine-tuning on labels,
+            None when nothing was pruned and so nothing was fine-tuned.
+        distill_alpha: weight of the teacher's soft targets in the loss (None as above).
+        parallelism: runtime mode, ``sequential`` or ``intra_op``.
+        threads: threads inside operators (1 for ``sequential``).
+        batch_size: inputs per inference call.
+    """
+
+    target: str
+    quant_bits: int = 32
+    prune_rate: float = 0.0
+    distill_temperature: float | None = None
+    distill_alpha: float | None = None
+    parallelism: str = "sequential"
+    threads: int = 1
+    batch_size: int = 32
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.quant_bits == 32 and self.prune_rate == 0 and self.threads == 1

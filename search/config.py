@@ -1,0 +1,82 @@
+"""Compose the Hydra config from command-line overrides, and the typed settings the driver uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from search.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DEFAULT_TARGET = "cpu"
+
+
+def known_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _explain(exc: Exception) -> str:
+    """Hydra's message, on one line, with the known choices when a group option is unknown."""
+    text = " ".join(str(exc).split())
+    for group in ("target", "workload", "sampler", "space", "cluster"):
+        if f"'{group}/" in text or f"group {group}" in text or f"{group}=" in text.split("In '")[0]:
+            return f"{text.split('Available options')[0].strip()} (known {group}s: {', '.join(known_choices(group))})"
+    return text
+
+
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """The resolved search config; without a ``+target=`` override, the cpu target."""
+    overrides = list(overrides)
+    if not any(o.lstrip("+~").startswith("target=") for o in overrides):
+        overrides.append(f"+target={DEFAULT_TARGET}")
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = compose(config_name="search", overrides=overrides)
+        OmegaConf.resolve(cfg)  # ${...} must be resolved before the config crosses to Ray
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(_explain(exc)) from None
+    return cfg
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The driver's own settings, checked once."""
+
+    trials: int
+    run: str | None
+    results_dir: Path
+    seed: int
+    workers: int
+    batch_size: int
+    resume_force: bool
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Settings:
+        def integer(key: str, minimum: int) -> int:
+            value = cfg[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+            return value
+
+        run = cfg.run
+        if run is not None and (not str(run).strip() or "/" in str(run) or str(run) in (".", "..")):
+            raise ConfigError(f"run must be a plain folder name under {cfg.results_dir}/, got {run!r}")
+        return cls(
+            trials=integer("trials", 1),
+            run=None if run is None else str(run),
+            results_dir=Path(cfg.results_dir),
+            seed=integer("seed", 0),
+            workers=integer("workers", 1),
+            batch_size=integer("batch_size", 1),
+            resume_force=bool(cfg.resume_force),
+        )
+
+
+def to_container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

@@ -1,0 +1,181 @@
+"""The search driver: Optuna ask/tell in this process, trials built and measured by Ray workers."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from evaluators import Evaluator, objectives
+from search import study as studies
+from search.cluster import start_ray, stop_ray
+from search.config import Settings, to_container
+from search.errors import ConfigError
+from search.files import write_text
+from search.plots import plot_front
+from search.progress import Progress
+from search.results import pareto_table, sync_models, trials_table, write_tables
+from search.target import Target
+from search.transforms.export import INPUT_NAME, OUTPUT_NAME
+from search.worker import run_trial
+from search.workloads import Workload, check_workload
+from spaces import Knob, suggest_candidate
+
+RESUME_CHECKED = ("workload", "space", "target", "evaluators", "batch_size")
+
+
+@dataclass
+class Search:
+    """Everything a run needs, built and checked from the config before any trial starts."""
+
+    settings: Settings
+    config: dict[str, Any]
+    target: Target
+    knobs: list[Knob]
+    evaluators: list[Evaluator]
+    objectives: list[tuple[str, str]]
+    run_dir: Path
+
+
+def _instantiate(node: Any, what: str) -> Any:
+    try:
+        return instantiate(node)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a broken factory or a bad argument: one line naming it
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{what} ({node.get('_target_', '?')}): {type(cause).__name__}: {cause}") from None
+
+
+def prepare(cfg: DictConfig) -> Search:
+    settings = Settings.from_config(cfg)
+    target = Target.from_config(to_container(cfg.target))
+    target.check_available()
+    knobs = [_instantiate(node, f"knob {name}") for name, node in cfg.space.knobs.items()]
+    for knob in knobs:
+        knob.narrow(target)
+    evaluators = [_instantiate(node, f"evaluator {name}") for name, node in cfg.evaluators.items()]
+    run = settings.run or datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = settings.results_dir / run
+    return Search(settings, to_container(cfg), target, knobs, evaluators, objectives(evaluators), run_dir)
+
+
+def _open_run_dir(search: Search) -> bool:
+    """Create the run folder or check a resumed one; True when resuming."""
+    config_path = search.run_dir / "config.yaml"
+    resuming = config_path.exists()
+    if resuming and not search.settings.resume_force:
+        stored = OmegaConf.to_container(OmegaConf.load(config_path))
+        changed = [k for k in RESUME_CHECKED if stored.get(k) != search.config.get(k)]
+        if changed:
+            raise ConfigError(f"run {search.run_dir} exists with a different {', '.join(changed)}; "
+                              "use another run=NAME, or resume_force=true to resume anyway")
+    try:
+        search.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(config_path, OmegaConf.to_yaml(search.config))
+    except OSError as exc:
+        raise ConfigError(f"cannot write results folder {search.run_dir}: {exc.strerror}") from None
+    return resuming
+
+
+def _workload_info(workload: Workload) -> dict[str, Any]:
+    classes = int(workload.model(__import__("torch").from_numpy(workload.test.x[:1])).shape[1])
+    return {"name": workload.name, "input_name": INPUT_NAME, "input_shape": list(workload.input_shape),
+            "output_name": OUTPUT_NAME, "preprocessing": workload.preprocessing,
+            "output_meaning": f"logits over {classes} classes; argmax is the predicted class"}
+
+
+class Dispatcher:
+    """Keeps up to ``workers`` trials in flight and hands back finished ones."""
+
+    def __init__(self, search: Search, workload: Workload) -> None:
+        self.search = search
+        self.task = ray.remote(run_trial).options(
+            num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus, max_retries=0)
+        self.workload_ref = ray.put(workload)  # sent once; workers on other nodes fetch it from the object store
+        self.evaluators_ref = ray.put(search.evaluators)
+        self.target_cfg = search.config["target"]
+        self.in_flight: dict[ray.ObjectRef, optuna.Trial] = {}
+
+    def submit(self, study: optuna.Study) -> None:
+        trial = study.ask()
+        candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
+        trial.set_user_attr("candidate", candidate.to_dict())
+        seed = self.search.settings.seed + trial.number
+        ref = self.task.remote(self.workload_ref, self.evaluators_ref, self.target_cfg, candidate.to_dict(), seed)
+        self.in_flight[ref] = trial
+
+    def next_done(self) -> tuple[optuna.Trial, dict[str, Any]]:
+        (ref,), _ = ray.wait(list(self.in_flight), num_returns=1)
+        trial = self.in_flight.pop(ref)
+        try:
+            return trial, ray.get(ref)
+        except ray.exceptions.RayError as exc:  # the worker died or the task could not run
+            return trial, {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"}
+
+
+def run_search(cfg: DictConfig) -> Path:
+    search = prepare(cfg)
+    resuming = _open_run_dir(search)
+    workload = check_workload(_instantiate(cfg.workload, "workload factory"), cfg.workload.get("_target_", "?"))
+    search.config["workload_info"] = _workload_info(workload)
+    sampler = _instantiate(cfg.sampler, "sampler")
+    study = studies.open_study(search.run_dir, search.objectives, sampler)
+    rerun = studies.requeue_stale(study)
+    done, _ = studies.finished(study)
+    _say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
+         + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
+         + f"; target {search.target.name}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
+    start_ray(search.config["cluster"], search.settings.workers, search.target)
+    progress = Progress(search.settings.trials, already_done=done)
+    try:
+        _loop(search, study, Dispatcher(search, workload), progress)
+    except KeyboardInterrupt:
+        progress.finish()
+        _write_all(search, study, {})
+        _say(f"interrupted: finished trials are saved; resume with the same command and run={search.run_dir.name}")
+        raise
+    finally:
+        stop_ray()
+    progress.finish()
+    _write_all(search, study, {})
+    return search.run_dir
+
+
+def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress) -> None:
+    total, workers = search.settings.trials, search.settings.workers
+    while True:
+        done, _ = studies.finished(study)
+        while len(dispatcher.in_flight) < workers and done + len(dispatcher.in_flight) < total:
+            dispatcher.submit(study)
+        if not dispatcher.in_flight:
+            return
+        trial, result = dispatcher.next_done()
+        completed = studies.record(study, trial, result, search.objectives)
+        _, front = _write_all(search, study, {trial.number: result["model_bytes"]} if completed else {},
+                                  plot=False)
+        progress.update(front, *studies.finished(study))
+
+
+def _write_all(search: Search, study: optuna.Study, new_models: dict[int, bytes], plot: bool = True):
+    table = trials_table(study)
+    front = pareto_table(table, search.objectives)
+    write_tables(search.run_dir, table, front)
+    sync_models(search.run_dir, front, new_models, search.config)
+    if plot and len(front):
+        plot_front(search.run_dir / "pareto.png", table, front, search.objectives)
+    return table, front
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+__all__ = ["run_search", "prepare"]

@@ -1,0 +1,55 @@
+"""pareto.png: one panel per pair of objectives, Pareto members highlighted, the fp32 baseline marked."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from search.files import write_atomically  # noqa: E402
+
+UNITS = {"accuracy": "accuracy (test split)", "latency_ms": "latency p50 (ms / batch)",
+         "size_bytes": "model size (KB)", "throughput_ips": "throughput (inputs/s)"}
+
+
+def axis_label(metric: str, table: pd.DataFrame) -> str:
+    if metric == "energy_mj":
+        sources = sorted(set(table["energy_source"].dropna()))
+        return f"energy (mJ / input, {'/'.join(sources) or 'n/a'})"
+    return UNITS.get(metric, metric)
+
+
+def _values(table: pd.DataFrame, metric: str) -> pd.Series:
+    return table[metric].astype(float) / (1024 if metric == "size_bytes" else 1)
+
+
+def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> None:
+    done = table[table["state"] == "COMPLETE"]
+    metrics = [m for m, _ in objectives]
+    pairs = list(itertools.combinations(metrics, 2)) or [(metrics[0], metrics[0])]
+    cols = min(3, len(pairs))
+    rows = -(-len(pairs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.2 * rows), squeeze=False)
+    baseline = done[done["baseline"].astype(bool)]
+    for ax, (x, y) in zip(axes.flat, pairs):
+        ax.scatter(_values(done, x), _values(done, y), s=18, c="#b0b0b0", label="completed trial")
+        ax.scatter(_values(front, x), _values(front, y), s=36, c="#d62728", label="Pareto member")
+        if len(baseline):
+            ax.scatter(_values(baseline, x), _values(baseline, y), s=160, marker="*", c="#1f77b4",
+                       edgecolors="black", label="fp32 baseline")
+        ax.set_xlabel(axis_label(x, done))
+        ax.set_ylabel(axis_label(y, done))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.axis("off")
+    axes.flat[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"{len(done)} completed trials, {len(front)} on the Pareto front")
+    fig.tight_layout()
+    write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    plt.close(fig)

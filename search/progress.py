@@ -1,0 +1,43 @@
+"""The live progress line: trials done, failures, front size, best so far, time left."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import pandas as pd
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@dataclass
+class Progress:
+    total: int
+    already_done: int = 0
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    started: float = field(default_factory=time.perf_counter)
+
+    def update(self, front: pd.DataFrame, done: int, failed: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        this_run = max(done - self.already_done, 1)
+        left = elapsed / this_run * max(self.total - done, 0)
+        best = ""
+        if len(front):
+            best = (f" · best accuracy {front['accuracy'].max():.4f}"
+                    f" · fastest {front['latency_ms'].min():.3f} ms")
+        line = (f"trials {done}/{self.total} · {failed} failed · front {len(front)}{best}"
+                f" · {_clock(elapsed)} elapsed, ~{_clock(left)} left")
+        if self.stream.isatty():
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.stream.isatty():
+            self.stream.write("\n")

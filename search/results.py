@@ -1,0 +1,102 @@
+"""The run folder: trials.csv, pareto.csv and the Pareto members' models and cards."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+import pandas as pd
+
+from search.files import write_atomically, write_bytes, write_text
+from search.pareto import pareto_mask
+
+CANDIDATE_COLUMNS = ["target", "quant_bits", "prune_rate", "distill_temperature", "distill_alpha",
+                     "parallelism", "threads", "batch_size"]
+METRIC_COLUMNS = ["accuracy", "latency_ms", "latency_p95_ms", "latency_cv", "latency_repeats",
+                  "throughput_ips", "energy_mj", "energy_source", "size_bytes"]
+COLUMNS = ["trial", "state", *CANDIDATE_COLUMNS, *METRIC_COLUMNS, "duration_s", "node", "baseline", "error"]
+
+
+def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    row = {"trial": trial.number, "state": trial.state.name}
+    row.update({k: attrs.get("candidate", {}).get(k) for k in CANDIDATE_COLUMNS})
+    row.update({k: attrs.get("metrics", {}).get(k) for k in METRIC_COLUMNS})
+    row.update(duration_s=attrs.get("duration_s"), node=attrs.get("node"),
+               baseline=bool(attrs.get("baseline", False)), error=attrs.get("error", ""))
+    return row
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def pareto_table(table: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    done = table[table["state"] == "COMPLETE"]
+    return done[pareto_mask(done, objectives)] if len(done) else done
+
+
+def write_tables(run_dir: Path, table: pd.DataFrame, front: pd.DataFrame) -> None:
+    write_atomically(run_dir / "trials.csv", lambda p: table.to_csv(p, index=False))
+    write_atomically(run_dir / "pareto.csv", lambda p: front.to_csv(p, index=False))
+
+
+def model_card(row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """What a caller needs to run the model, and how its figures were measured."""
+    target, evaluators, workload = run["target"], run["evaluators"], run["workload_info"]
+    latency = evaluators.get("latency", {})
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    return {
+        "trial": clean["trial"],
+        "model_file": f"trial-{clean['trial']}.onnx",
+        "workload": workload["name"],
+        "input": {"name": workload["input_name"], "shape": ["batch", *workload["input_shape"]],
+                  "dtype": "float32", "preprocessing": workload["preprocessing"]},
+        "output": {"name": workload["output_name"], "meaning": workload["output_meaning"]},
+        "parameters": {k: clean[k] for k in ("quant_bits", "prune_rate", "distill_temperature", "distill_alpha")},
+        "runtime": {"target": target["name"], "provider": target["provider"], "parallelism": clean["parallelism"],
+                    "intra_op_num_threads": clean["threads"], "inter_op_num_threads": 1,
+                    "execution_mode": "sequential", "batch_size": clean["batch_size"]},
+        "metrics": {k: clean[k] for k in METRIC_COLUMNS},
+        "measured": {
+            "accuracy": "top-1 on the workload's held-out test split, through this ONNX model",
+            "latency": (f"p50/p95 of >= {latency.get('min_repeats')} timed calls on a batch of {clean['batch_size']} "
+                        f"after {latency.get('warmup')} warm-up calls, on node {clean['node']} "
+                        "with no other trial building or measuring there"),
+            "energy": _energy_note(clean["energy_source"], target),
+            "size": "bytes of the ONNX file",
+        },
+    }
+
+
+def _energy_note(source: str | None, target: dict[str, Any]) -> str:
+    if source == "estimate":
+        return (f"ESTIMATE, not a measurement: process CPU seconds x {target['watts_per_core']} W per core "
+                f"+ {target['idle_watts']} W x wall time, per input")
+    return f"measured by {source} counters over a window of calls, per input (rapl counts the whole CPU package)"
+
+
+def sync_models(run_dir: Path, front: pd.DataFrame, new_models: dict[int, bytes], run: dict[str, Any]) -> None:
+    """Make models/ hold exactly the front: write new members, drop trials that left it.
+
+    A trial that leaves the front never returns to it (a dominating trial stays), so only
+    models of trials just finished need to be held in memory.
+    """
+    models = run_dir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    members = set(front["trial"].astype(int))
+    for row in front.to_dict("records"):
+        trial = int(row["trial"])
+        onnx_path = models / f"trial-{trial}.onnx"
+        if trial in new_models:
+            write_bytes(onnx_path, new_models[trial])
+        if onnx_path.exists():
+            write_text(models / f"trial-{trial}.json", json.dumps(model_card(row, run), indent=2, default=str))
+    for path in models.glob("trial-*.*"):
+        number = path.stem.split("-", 1)[1]
+        if number.isdigit() and int(number) not in members:
+            path.unlink()

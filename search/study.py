@@ -1,0 +1,68 @@
+"""The Optuna study in the run folder: create or resume, the baseline first, stale trials re-run."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+STUDY_NAME = "search"
+RERUN_PREFIX = "re-run as"
+BASELINE_PARAMS = {"quant_bits": 32, "prune_rate": 0.0, "parallelism": "sequential"}
+
+
+def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    study = optuna.create_study(
+        study_name=STUDY_NAME, storage=storage, sampler=sampler, load_if_exists=True,
+        directions=[direction for _, direction in objectives],
+    )
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard shows
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric for metric, _ in objectives])
+    if not study.get_trials(deepcopy=False):
+        # The unoptimized fp32 model, measured like any candidate: the row every ratio is against.
+        study.enqueue_trial(BASELINE_PARAMS, user_attrs={"baseline": True})
+    return study
+
+
+def requeue_stale(study: optuna.Study) -> int:
+    """Trials left RUNNING by a driver that died: re-run their parameters, mark the old ones failed."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        study.enqueue_trial(trial.params, user_attrs={"baseline": trial.user_attrs.get("baseline", False)})
+        study._storage.set_trial_user_attr(trial._trial_id, "error", f"{RERUN_PREFIX} a new trial: the driver stopped while it ran")
+        study.tell(trial.number, state=TrialState.FAIL)
+    return len(stale)
+
+
+def finished(study: optuna.Study) -> tuple[int, int]:
+    """(finished, failed) trials, not counting stale trials that were re-run."""
+    done = failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if str(trial.user_attrs.get("error", "")).startswith(RERUN_PREFIX):
+            continue
+        done += 1
+        failed += trial.state == TrialState.FAIL
+    return done, failed
+
+
+def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], objectives: Sequence[tuple[str, str]]) -> bool:
+    """Tell the study a worker's result; True when the trial completed."""
+    for key in ("metrics", "node", "duration_s", "stage_s"):
+        trial.set_user_attr(key, result.get(key))
+    error = result.get("error") or ""
+    values = [result.get("metrics", {}).get(metric) for metric, _ in objectives]
+    if not error and any(v is None or not math.isfinite(float(v)) for v in values):
+        error = f"non-finite objective values {values}: recorded as failed, not told to the sampler"
+    if error:
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=TrialState.FAIL)
+        return False
+    study.tell(trial, [float(v) for v in values])
+    return True

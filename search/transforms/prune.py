@@ -1,0 +1,45 @@
+"""Structured pruning with torch-pruning: channels and neurons are removed, so the graph shrinks."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+
+def _output_layer(model: nn.Module, name: str | None) -> nn.Module:
+    """The layer whose outputs are the classes; pruning it would drop classes."""
+    if name is not None:
+        return model.get_submodule(name)
+    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not linears:
+        raise ValueError("model has no Linear or Conv2d layer to keep as the classifier")
+    return linears[-1]
+
+
+def prune(model: nn.Module, rate: float, example: torch.Tensor, classifier: str | None = None) -> nn.Module:
+    """Return a copy of ``model`` with ``rate`` of the channels of every prunable layer removed.
+
+    Importance is the L2 norm of each channel's weights; layers coupled through residual
+    adds or concatenations are pruned together (torch-pruning's dependency graph).
+    """
+    if not 0 <= rate < 1:
+        raise ValueError(f"prune rate must be in [0, 1), got {rate}")
+    pruned = copy.deepcopy(model).cpu().eval()
+    if rate == 0:
+        return pruned
+    pruner = tp.pruner.BasePruner(
+        pruned,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=rate,
+        ignored_layers=[_output_layer(pruned, classifier)],
+    )
+    pruner.step()
+    return pruned
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

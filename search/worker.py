@@ -1,0 +1,98 @@
+"""One trial, end to end, inside a Ray worker: prune -> distill -> export -> quantize -> check -> measure.
+
+Everything crossing the Ray boundary is a plain dict; inside, typed objects.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from evaluators._base import Built, Evaluator
+from evaluators.quiet import building, measuring_alone
+from search.cache import STAGES, stage_key
+from search.candidate import Candidate
+from search.errors import NotApplicable
+from search.target import Target
+from search.transforms import check_onnx, distill, export_onnx, prune, quantize
+from search.workloads._base import Workload
+
+CALIBRATION_SAMPLES = 256
+
+
+@dataclass
+class TrialResult:
+    """What a worker returns: metrics, the model, and where and how long it ran."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model_bytes: bytes = b""
+    node: str = ""
+    duration_s: float = 0.0
+    stage_s: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        return cls(**data)
+
+
+def _student(workload: Workload, cand: Candidate, seed: int, device: str, timings: dict[str, float]) -> bytes:
+    """fp32 ONNX of the pruned and recovered model (cached: it does not depend on bits or threads)."""
+    example = torch.from_numpy(workload.test.x[:1])
+    config = {"rate": cand.prune_rate, "T": cand.distill_temperature, "alpha": cand.distill_alpha, "seed": seed,
+              "epochs": workload.distill_epochs}
+
+    def build() -> bytes:
+        start = time.perf_counter()
+        model = prune(workload.model, cand.prune_rate, example, workload.classifier)
+        timings["prune"] = time.perf_counter() - start
+        if cand.prune_rate > 0:
+            start = time.perf_counter()
+            distill(model, workload, cand.distill_temperature or 0.0, cand.distill_alpha or 0.0, seed, device)
+            timings["distill"] = time.perf_counter() - start
+        return export_onnx(model, torch.from_numpy(workload.test.x[:cand.batch_size]))
+
+    return STAGES.get_or_build(stage_key("student", config, workload.key, cand.target), build)
+
+
+def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: int, timings: dict[str, float]) -> bytes:
+    fp32 = _student(workload, cand, seed, target.torch_device, timings)
+    start = time.perf_counter()
+    calibration = workload.train.x[:CALIBRATION_SAMPLES]  # calibration never sees the test split
+    model_bytes = quantize(fp32, cand.quant_bits, calibration, cand.batch_size)
+    check_onnx(model_bytes, workload.test.x[:cand.batch_size])
+    timings["quantize+check"] = time.perf_counter() - start
+    return model_bytes
+
+
+def run_trial(workload: Workload, evaluators: list[Evaluator], target_cfg: dict, candidate: dict, seed: int) -> dict:
+    """The Ray task body. Never raises for a failing candidate: the reason goes back as ``error``."""
+    torch.set_num_threads(1)  # training shares the node with other trials; one core each
+    started = time.perf_counter()
+    result = TrialResult(node=socket.gethostname())
+    try:
+        target = Target.from_config(target_cfg)
+        cand = Candidate.from_dict(candidate)
+        with building():
+            result.model_bytes = build_candidate(workload, cand, target, seed, result.stage_s)
+        built = Built(result.model_bytes, cand, target, workload.test)
+        with measuring_alone():  # timings and energy are only true on a node nothing else is using
+            for evaluator in evaluators:
+                start = time.perf_counter()
+                result.metrics.update(evaluator.measure(built))
+                result.stage_s[evaluator.name] = time.perf_counter() - start
+    except NotApplicable as exc:
+        result.error = f"not applicable: {exc}"
+    except Exception as exc:  # a failing trial is recorded with its reason; the search goes on
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        result.error = f"{type(exc).__name__}: {exc} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
+    result.duration_s = time.perf_counter() - started
+    return result.to_dict()

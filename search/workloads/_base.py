@@ -1,0 +1,81 @@
+"""The workload contract: what a user's factory must return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from search.errors import ConfigError
+
+
+@dataclass
+class Split:
+    """Inputs (float32, model layout) and integer class labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"split has {len(self.x)} inputs but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Workload:
+    """A trained classifier and its data, as a factory under ``conf/workload`` returns it.
+
+    Attributes:
+        name: short name, used in cache keys and model cards.
+        model: the trained model (the teacher), in eval mode, on the CPU.
+        train: training split: distillation and int8 calibration draw from it.
+        val: validation split: picks the best distillation epoch.
+        test: held-out split: accuracy is measured on it and only on it.
+        preprocessing: what a caller must do to raw input before the model (for the card).
+        classifier: name of the output layer, kept out of pruning (None: the last Linear).
+        distill_epochs: epochs of recovery training after pruning.
+        distill_lr: learning rate of that training.
+        key: identifies model and data for stage caches (same key, same teacher).
+    """
+
+    name: str
+    model: nn.Module
+    train: Split
+    val: Split
+    test: Split
+    preprocessing: str = ""
+    classifier: str | None = None
+    distill_epochs: int = 10
+    distill_lr: float = 2e-3
+    key: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, without the batch dimension."""
+        return tuple(self.test.x.shape[1:])
+
+
+def check_workload(obj: object, factory: str) -> Workload:
+    """Check what a workload factory returned; a mismatch is a config error naming the factory."""
+    if not isinstance(obj, Workload):
+        raise ConfigError(f"workload factory {factory} returned {type(obj).__name__}, expected search.workloads.Workload")
+    if not isinstance(obj.model, nn.Module):
+        raise ConfigError(f"workload {obj.name}: model is {type(obj.model).__name__}, expected a torch.nn.Module")
+    for split_name in ("train", "val", "test"):
+        split = getattr(obj, split_name)
+        if not isinstance(split, Split) or len(split) == 0:
+            raise ConfigError(f"workload {obj.name}: {split_name} split is empty or not a Split")
+    sample = torch.from_numpy(np.ascontiguousarray(obj.test.x[:2], dtype=np.float32))
+    try:
+        with torch.no_grad():
+            out = obj.model.eval()(sample)
+    except Exception as exc:  # the user's model and data disagree: say so in one line
+        raise ConfigError(f"workload {obj.name}: model rejects test input of shape {tuple(sample.shape)}: {exc}") from None
+    if out.ndim != 2:
+        raise ConfigError(f"workload {obj.name}: model output has shape {tuple(out.shape)}, expected (batch, classes)")
+    return obj

@@ -1,0 +1,45 @@
+"""The knob interface: narrow to a target once, then suggest values per trial."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Sequence
+
+import optuna
+
+from search.candidate import Candidate
+from search.errors import ConfigError
+from search.target import Target
+
+
+class Knob(abc.ABC):
+    """One dimension of the search space.
+
+    A knob is built from config (``_target_``), narrowed once to what the target supports,
+    and then asked for its values on every trial. Knobs run in config order, so a knob may
+    depend on the values suggested before it (distillation only where pruning happened).
+    """
+
+    name: str = ""
+
+    def narrow(self, target: Target) -> None:  # noqa: B027 - most knobs need no narrowing
+        """Restrict the knob's choices to what ``target`` runs; raise ConfigError if none remain."""
+
+    @abc.abstractmethod
+    def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
+        """Return this knob's Candidate fields for ``trial``; ``chosen`` holds earlier knobs' fields."""
+
+
+def check_choices(knob: str, choices: Sequence[Any], allowed: Sequence[Any], target: str) -> list[Any]:
+    """The declared choices the target allows, in declared order; a config error if none."""
+    kept = [c for c in choices if c in allowed]
+    if not kept:
+        raise ConfigError(f"{knob}: none of {list(choices)} runs on target {target} (it supports {list(allowed)})")
+    return kept
+
+
+def suggest_candidate(knobs: Sequence[Knob], trial: optuna.Trial, target: Target, batch_size: int) -> Candidate:
+    chosen: dict[str, Any] = {"target": target.name, "batch_size": batch_size}
+    for knob in knobs:
+        chosen.update(knob.suggest(trial, chosen))
+    return Candidate.from_dict(chosen)

@@ -1,0 +1,35 @@
+"""Distillation temperature and weight, searched only where pruning changed the model."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import optuna
+
+from search.errors import ConfigError
+from spaces._base import Knob
+
+
+class Distillation(Knob):
+    """Searches ``distill_temperature`` (0 = plain fine-tuning) and ``distill_alpha``.
+
+    An unpruned model is the teacher itself: nothing is trained, and both fields stay
+    None so no row claims a distillation that did not happen.
+    """
+
+    name = "distillation"
+
+    def __init__(self, temperatures: Sequence[float] = (0, 2, 4, 8), alphas: Sequence[float] = (0.5, 0.9)) -> None:
+        if not temperatures or any(t < 0 for t in temperatures):
+            raise ConfigError(f"distillation: temperatures must be >= 0 and non-empty, got {list(temperatures)}")
+        if not alphas or any(not 0 <= a <= 1 for a in alphas):
+            raise ConfigError(f"distillation: alphas must lie in [0, 1] and be non-empty, got {list(alphas)}")
+        self.temperatures = [float(t) for t in temperatures]
+        self.alphas = [float(a) for a in alphas]
+
+    def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
+        if not chosen.get("prune_rate"):
+            return {"distill_temperature": None, "distill_alpha": None}
+        temperature = trial.suggest_categorical("distill_temperature", self.temperatures)
+        alpha = trial.suggest_categorical("distill_alpha", self.alphas) if temperature > 0 else 0.0
+        return {"distill_temperature": temperature, "distill_alpha": alpha}

@@ -1,0 +1,39 @@
+"""Runtime parallelism: ``sequential`` (one thread) or ``intra_op`` (N threads inside operators)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import optuna
+
+from search.errors import ConfigError
+from search.target import KNOWN_PARALLELISM, Target
+from spaces._base import Knob, check_choices
+
+
+class Parallelism(Knob):
+    """Searches ``parallelism`` and, for ``intra_op``, ``threads`` in [2, the target's thread budget]."""
+
+    name = "parallelism"
+
+    def __init__(self, modes: Sequence[str] = KNOWN_PARALLELISM, max_threads: int | None = None) -> None:
+        bad = [m for m in modes if m not in KNOWN_PARALLELISM]
+        if bad or not modes:
+            raise ConfigError(f"parallelism: {bad or 'empty'} not allowed; choose from {list(KNOWN_PARALLELISM)}")
+        self.modes = list(modes)
+        self.max_threads = max_threads
+
+    def narrow(self, target: Target) -> None:
+        self.modes = check_choices(self.name, self.modes, target.parallelism, target.name)
+        budget = min(self.max_threads or target.thread_budget, target.thread_budget)
+        self.max_threads = budget
+        if budget < 2 and "intra_op" in self.modes:
+            self.modes.remove("intra_op")  # one thread is all there is: intra_op would be sequential under another name
+        if not self.modes:
+            raise ConfigError(f"parallelism: target {target.name} has 1 thread, so only sequential can run")
+
+    def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
+        mode = trial.suggest_categorical("parallelism", self.modes)
+        if mode == "sequential":
+            return {"parallelism": mode, "threads": 1}
+        return {"parallelism": mode, "threads": trial.suggest_int("threads", 2, self.max_threads)}
