@@ -14,6 +14,7 @@ class Candidate:
         target: name of the hardware target the candidate is measured on.
         quant_bits: 32 (fp32), 16 (fp16), 8 (int8 static QDQ) or 4 (int4 weight-only).
         prune_rate: fraction of channels removed from every prunable layer.
+        prune_round_to: remaining channels are a multiple of this (None when nothing was pruned).
         distill_temperature: distillation temperature; 0 is plain fine-tuning on labels,
             None when nothing was pruned and so nothing was fine-tuned.
         distill_alpha: weight of the teacher's soft targets in the loss (None as above).
@@ -25,6 +26,7 @@ class Candidate:
     target: str
     quant_bits: int = 32
     prune_rate: float = 0.0
+    prune_round_to: int | None = None
     distill_temperature: float | None = None
     distill_alpha: float | None = None
     parallelism: str = "sequential"

@@ -24,6 +24,9 @@ def known_choices(group: str) -> list[str]:
 def _explain(exc: Exception) -> str:
     """Hydra's message, on one line, with the known choices when a group option is unknown."""
     text = " ".join(str(exc).split())
+    if text.startswith("Could not override '"):
+        key = text.split("'")[1]
+        return f"unknown override key '{key}' (not in the config; python -m search --help lists the common ones)"
     for group in ("target", "workload", "sampler", "space", "cluster"):
         if f"'{group}/" in text or f"group {group}" in text or f"{group}=" in text.split("In '")[0]:
             return f"{text.split('Available options')[0].strip()} (known {group}s: {', '.join(known_choices(group))})"

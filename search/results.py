@@ -13,11 +13,13 @@ import pandas as pd
 from search.files import write_atomically, write_bytes, write_text
 from search.pareto import pareto_mask
 
-CANDIDATE_COLUMNS = ["target", "quant_bits", "prune_rate", "distill_temperature", "distill_alpha",
+CANDIDATE_COLUMNS = ["target", "quant_bits", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
                      "parallelism", "threads", "batch_size"]
 METRIC_COLUMNS = ["accuracy", "latency_ms", "latency_p95_ms", "latency_cv", "latency_repeats",
                   "throughput_ips", "energy_mj", "energy_source", "size_bytes"]
 COLUMNS = ["trial", "state", *CANDIDATE_COLUMNS, *METRIC_COLUMNS, "duration_s", "node", "baseline", "error"]
+# Integers that may be blank (failed trials, unpruned models): nullable, so "8" is not written "8.0".
+INTEGER_COLUMNS = ["quant_bits", "prune_round_to", "threads", "batch_size", "latency_repeats", "size_bytes"]
 
 
 def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -32,7 +34,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS).astype({c: "Int64" for c in INTEGER_COLUMNS})
 
 
 def pareto_table(table: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
@@ -57,7 +59,7 @@ def model_card(row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         "input": {"name": workload["input_name"], "shape": ["batch", *workload["input_shape"]],
                   "dtype": "float32", "preprocessing": workload["preprocessing"]},
         "output": {"name": workload["output_name"], "meaning": workload["output_meaning"]},
-        "parameters": {k: clean[k] for k in ("quant_bits", "prune_rate", "distill_temperature", "distill_alpha")},
+        "parameters": {k: clean[k] for k in ("quant_bits", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha")},
         "runtime": {"target": target["name"], "provider": target["provider"], "parallelism": clean["parallelism"],
                     "intra_op_num_threads": clean["threads"], "inter_op_num_threads": 1,
                     "execution_mode": "sequential", "batch_size": clean["batch_size"]},

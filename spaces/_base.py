@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 from typing import Any, Sequence
 
 import optuna
@@ -28,6 +29,20 @@ class Knob(abc.ABC):
     @abc.abstractmethod
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
         """Return this knob's Candidate fields for ``trial``; ``chosen`` holds earlier knobs' fields."""
+
+
+def with_baseline(knob: str, choices: list[Any], value: Any) -> list[Any]:
+    """Choices that include the unoptimized value, which the fp32 baseline trial (trial 0) takes.
+
+    Optuna fixes a param's distribution for the whole study, and a trial without a param
+    empties NSGA-II's intersection search space; so the baseline must be a trial of this very
+    space, and the unoptimized value must be one of its choices.
+    """
+    if value in choices:
+        return choices
+    logging.getLogger("search").warning("%s: added %r to the choices %s so the baseline trial belongs to the space",
+                                        knob, value, choices)
+    return [value, *choices]
 
 
 def check_choices(knob: str, choices: Sequence[Any], allowed: Sequence[Any], target: str) -> list[Any]:

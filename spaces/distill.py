@@ -13,8 +13,10 @@ from spaces._base import Knob
 class Distillation(Knob):
     """Searches ``distill_temperature`` (0 = plain fine-tuning) and ``distill_alpha``.
 
-    An unpruned model is the teacher itself: nothing is trained, and both fields stay
-    None so no row claims a distillation that did not happen.
+    Both are suggested on every trial, so that samplers which work on the intersection of
+    all trials' params (NSGA-II's crossover) keep them; but an unpruned model is the teacher
+    itself, nothing is trained, and the candidate's fields stay None so no row claims a
+    distillation that did not happen.
     """
 
     name = "distillation"
@@ -28,8 +30,8 @@ class Distillation(Knob):
         self.alphas = [float(a) for a in alphas]
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
+        temperature = trial.suggest_categorical("distill_temperature", self.temperatures)
+        alpha = trial.suggest_categorical("distill_alpha", self.alphas)
         if not chosen.get("prune_rate"):
             return {"distill_temperature": None, "distill_alpha": None}
-        temperature = trial.suggest_categorical("distill_temperature", self.temperatures)
-        alpha = trial.suggest_categorical("distill_alpha", self.alphas) if temperature > 0 else 0.0
-        return {"distill_temperature": temperature, "distill_alpha": alpha}
+        return {"distill_temperature": temperature, "distill_alpha": alpha if temperature > 0 else 0.0}

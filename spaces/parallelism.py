@@ -8,7 +8,7 @@ import optuna
 
 from search.errors import ConfigError
 from search.target import KNOWN_PARALLELISM, Target
-from spaces._base import Knob, check_choices
+from spaces._base import Knob, check_choices, with_baseline
 
 
 class Parallelism(Knob):
@@ -24,13 +24,12 @@ class Parallelism(Knob):
         self.max_threads = max_threads
 
     def narrow(self, target: Target) -> None:
-        self.modes = check_choices(self.name, self.modes, target.parallelism, target.name)
+        self.modes = with_baseline(self.name, check_choices(self.name, self.modes, target.parallelism, target.name),
+                                   "sequential")
         budget = min(self.max_threads or target.thread_budget, target.thread_budget)
         self.max_threads = budget
         if budget < 2 and "intra_op" in self.modes:
             self.modes.remove("intra_op")  # one thread is all there is: intra_op would be sequential under another name
-        if not self.modes:
-            raise ConfigError(f"parallelism: target {target.name} has 1 thread, so only sequential can run")
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
         mode = trial.suggest_categorical("parallelism", self.modes)

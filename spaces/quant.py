@@ -8,7 +8,7 @@ import optuna
 
 from search.errors import ConfigError
 from search.target import KNOWN_PRECISIONS, Target
-from spaces._base import Knob, check_choices
+from spaces._base import Knob, check_choices, with_baseline
 
 
 class QuantBits(Knob):
@@ -23,7 +23,7 @@ class QuantBits(Knob):
         self.choices = [int(c) for c in choices]
 
     def narrow(self, target: Target) -> None:
-        self.choices = check_choices(self.name, self.choices, target.precisions, target.name)
+        self.choices = with_baseline(self.name, check_choices(self.name, self.choices, target.precisions, target.name), 32)
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
         return {"quant_bits": trial.suggest_categorical("quant_bits", self.choices)}

@@ -19,8 +19,13 @@ def _output_layer(model: nn.Module, name: str | None) -> nn.Module:
     return linears[-1]
 
 
-def prune(model: nn.Module, rate: float, example: torch.Tensor, classifier: str | None = None) -> nn.Module:
+def prune(
+    model: nn.Module, rate: float, example: torch.Tensor, classifier: str | None = None, round_to: int | None = None
+) -> nn.Module:
     """Return a copy of ``model`` with ``rate`` of the channels of every prunable layer removed.
+
+    With ``round_to``, each layer keeps a multiple of that many channels (hardware-friendly
+    widths), so the removed share is close to, not exactly, ``rate``.
 
     Importance is the L2 norm of each channel's weights; layers coupled through residual
     adds or concatenations are pruned together (torch-pruning's dependency graph).
@@ -36,6 +41,7 @@ def prune(model: nn.Module, rate: float, example: torch.Tensor, classifier: str 
         importance=tp.importance.MagnitudeImportance(p=2),
         pruning_ratio=rate,
         ignored_layers=[_output_layer(pruned, classifier)],
+        round_to=round_to,
     )
     pruner.step()
     return pruned

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real digits workload (teacher trained once per test session) and tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from search.workloads import Split, Workload
+from search.workloads import digits
+
+
+@pytest.fixture(scope="session")
+def teacher_cache(tmp_path_factory) -> str:
+    """One teacher cache for the whole session, so the digits teacher trains once (seconds)."""
+    return str(tmp_path_factory.mktemp("teacher-cache"))
+
+
+@pytest.fixture(scope="session")
+def digits_workload(teacher_cache) -> Workload:
+    return digits.load(seed=0, epochs=15, cache_dir=teacher_cache, distill_epochs=3)
+
+
+class TinyCNN(nn.Module):
+    """Two convs and a Linear classifier on 1x8x8 inputs: small enough for sub-second transforms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1),
+                                      nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.head = nn.Linear(16 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ConvOnly(nn.Module):
+    """No Linear, no MatMul: int4 weight-only has nothing to apply to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 10, 1),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@pytest.fixture()
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture()
+def conv_only() -> nn.Module:
+    torch.manual_seed(0)
+    return ConvOnly().eval()
+
+
+@pytest.fixture()
+def tiny_workload(tiny_cnn) -> Workload:
+    """Random data in the digits layout: for plumbing, not for accuracy claims."""
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> Split:
+        return Split(rng.random((n, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64))
+
+    return Workload(name="tiny", model=tiny_cnn, train=split(128), val=split(32), test=split(64),
+                    classifier="head", distill_epochs=1, key="tiny")

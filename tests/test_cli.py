@@ -1,0 +1,57 @@
+"""Bad input ends with one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from search.__main__ import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+BAD_INPUT = [
+    (["+target=tpu"], "known targets: cpu, gpu"),
+    (["sampler=foo"], "known samplers: nsga2, random, tpe"),
+    (["workload=nope"], "known workloads: digits"),
+    (["trialz=3"], "trialz"),
+    (["trials=abc"], "trials must be an integer"),
+    (["workers=0"], "workers must be an integer >= 1"),
+    (["space.knobs.quant_bits.choices=[3]"], "quant_bits"),
+    (["space.knobs.prune_rate.high=1.5"], "prune_rate"),
+    (["~workload", "+workload._target_=no_such_module.load"], "no_such_module"),
+    (["~workload", "+workload._target_=tests.workloads.not_a_workload"], "expected search.workloads.Workload"),
+    (["results_dir=/proc/optsearch-cannot-write"], "cannot write results folder"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "says"), BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(overrides, says, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # any results folder a bug might create lands here
+    assert main([*overrides, "trials=2"] if "trials=abc" not in overrides else overrides) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert says in err[0]
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has CUDA")
+def test_gpu_target_without_cuda_fails_fast_with_what_is_missing(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["+target=gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "CUDAExecutionProvider" in err and "\n" not in err
+    assert not (tmp_path / "results").exists(), "nothing is written for a run that cannot start"
+
+
+def test_command_line_exit_code_and_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "search", "+target=tpu"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_help_lists_the_overrides(capsys):
+    assert main(["--help"]) == 0
+    assert "trials=N" in capsys.readouterr().out

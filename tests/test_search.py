@@ -1,0 +1,141 @@
+"""Whole searches through the real command: Hydra config, Optuna study, local Ray with 2 workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pandas as pd
+import pytest
+
+from search.workloads.digits import split_digits
+
+REPO = Path(__file__).resolve().parent.parent
+CONTRACT_COLUMNS = ["trial", "state", "target", "quant_bits", "prune_rate", "distill_temperature", "parallelism",
+                    "accuracy", "latency_ms", "latency_p95_ms", "throughput_ips", "energy_mj", "energy_source",
+                    "size_bytes", "duration_s", "error"]
+METRICS = ["accuracy", "latency_ms", "latency_p95_ms", "throughput_ips", "energy_mj", "energy_source", "size_bytes"]
+pytestmark = pytest.mark.slow
+
+
+def search(tmp_path: Path, teacher_cache: str | None, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m search`` as a user runs it, shrunk to a tiny CPU run (digits unless teacher_cache is None)."""
+    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1"]
+    if teacher_cache is not None:
+        quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
+    return subprocess.run([sys.executable, "-m", "search", *quick, *overrides], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, teacher_cache) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    proc = search(results, teacher_cache, "trials=3", "workers=2", "run=three", "seed=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results / "three"
+
+
+def test_run_folder_holds_every_result_file(finished_run):
+    for name in ("config.yaml", "study.db", "trials.csv", "pareto.csv", "pareto.png"):
+        assert (finished_run / name).stat().st_size > 0, name
+    front = pd.read_csv(finished_run / "pareto.csv")
+    assert len(front) >= 1
+    for trial in front["trial"]:
+        assert (finished_run / "models" / f"trial-{trial}.onnx").exists()
+        assert (finished_run / "models" / f"trial-{trial}.json").exists()
+    kept = {p.name for p in (finished_run / "models").iterdir()}
+    assert len(kept) == 2 * len(front), "models/ holds exactly the Pareto members"
+
+
+def test_trials_table_has_contract_columns_and_real_metrics(finished_run):
+    table = pd.read_csv(finished_run / "trials.csv")
+    assert set(CONTRACT_COLUMNS) <= set(table.columns)
+    assert len(table) == 3
+    done = table[table["state"] == "COMPLETE"]
+    assert len(done) >= 2
+    assert done[METRICS].notna().all().all()
+    assert (done["latency_p95_ms"] >= done["latency_ms"]).all()
+    assert set(done["energy_source"]) <= {"estimate", "rapl"}
+    assert done["accuracy"].between(0, 1).all()
+
+
+def test_first_trial_is_the_fp32_baseline(finished_run):
+    first = pd.read_csv(finished_run / "trials.csv").iloc[0]
+    assert first["trial"] == 0 and bool(first["baseline"])
+    assert (first["quant_bits"], first["prune_rate"], first["parallelism"]) == (32, 0.0, "sequential")
+    assert pd.isna(first["distill_temperature"]), "nothing was distilled, so no temperature is claimed"
+
+
+def test_pareto_models_give_the_reported_accuracy_in_a_plain_session(finished_run):
+    _, _, test = split_digits(seed=0)
+    for row in pd.read_csv(finished_run / "pareto.csv").to_dict("records"):
+        session = ort.InferenceSession(str(finished_run / "models" / f"trial-{row['trial']}.onnx"),
+                                       providers=["CPUExecutionProvider"])
+        logits = session.run(None, {"input": test.x})[0]
+        assert float(np.mean(logits.argmax(1) == test.y)) == pytest.approx(row["accuracy"], abs=1e-9)
+
+
+def test_model_card_tells_a_caller_how_to_run_the_model(finished_run):
+    import json
+
+    trial = int(pd.read_csv(finished_run / "pareto.csv")["trial"].iloc[0])
+    card = json.loads((finished_run / "models" / f"trial-{trial}.json").read_text())
+    assert card["input"] == {"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32",
+                             "preprocessing": card["input"]["preprocessing"]}
+    assert "16" in card["input"]["preprocessing"]
+    assert card["runtime"]["provider"] == "CPUExecutionProvider"
+    assert card["metrics"]["size_bytes"] == (finished_run / "models" / f"trial-{trial}.onnx").stat().st_size
+    assert "ESTIMATE" in card["measured"]["energy"] or card["metrics"]["energy_source"] != "estimate"
+
+
+def test_study_is_readable_by_optuna(finished_run):
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{finished_run / 'study.db'}")
+    assert len(study.trials) == 3
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["accuracy", "latency_ms", "energy_mj", "size_bytes"]
+
+
+def test_progress_and_summary_are_printed(finished_run, teacher_cache, tmp_path):
+    proc = search(tmp_path, teacher_cache, "trials=2", "workers=1", "run=p")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "trials 2/2" in proc.stderr and "left" in proc.stderr and "front" in proc.stderr
+    assert "Pareto front" in proc.stdout and "python -m search.pick" in proc.stdout
+
+
+def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    # int4 weight-only has nothing to quantize in a conv-only model: those trials must fail with the reason.
+    proc = search(tmp_path, None, "trials=4", "workers=2", "run=f", "sampler=random", "seed=0",
+                  "~workload", "+workload._target_=tests.workloads.conv_only",
+                  "space.knobs.quant_bits.choices=[4]")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "f" / "trials.csv")
+    assert len(table) == 4
+    failed = table[table["state"] == "FAIL"]
+    assert len(failed) >= 1 and (failed["quant_bits"] == 4).all()
+    assert failed["error"].str.contains("not applicable: int4").all()
+    assert (table[table["state"] == "COMPLETE"]["quant_bits"] == 32).all()
+
+
+def test_existing_run_is_resumed_and_earlier_trials_kept(tmp_path, teacher_cache):
+    first = search(tmp_path, teacher_cache, "trials=2", "workers=2", "run=r")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = pd.read_csv(tmp_path / "r" / "trials.csv")
+    again = search(tmp_path, teacher_cache, "trials=3", "workers=2", "run=r")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming" in again.stderr
+    after = pd.read_csv(tmp_path / "r" / "trials.csv")
+    assert len(after) == 3
+    pd.testing.assert_frame_equal(after.iloc[:2].reset_index(drop=True), before)
+
+
+def test_resume_with_a_different_space_is_refused(tmp_path, teacher_cache):
+    assert search(tmp_path, teacher_cache, "trials=1", "workers=1", "run=s").returncode == 0
+    proc = search(tmp_path, teacher_cache, "trials=2", "workers=1", "run=s", "space.knobs.prune_rate.high=0.5")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: run ")
+    assert "different space" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,34 @@
+"""Workload factories for integration tests, used as ``workload=...`` overrides like a user's own."""
+
+from __future__ import annotations
+
+import torch
+
+from search.workloads import Workload, digits
+
+
+class ConvOnlyNet(torch.nn.Module):
+    """No Linear and no MatMul, so int4 weight-only has nothing to apply to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(8, 10, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def conv_only(seed: int = 0, epochs: int = 10) -> Workload:
+    """The digits data with a small conv-only classifier trained for a few epochs."""
+    from search.training import train_classifier
+
+    train, val, test = digits.split_digits(seed)
+    model = ConvOnlyNet()
+    train_classifier(model, train, val, epochs=epochs, lr=5e-3, seed=seed)
+    return Workload(name="conv-only", model=model.eval(), train=train, val=val, test=test,
+                    classifier="body.2", distill_epochs=1, key=f"conv-only-{seed}-{epochs}")
+
+
+def not_a_workload(seed: int = 0) -> dict:
+    return {"model": None}
