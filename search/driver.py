@@ -123,10 +123,11 @@ class Dispatcher:
 
 def run_search(cfg: DictConfig) -> Path:
     search = prepare(cfg)
-    resuming = _open_run_dir(search)
+    # Everything that can refuse the run is checked before the run folder is touched.
     workload = check_workload(_instantiate(cfg.workload, "workload factory"), cfg.workload.get("_target_", "?"))
     search.config["workload_info"] = _workload_info(workload)
     sampler = _instantiate(cfg.sampler, "sampler")
+    resuming = _open_run_dir(search)
     study = studies.open_study(search.run_dir, search.objectives, sampler)
     rerun = studies.requeue_stale(study)
     done, _ = studies.finished(study)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,7 +50,7 @@ def model_card(row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """What a caller needs to run the model, and how its figures were measured."""
     target, evaluators, workload = run["target"], run["evaluators"], run["workload_info"]
     latency = evaluators.get("latency", {})
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    clean = {k: (None if pd.api.types.is_scalar(v) and pd.isna(v) else v) for k, v in row.items()}
     return {
         "trial": clean["trial"],
         "model_file": f"trial-{clean['trial']}.onnx",

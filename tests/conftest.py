@@ -69,3 +69,19 @@ def tiny_workload(tiny_cnn) -> Workload:
 
     return Workload(name="tiny", model=tiny_cnn, train=split(128), val=split(32), test=split(64),
                     classifier="head", distill_epochs=1, key="tiny")
+
+
+def _has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run where CUDA is present (the lent GPU machine) and are skipped, said so, elsewhere."""
+    if _has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device with onnxruntime-gpu")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

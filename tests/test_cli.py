@@ -24,6 +24,7 @@ BAD_INPUT = [
     (["space.knobs.prune_rate.high=1.5"], "prune_rate"),
     (["~workload", "+workload._target_=no_such_module.load"], "no_such_module"),
     (["~workload", "+workload._target_=tests.workloads.not_a_workload"], "expected search.workloads.Workload"),
+    (["~workload", "+workload._target_=tests.workloads.wrong_shape"], "model rejects test input of shape (2, 1, 16, 16)"),
     (["results_dir=/proc/optsearch-cannot-write"], "cannot write results folder"),
 ]
 
@@ -35,6 +36,7 @@ def test_bad_input_is_one_line_and_exit_2(overrides, says, capsys, tmp_path, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert says in err[0]
+    assert not (tmp_path / "results").exists(), "a run that cannot start leaves no folder behind"
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has CUDA")

@@ -32,3 +32,14 @@ def conv_only(seed: int = 0, epochs: int = 10) -> Workload:
 
 def not_a_workload(seed: int = 0) -> dict:
     return {"model": None}
+
+
+def wrong_shape(seed: int = 0) -> Workload:
+    """The digits teacher handed 16x16 inputs: the data does not fit the model."""
+    import numpy as np
+
+    from search.workloads import Split
+
+    base = digits.load(seed=seed)
+    big = Split(np.zeros((8, 1, 16, 16), dtype=np.float32), np.zeros(8, dtype=np.int64))
+    return Workload(name="wrong-shape", model=base.model, train=big, val=big, test=big)
