@@ -108,8 +108,10 @@ class Dispatcher:
         trial = study.ask()
         candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
         trial.set_user_attr("candidate", candidate.to_dict())
-        seed = self.search.settings.seed + trial.number
-        ref = self.task.remote(self.workload_ref, self.evaluators_ref, self.target_cfg, candidate.to_dict(), seed)
+        # One seed for the run, not one per trial: the same settings build the same model, so
+        # workers' stage caches serve repeated (prune, distill) prefixes and results reproduce.
+        ref = self.task.remote(self.workload_ref, self.evaluators_ref, self.target_cfg, candidate.to_dict(),
+                               self.search.settings.seed)
         self.in_flight[ref] = trial
 
     def next_done(self) -> tuple[optuna.Trial, dict[str, Any]]:

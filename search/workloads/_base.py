@@ -40,7 +40,7 @@ class Workload:
         classifier: name of the output layer, kept out of pruning (None: the last Linear).
         distill_epochs: epochs of recovery training after pruning.
         distill_lr: learning rate of that training.
-        key: identifies model and data for stage caches (same key, same teacher).
+        key: identifies model and data for stage caches (same key, same teacher); empty: the name.
     """
 
     name: str
@@ -53,6 +53,9 @@ class Workload:
     distill_epochs: int = 10
     distill_lr: float = 2e-3
     key: str = ""
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.name
 
     @property
     def input_shape(self) -> tuple[int, ...]:
