@@ -139,3 +139,29 @@ def test_resume_with_a_different_space_is_refused(tmp_path, teacher_cache):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: run ")
     assert "different space" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_saves_the_tables_and_the_same_command_resumes(tmp_path, teacher_cache):
+    import signal
+    import time
+
+    quick = [f"results_dir={tmp_path}", f"workload.cache_dir={teacher_cache}", "workload.epochs=15",
+             "workload.distill_epochs=3", "trials=3", "workers=2", "run=c"]
+    proc = subprocess.Popen([sys.executable, "-m", "search", *quick], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "c" / "study.db").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # trials are in flight now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "resume with the same command and run=c" in err and "Traceback" not in err
+    assert (tmp_path / "c" / "trials.csv").exists()
+    again = subprocess.run([sys.executable, "-m", "search", *quick], cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "c" / "trials.csv")
+    rerun = table["error"].fillna("").str.startswith("re-run as")
+    assert (~rerun).sum() == 3, "three finished trials, not counting the interrupted ones"
+    assert table[~rerun]["baseline"].sum() == 1
