@@ -136,9 +136,9 @@ def run_search(cfg: DictConfig) -> Path:
     _say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
          + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
          + f"; target {search.target.name}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
-    start_ray(search.config["cluster"], search.settings.workers, search.target)
     progress = Progress(search.settings.trials, already_done=done)
     try:
+        start_ray(search.config["cluster"], search.settings.workers, search.target)
         _loop(search, study, Dispatcher(search, workload), progress)
     except KeyboardInterrupt:
         progress.finish()

@@ -152,7 +152,7 @@ def test_ctrl_c_saves_the_tables_and_the_same_command_resumes(tmp_path, teacher_
     deadline = time.monotonic() + 120
     while not (tmp_path / "c" / "study.db").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(3)  # trials are in flight now
+    time.sleep(8)  # Ray has started and trials are in flight
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]

@@ -1,0 +1,201 @@
+"""Search-space knobs on real Optuna trials: declared choices, narrowing to a target, bad arguments."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from hydra.utils import instantiate
+
+from search.candidate import Candidate
+from search.config import compose_config
+from search.errors import ConfigError
+from search.target import Target
+from spaces import Distillation, Parallelism, PruneRate, QuantBits, suggest_candidate
+
+CPU = Target(name="cpu", precisions=(32, 16, 8, 4), max_threads=4)
+
+
+def study(seed: int = 0) -> optuna.Study:
+    return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
+def asks(n: int, seed: int = 0) -> list[optuna.Trial]:
+    s = study(seed)
+    return [s.ask() for _ in range(n)]
+
+
+# --- QuantBits ---------------------------------------------------------------------------------
+
+def test_quant_bits_suggests_only_its_declared_choices():
+    knob = QuantBits([32, 16, 8])
+    seen = [knob.suggest(trial, {})["quant_bits"] for trial in asks(40)]
+    assert set(seen) == {32, 16, 8}
+
+
+def test_quant_bits_narrow_removes_precisions_the_target_does_not_run():
+    knob = QuantBits([32, 16, 8, 4])
+    knob.narrow(Target(name="cpu"))  # default precisions: 32, 16, 8
+    assert knob.choices == [32, 16, 8]
+    assert {knob.suggest(trial, {})["quant_bits"] for trial in asks(40)} <= {32, 16, 8}
+
+
+def test_quant_bits_narrow_keeps_fp32_for_the_baseline_trial():
+    knob = QuantBits([8])
+    knob.narrow(Target(name="cpu"))
+    assert knob.choices == [32, 8]
+
+
+def test_quant_bits_narrow_with_no_supported_choice_is_a_config_error():
+    knob = QuantBits([4])
+    with pytest.raises(ConfigError, match="quant_bits"):
+        knob.narrow(Target(name="cpu", precisions=(32, 16, 8)))
+
+
+@pytest.mark.parametrize("choices", [[3], [], [1], [8, 64]])
+def test_quant_bits_refuses_unknown_bits(choices):
+    with pytest.raises(ConfigError, match="quant_bits"):
+        QuantBits(choices)
+
+
+# --- PruneRate ---------------------------------------------------------------------------------
+
+def test_prune_rate_lies_on_the_step_grid_between_zero_and_high():
+    knob = PruneRate(high=0.5, step=0.1, round_to=[8, 16])
+    picks = [knob.suggest(trial, {}) for trial in asks(60, seed=1)]
+    rates = [p["prune_rate"] for p in picks]
+    assert all(0.0 <= r <= 0.5 for r in rates)
+    assert all(abs(r * 10 - round(r * 10)) < 1e-9 for r in rates)
+    assert 0.0 in rates, "the grid starts at 0, the unpruned baseline"
+    assert {p["prune_round_to"] for p in picks if p["prune_rate"]} <= {8, 16}
+
+
+def test_prune_round_to_is_none_when_nothing_is_pruned():
+    knob = PruneRate(high=0.5, round_to=[8, 16])
+    out = knob.suggest(optuna.trial.FixedTrial({"prune_rate": 0.0, "prune_round_to": 16}), {})
+    assert out == {"prune_rate": 0.0, "prune_round_to": None}
+
+
+def test_prune_round_to_with_one_choice_is_fixed_not_searched():
+    knob = PruneRate(high=0.5, round_to=[16])
+    trial = study().ask()
+    knob.suggest(trial, {})
+    assert "prune_round_to" not in trial.distributions
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"high": 1.0}, {"high": -0.1}, {"high": 0.5, "step": 0}, {"high": 0.2, "step": 0.5},
+    {"round_to": [0]}, {"round_to": []}, {"round_to": [2.5]},
+])
+def test_prune_rate_refuses_bad_arguments(kwargs):
+    with pytest.raises(ConfigError, match="prune_rate"):
+        PruneRate(**kwargs)
+
+
+# --- Distillation ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chosen", [{"prune_rate": 0.0}, {}])
+def test_distillation_is_none_without_pruning(chosen):
+    knob = Distillation(temperatures=[2, 4], alphas=[0.5])
+    assert knob.suggest(study().ask(), chosen) == {"distill_temperature": None, "distill_alpha": None}
+
+
+def test_distillation_suggests_temperature_and_alpha_after_pruning():
+    knob = Distillation(temperatures=[0, 2, 8], alphas=[0.5, 0.9])
+    picks = [knob.suggest(trial, {"prune_rate": 0.3}) for trial in asks(40)]
+    assert {p["distill_temperature"] for p in picks} == {0.0, 2.0, 8.0}
+    for p in picks:
+        if p["distill_temperature"] == 0:
+            assert p["distill_alpha"] == 0.0, "T = 0 is plain fine-tuning: no teacher weight"
+        else:
+            assert p["distill_alpha"] in (0.5, 0.9)
+
+
+def test_distillation_params_are_in_the_trial_even_without_pruning():
+    trial = study().ask()
+    Distillation().suggest(trial, {"prune_rate": 0.0})
+    assert {"distill_temperature", "distill_alpha"} <= set(trial.distributions)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"temperatures": [-1]}, {"temperatures": []}, {"alphas": [1.5]}, {"alphas": [-0.1]}, {"alphas": []},
+])
+def test_distillation_refuses_bad_arguments(kwargs):
+    with pytest.raises(ConfigError, match="distillation"):
+        Distillation(**kwargs)
+
+
+# --- Parallelism -------------------------------------------------------------------------------
+
+def test_parallelism_on_a_one_thread_target_drops_intra_op():
+    knob = Parallelism(["sequential", "intra_op"])
+    knob.narrow(Target(name="one", max_threads=1))
+    assert knob.modes == ["sequential"]
+    assert all(knob.suggest(trial, {}) == {"parallelism": "sequential", "threads": 1} for trial in asks(10))
+
+
+def test_parallelism_threads_stay_within_the_target_budget():
+    knob = Parallelism(["sequential", "intra_op"])
+    knob.narrow(Target(name="four", max_threads=4))
+    picks = [knob.suggest(trial, {}) for trial in asks(40)]
+    assert {p["parallelism"] for p in picks} == {"sequential", "intra_op"}
+    assert all(2 <= p["threads"] <= 4 for p in picks if p["parallelism"] == "intra_op")
+    assert all(p["threads"] == 1 for p in picks if p["parallelism"] == "sequential")
+
+
+def test_parallelism_knob_cap_below_the_target_budget_wins():
+    knob = Parallelism(["intra_op"], max_threads=3)
+    knob.narrow(Target(name="eight", max_threads=8))
+    assert knob.max_threads == 3
+    assert all(knob.suggest(trial, {})["threads"] <= 3 for trial in asks(30))
+
+
+def test_parallelism_narrow_with_no_supported_mode_is_a_config_error():
+    knob = Parallelism(["intra_op"])
+    with pytest.raises(ConfigError, match="parallelism"):
+        knob.narrow(Target(name="seq", parallelism=("sequential",)))
+
+
+@pytest.mark.parametrize("modes", [["warp_speed"], [], ["sequential", "inter_op"]])
+def test_parallelism_refuses_unknown_modes(modes):
+    with pytest.raises(ConfigError, match="parallelism"):
+        Parallelism(modes)
+
+
+# --- suggest_candidate -------------------------------------------------------------------------
+
+def narrowed(*knobs, target: Target = CPU):
+    for knob in knobs:
+        knob.narrow(target)
+    return list(knobs)
+
+
+def test_suggest_candidate_sets_target_and_batch_size():
+    knobs = narrowed(QuantBits([32, 8]), PruneRate(high=0.5, round_to=[8]), Distillation(), Parallelism())
+    cand = suggest_candidate(knobs, study().ask(), CPU, batch_size=16)
+    assert isinstance(cand, Candidate)
+    assert cand.target == "cpu" and cand.batch_size == 16
+    assert cand.quant_bits in (32, 8)
+
+
+def test_suggest_candidate_carries_every_knobs_value():
+    knobs = narrowed(QuantBits([32, 8]), PruneRate(high=0.5, round_to=[8]),
+                     Distillation(temperatures=[0, 4], alphas=[0.9]), Parallelism())
+    trial = optuna.trial.FixedTrial({"quant_bits": 8, "prune_rate": 0.5, "distill_temperature": 4.0,
+                                     "distill_alpha": 0.9, "parallelism": "intra_op", "threads": 3})
+    assert suggest_candidate(knobs, trial, CPU, batch_size=4) == Candidate(
+        target="cpu", quant_bits=8, prune_rate=0.5, prune_round_to=8, distill_temperature=4.0,
+        distill_alpha=0.9, parallelism="intra_op", threads=3, batch_size=4)
+
+
+# --- the shipped space -------------------------------------------------------------------------
+
+def test_every_knob_in_the_default_space_instantiates_and_narrows_to_cpu():
+    cfg = compose_config([])
+    target = Target.from_config(dict(cfg.target))
+    knobs = [instantiate(node) for node in cfg.space.knobs.values()]
+    assert [type(k) for k in knobs] == [QuantBits, PruneRate, Distillation, Parallelism]
+    for knob in knobs:
+        knob.narrow(target)
+    assert set(knobs[0].choices) <= set(target.precisions)
+    cand = suggest_candidate(knobs, study().ask(), target, batch_size=32)
+    assert cand.target == "cpu" and cand.batch_size == 32
