@@ -28,7 +28,7 @@ def counter_delta(before: int, after: int, wrap: int) -> int:
 
 def rapl_domains(root: Path = POWERCAP) -> list[Path]:
     """Readable package-level RAPL domains (intel-rapl:N, also used by AMD), without subzones."""
-    found = sorted(Path(p) for p in glob.glob(str(root / "intel-rapl:*")) if p.count(":") == 1)
+    found = sorted(p for p in map(Path, glob.glob(str(root / "intel-rapl:*"))) if p.name.count(":") == 1)
     return [d for d in found if os.access(d / "energy_uj", os.R_OK)]
 
 

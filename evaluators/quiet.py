@@ -1,9 +1,11 @@
 """A quiet node for timing: trials build side by side, but a model is timed only when nothing else runs.
 
-A readers-writer lock over one file per node: building takes it shared, measuring takes it
-exclusive. A worker that has built a model next asks to measure, and takes no new shared
-lock until it has, so a waiting measurement gets the node once the builds in progress end.
-The kernel frees an flock when its holder dies, so a killed worker cannot wedge the node.
+A readers-writer lock over files, one set per node: building takes the node shared,
+measuring takes it exclusive. flock gives a waiting writer no priority, so new builds could
+keep overlapping and starve a measurement; a turnstile fixes that: a measurement holds the
+turnstile while it waits, and a build passes the turnstile before it takes its shared lock,
+so no build starts while a measurement is queued. The kernel frees an flock when its holder
+dies, so a killed worker cannot wedge the node.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ LOCK_PATH = Path(tempfile.gettempdir()) / f"optsearch-measure-{os.getuid()}.lock
 
 
 @contextlib.contextmanager
-def _flock(mode: int, path: Path) -> Iterator[None]:
+def _flock(path: Path, mode: int) -> Iterator[None]:
     with open(path, "a+") as handle:
         fcntl.flock(handle, mode)
         try:
@@ -28,11 +30,27 @@ def _flock(mode: int, path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def building(path: Path = LOCK_PATH) -> contextlib.AbstractContextManager[None]:
-    """Shared: any number of trials may build (prune, distill, quantize) at once."""
-    return _flock(fcntl.LOCK_SH, path)
+def _turnstile(path: Path) -> Path:
+    return path.with_name(path.name + ".turnstile")
 
 
-def measuring_alone(path: Path = LOCK_PATH) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def building(path: Path = LOCK_PATH) -> Iterator[None]:
+    """Shared: any number of trials build (prune, distill, quantize) at once, none while a timing waits."""
+    with _flock(_turnstile(path), fcntl.LOCK_EX):
+        pass
+    with _flock(path, fcntl.LOCK_SH):
+        yield
+
+
+@contextlib.contextmanager
+def measuring_alone(path: Path = LOCK_PATH) -> Iterator[None]:
     """Exclusive: no build and no other measurement runs on this node meanwhile."""
-    return _flock(fcntl.LOCK_EX, path)
+    with _flock(_turnstile(path), fcntl.LOCK_EX):
+        handle = open(path, "a+")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -19,6 +19,7 @@ from search.cluster import start_ray, stop_ray
 from search.config import Settings, to_container
 from search.errors import ConfigError
 from search.files import write_text
+from search.interrupt import StopRequest
 from search.plots import plot_front
 from search.progress import Progress
 from search.results import pareto_table, sync_models, trials_table, write_tables
@@ -114,8 +115,12 @@ class Dispatcher:
                                self.search.settings.seed)
         self.in_flight[ref] = trial
 
-    def next_done(self) -> tuple[optuna.Trial, dict[str, Any]]:
-        (ref,), _ = ray.wait(list(self.in_flight), num_returns=1)
+    def next_done(self, timeout_s: float) -> tuple[optuna.Trial, dict[str, Any]] | None:
+        """A finished trial and its result, or None if none finished within ``timeout_s``."""
+        ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
+        if not ready:
+            return None
+        ref = ready[0]
         trial = self.in_flight.pop(ref)
         try:
             return trial, ray.get(ref)
@@ -137,30 +142,35 @@ def run_search(cfg: DictConfig) -> Path:
          + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
          + f"; target {search.target.name}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
     progress = Progress(search.settings.trials, already_done=done)
-    try:
-        start_ray(search.config["cluster"], search.settings.workers, search.target)
-        _loop(search, study, Dispatcher(search, workload), progress)
-    except KeyboardInterrupt:
-        progress.finish()
-        _write_all(search, study, {})
-        _say(f"interrupted: finished trials are saved; resume with the same command and run={search.run_dir.name}")
-        raise
-    finally:
-        stop_ray()
+    with StopRequest() as stop:
+        try:
+            start_ray(search.config["cluster"], search.settings.workers, search.target)
+            if not stop.requested:
+                _loop(search, study, Dispatcher(search, workload), progress, stop)
+        except KeyboardInterrupt:
+            stop.requested = True
+        finally:
+            stop_ray()
     progress.finish()
     _write_all(search, study, {})
+    if stop.requested:
+        _say(f"interrupted: finished trials are saved; resume with the same command and run={search.run_dir.name}")
+        raise KeyboardInterrupt
     return search.run_dir
 
 
-def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress) -> None:
+def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress, stop: StopRequest) -> None:
     total, workers = search.settings.trials, search.settings.workers
-    while True:
+    while not stop.requested:
         done, _ = studies.finished(study)
         while len(dispatcher.in_flight) < workers and done + len(dispatcher.in_flight) < total:
             dispatcher.submit(study)
         if not dispatcher.in_flight:
             return
-        trial, result = dispatcher.next_done()
+        finished = dispatcher.next_done(timeout_s=0.5)
+        if finished is None:
+            continue
+        trial, result = finished
         completed = studies.record(study, trial, result, search.objectives)
         _, front = _write_all(search, study, {trial.number: result["model_bytes"]} if completed else {},
                                   plot=False)

@@ -64,8 +64,12 @@ def train_classifier(
     model.to(device)
     if teacher is not None:
         teacher.to(device).eval()
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    best_acc, best_state = -1.0, None
+    # Epoch 0 is the untrained state: with epochs=0 nothing changes, and training never
+    # leaves the model worse on val than it came in.
+    best_acc, best_state = accuracy(model, val, device), copy.deepcopy(model.state_dict())
     for _ in range(epochs):
         model.train()
         for xb, yb in _batches(train, batch_size, generator):

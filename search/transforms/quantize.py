@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -14,6 +16,18 @@ from search.errors import NotApplicable
 from search.transforms.export import INPUT_NAME
 
 SUPPORTED_BITS = (32, 16, 8, 4)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ORT's quantizers log progress through the root logger at INFO; mute it while they run only."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def quantize(model_bytes: bytes, bits: int, calibration: np.ndarray, batch_size: int = 32) -> bytes:
@@ -58,8 +72,7 @@ def _to_int8_static(model_bytes: bytes, calibration: np.ndarray, batch_size: int
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs its progress at INFO
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
         raw, pre, out = (Path(tmp) / name for name in ("raw.onnx", "pre.onnx", "int8.onnx"))
         raw.write_bytes(model_bytes)
         quant_pre_process(str(raw), str(pre), skip_symbolic_shape=True)
@@ -113,9 +126,9 @@ def _to_int4_weight_only(model_bytes: bytes, block_size: int = 32) -> bytes:
 
     model = onnx.load_from_string(model_bytes)
     gemm_to_matmul(model)
-    logging.getLogger("root").setLevel(logging.ERROR)
-    quantizer = MatMulNBitsQuantizer(model, block_size=block_size, is_symmetric=True)
-    quantizer.process()
+    with _quiet_root_logger():
+        quantizer = MatMulNBitsQuantizer(model, block_size=block_size, is_symmetric=True)
+        quantizer.process()
     result = quantizer.model.model
     converted = sum(node.op_type == "MatMulNBits" for node in result.graph.node)
     if converted == 0:

@@ -1,0 +1,169 @@
+"""Parts behind the result tables: Pareto front, atomic files, the stage cache, and one trial in a worker."""
+
+from __future__ import annotations
+
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from evaluators import Accuracy, Size
+from search.cache import StageCache, stage_key
+from search.files import write_atomically, write_bytes, write_text
+from search.pareto import pareto_mask
+from search.worker import TrialResult, run_trial
+from search.workloads import Workload
+
+ACC_LAT = [("accuracy", "maximize"), ("latency_ms", "minimize")]
+CANDIDATE = {"target": "cpu", "quant_bits": 8, "prune_rate": 0.5, "distill_temperature": 2.0,
+             "distill_alpha": 0.5, "batch_size": 16}
+
+
+# --- Pareto front ------------------------------------------------------------------------------
+
+def test_pareto_keeps_duplicates_and_drops_dominated_points():
+    table = pd.DataFrame({
+        "accuracy":   [0.90, 0.95, 0.95, 0.85, 0.99, 0.90],
+        "latency_ms": [1.00, 2.00, 2.00, 1.50, 5.00, 1.20],
+    })
+    # 0.85@1.5 is worse than 0.90@1.0 on both; 0.90@1.2 ties on accuracy and is slower.
+    assert pareto_mask(table, ACC_LAT).tolist() == [True, True, True, False, True, False]
+
+
+def test_pareto_direction_of_each_objective_matters():
+    table = pd.DataFrame({"accuracy": [0.9, 0.8], "latency_ms": [1.0, 1.0]})
+    assert pareto_mask(table, ACC_LAT).tolist() == [True, False]
+    assert pareto_mask(table, [("accuracy", "minimize"), ("latency_ms", "minimize")]).tolist() == [False, True]
+
+
+def test_pareto_with_three_mixed_objectives():
+    table = pd.DataFrame({"accuracy": [0.9, 0.9, 0.8], "latency_ms": [1.0, 1.0, 0.5],
+                          "size_bytes": [100, 200, 300]})
+    objectives = [*ACC_LAT, ("size_bytes", "minimize")]
+    assert pareto_mask(table, objectives).tolist() == [True, False, True]
+
+
+def test_pareto_ignores_columns_that_are_not_objectives():
+    table = pd.DataFrame({"accuracy": [0.9, 0.9], "latency_ms": [1.0, 1.0], "size_bytes": [1, 1000]})
+    assert pareto_mask(table, ACC_LAT).tolist() == [True, True]
+
+
+def test_pareto_of_an_empty_table_is_empty():
+    assert len(pareto_mask(pd.DataFrame({"accuracy": [], "latency_ms": []}), ACC_LAT)) == 0
+
+
+# --- atomic files ------------------------------------------------------------------------------
+
+def test_atomic_write_replaces_the_file(tmp_path):
+    path = tmp_path / "sub" / "trials.csv"
+    write_text(path, "old")
+    write_bytes(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert [p.name for p in path.parent.iterdir()] == ["trials.csv"]
+
+
+def test_atomic_write_leaves_the_old_file_when_the_writer_raises(tmp_path):
+    path = tmp_path / "trials.csv"
+    write_text(path, "old")
+
+    def half_then_crash(tmp):
+        tmp.write_text("ne")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="mid-write"):
+        write_atomically(path, half_then_crash)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.csv"], "the temp file was left behind"
+
+
+def test_atomic_write_that_fails_on_a_new_path_creates_nothing(tmp_path):
+    path = tmp_path / "never.csv"
+    with pytest.raises(OSError):
+        write_atomically(path, lambda tmp: (_ for _ in ()).throw(OSError("disk full")))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- stage cache -------------------------------------------------------------------------------
+
+def counting_builder(calls: list[str], value: str):
+    def build() -> str:
+        calls.append(value)
+        return value
+    return build
+
+
+def test_stage_cache_builds_once_per_key():
+    cache, calls = StageCache(max_entries=4), []
+    assert cache.get_or_build("k", counting_builder(calls, "first")) == "first"
+    assert cache.get_or_build("k", counting_builder(calls, "second")) == "first"
+    assert calls == ["first"] and cache.hits == 1
+
+
+def test_stage_cache_evicts_the_least_recently_used_entry():
+    cache, calls = StageCache(max_entries=2), []
+    cache.get_or_build("a", counting_builder(calls, "a"))
+    cache.get_or_build("b", counting_builder(calls, "b"))
+    cache.get_or_build("a", counting_builder(calls, "a-again"))  # a is now the most recent
+    cache.get_or_build("c", counting_builder(calls, "c"))  # evicts b, not a
+    assert cache.get_or_build("a", counting_builder(calls, "a-rebuilt")) == "a"
+    assert cache.get_or_build("b", counting_builder(calls, "b-rebuilt")) == "b-rebuilt"
+    assert calls == ["a", "b", "c", "b-rebuilt"]
+
+
+def test_stage_cache_keeps_nothing_when_the_builder_raises():
+    cache, calls = StageCache(), []
+
+    def broken() -> str:
+        raise RuntimeError("build failed")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_build("k", broken)
+    assert cache.get_or_build("k", counting_builder(calls, "ok")) == "ok" and calls == ["ok"]
+
+
+def test_stage_key_is_stable_and_ignores_dict_order():
+    assert stage_key("student", {"rate": 0.5, "T": 2}, "digits", "cpu") == \
+        stage_key("student", {"T": 2, "rate": 0.5}, "digits", "cpu")
+
+
+def test_stage_key_differs_when_stage_config_input_or_target_differs():
+    base = ("student", {"rate": 0.5}, "digits", "cpu")
+    variants = [("export", {"rate": 0.5}, "digits", "cpu"), ("student", {"rate": 0.4}, "digits", "cpu"),
+                ("student", {"rate": 0.5}, "other", "cpu"), ("student", {"rate": 0.5}, "digits", "gpu")]
+    keys = {stage_key(*base), *(stage_key(*v) for v in variants)}
+    assert len(keys) == 5
+
+
+# --- one trial in a worker ---------------------------------------------------------------------
+
+def test_run_trial_builds_measures_and_returns_a_loadable_model(tiny_workload):
+    result = run_trial(tiny_workload, [Accuracy(), Size()], {"name": "cpu"}, CANDIDATE, seed=0)
+    assert set(result) == set(TrialResult().to_dict())
+    assert result["error"] == ""
+    assert set(result["metrics"]) == {"accuracy", "size_bytes"}
+    assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
+    assert result["model_bytes"] and result["metrics"]["size_bytes"] == len(result["model_bytes"])
+    session = ort.InferenceSession(result["model_bytes"], providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": tiny_workload.test.x[:3]})[0].shape == (3, 10)
+    ops = {node.op_type for node in onnx.load_from_string(result["model_bytes"]).graph.node}
+    assert "QuantizeLinear" in ops, "quant_bits 8 was applied"
+    assert result["duration_s"] > 0 and result["node"]
+
+
+def test_run_trial_int4_on_a_conv_only_model_is_not_applicable(tiny_workload, conv_only):
+    workload = Workload(name="conv-only", model=conv_only, train=tiny_workload.train, val=tiny_workload.val,
+                        test=tiny_workload.test, distill_epochs=1, key="conv-only-results-parts")
+    result = run_trial(workload, [Size()], {"name": "cpu"}, {"target": "cpu", "quant_bits": 4}, seed=0)
+    assert result["error"].startswith("not applicable")
+    assert result["metrics"] == {}
+
+
+def test_run_trial_with_a_bad_prune_rate_returns_an_error_instead_of_raising(tiny_workload):
+    result = run_trial(tiny_workload, [Size()], {"name": "cpu"}, {"target": "cpu", "prune_rate": 1.5}, seed=0)
+    assert result["error"].startswith("ValueError") and "prune rate" in result["error"]
+    assert result["metrics"] == {} and result["model_bytes"] == b""
+
+
+def test_run_trial_with_a_bad_target_config_returns_an_error(tiny_workload):
+    result = run_trial(tiny_workload, [Size()], {"name": "cpu", "precisions": [3]}, {"target": "cpu"}, seed=0)
+    assert result["error"].startswith("ConfigError")
