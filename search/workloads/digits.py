@@ -54,7 +54,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "optsearch"
 
 
-def load(seed: int = 0, epochs: int = 30, cache_dir: str | None = None, distill_epochs: int = 10) -> Workload:
+def load(seed: int = 0, epochs: int = 30, cache_dir: str | None = None, distill_epochs: int = 20) -> Workload:
     """The digits workload; the teacher is trained on first use (seconds) and cached on this machine."""
     train, val, test = split_digits(seed)
     key = hashlib.sha256(f"{ARCH_VERSION}:{seed}:{epochs}".encode()).hexdigest()[:16]
