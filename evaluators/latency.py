@@ -37,7 +37,10 @@ class Latency(Evaluator):
     metric = "latency_ms"
     direction = "minimize"
 
-    def __init__(self, warmup: int = 20, min_repeats: int = 50, max_repeats: int = 2000, budget_s: float = 1.0, objective: bool = True) -> None:
+    def __init__(
+        self, warmup: int = 20, min_repeats: int = 50, max_repeats: int = 2000, budget_s: float = 1.0,
+        objective: bool = True,
+    ) -> None:
         super().__init__(objective)
         if warmup < 0 or min_repeats < 1 or max_repeats < min_repeats or budget_s <= 0:
             raise ConfigError("latency: need warmup >= 0, 1 <= min_repeats <= max_repeats, budget_s > 0")

@@ -15,7 +15,7 @@ import fcntl
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 LOCK_PATH = Path(tempfile.gettempdir()) / f"optsearch-measure-{os.getuid()}.lock"
 

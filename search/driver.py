@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 import ray
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -87,7 +88,8 @@ def _open_run_dir(search: Search) -> bool:
 
 
 def _workload_info(workload: Workload) -> dict[str, Any]:
-    classes = int(workload.model(__import__("torch").from_numpy(workload.test.x[:1])).shape[1])
+    with torch.no_grad():
+        classes = int(workload.model(torch.from_numpy(workload.test.x[:1])).shape[1])
     return {"name": workload.name, "input_name": INPUT_NAME, "input_shape": list(workload.input_shape),
             "output_name": OUTPUT_NAME, "preprocessing": workload.preprocessing,
             "output_meaning": f"logits over {classes} classes; argmax is the predicted class"}
@@ -172,8 +174,8 @@ def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress:
             continue
         trial, result = finished
         completed = studies.record(study, trial, result, search.objectives)
-        _, front = _write_all(search, study, {trial.number: result["model_bytes"]} if completed else {},
-                                  plot=False)
+        new_models = {trial.number: result["model_bytes"]} if completed else {}
+        _, front = _write_all(search, study, new_models, plot=False)
         progress.update(front, *studies.finished(study))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:

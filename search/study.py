@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import optuna
 from optuna.trial import TrialState

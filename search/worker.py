@@ -47,8 +47,8 @@ class TrialResult:
 def _student(workload: Workload, cand: Candidate, seed: int, device: str, timings: dict[str, float]) -> bytes:
     """fp32 ONNX of the pruned and recovered model (cached: it does not depend on bits or threads)."""
     example = torch.from_numpy(workload.test.x[:1])
-    config = {"rate": cand.prune_rate, "round_to": cand.prune_round_to, "T": cand.distill_temperature, "alpha": cand.distill_alpha, "seed": seed,
-              "epochs": workload.distill_epochs}
+    config = {"rate": cand.prune_rate, "round_to": cand.prune_round_to, "T": cand.distill_temperature,
+              "alpha": cand.distill_alpha, "seed": seed, "epochs": workload.distill_epochs}
 
     def build() -> bytes:
         start = time.perf_counter()

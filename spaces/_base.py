@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 import logging
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import optuna
 

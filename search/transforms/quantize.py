@@ -6,7 +6,7 @@ import contextlib
 import logging
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
