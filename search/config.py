@@ -59,6 +59,8 @@ class Settings:
     workers: int
     batch_size: int
     resume_force: bool
+    trial_timeout_s: float | None
+    max_retries: int
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -68,6 +70,9 @@ class Settings:
                 raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
             return value
 
+        timeout = cfg.trial_timeout_s
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ConfigError(f"trial_timeout_s must be a number of seconds > 0 or null, got {timeout!r}")
         run = cfg.run
         if run is not None and (not str(run).strip() or "/" in str(run) or str(run) in (".", "..")):
             raise ConfigError(f"run must be a plain folder name under {cfg.results_dir}/, got {run!r}")
@@ -79,6 +84,8 @@ class Settings:
             workers=integer("workers", 1),
             batch_size=integer("batch_size", 1),
             resume_force=bool(cfg.resume_force),
+            trial_timeout_s=None if timeout is None else float(timeout),
+            max_retries=integer("max_retries", 0),
         )
 
 

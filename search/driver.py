@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +29,7 @@ from search.results import pareto_table, sync_models, trials_table, write_tables
 from search.target import Target
 from search.transforms.export import INPUT_NAME, OUTPUT_NAME
 from search.worker import run_trial
-from search.workloads import Workload, check_workload
+from search.workloads import Workload, check_exportable, check_workload
 from spaces import Knob, suggest_candidate
 
 RESUME_CHECKED = ("workload", "space", "target", "evaluators", "batch_size")
@@ -96,16 +98,19 @@ def _workload_info(workload: Workload) -> dict[str, Any]:
 
 
 class Dispatcher:
-    """Keeps up to ``workers`` trials in flight and hands back finished ones."""
+    """Keeps up to ``workers`` trials in flight and hands back finished, failed or timed-out ones."""
 
-    def __init__(self, search: Search, workload: Workload) -> None:
+    def __init__(self, search: Search, workload: Workload, task: Callable[..., dict] = run_trial) -> None:
         self.search = search
-        self.task = ray.remote(run_trial).options(
-            num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus, max_retries=0)
+        # max_retries re-runs a trial whose worker process died; a Python exception is not retried
+        # (run_trial returns it as the trial's error instead).
+        self.task = ray.remote(task).options(num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus,
+                                             max_retries=search.settings.max_retries)
         self.workload_ref = ray.put(workload)  # sent once; workers on other nodes fetch it from the object store
         self.evaluators_ref = ray.put(search.evaluators)
         self.target_cfg = search.config["target"]
         self.in_flight: dict[ray.ObjectRef, optuna.Trial] = {}
+        self.started: dict[ray.ObjectRef, float] = {}
 
     def submit(self, study: optuna.Study) -> None:
         trial = study.ask()
@@ -116,24 +121,41 @@ class Dispatcher:
         ref = self.task.remote(self.workload_ref, self.evaluators_ref, self.target_cfg, candidate.to_dict(),
                                self.search.settings.seed)
         self.in_flight[ref] = trial
+        self.started[ref] = time.monotonic()
 
     def next_done(self, timeout_s: float) -> tuple[optuna.Trial, dict[str, Any]] | None:
-        """A finished trial and its result, or None if none finished within ``timeout_s``."""
+        """A finished (or timed-out) trial and its result, or None if none within ``timeout_s``."""
+        overdue = self._overdue()
+        if overdue is not None:
+            ray.cancel(overdue, force=True)  # kills the worker: a stuck native call ignores a polite cancel
+            limit = self.search.settings.trial_timeout_s
+            return self._pop(overdue), {"error": f"timed out: ran past trial_timeout_s={limit:g} and was cancelled"}
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
         if not ready:
             return None
-        ref = ready[0]
-        trial = self.in_flight.pop(ref)
+        trial = self._pop(ready[0])
         try:
-            return trial, ray.get(ref)
-        except ray.exceptions.RayError as exc:  # the worker died or the task could not run
+            return trial, ray.get(ready[0])
+        except ray.exceptions.RayError as exc:  # the worker died (after its retries) or the task could not run
             return trial, {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"}
+
+    def _overdue(self) -> ray.ObjectRef | None:
+        limit = self.search.settings.trial_timeout_s
+        if limit is None:
+            return None
+        now = time.monotonic()
+        return next((ref for ref, start in self.started.items() if now - start > limit), None)
+
+    def _pop(self, ref: ray.ObjectRef) -> optuna.Trial:
+        self.started.pop(ref, None)
+        return self.in_flight.pop(ref)
 
 
 def run_search(cfg: DictConfig) -> Path:
     search = prepare(cfg)
     # Everything that can refuse the run is checked before the run folder is touched.
     workload = check_workload(_instantiate(cfg.workload, "workload factory"), cfg.workload.get("_target_", "?"))
+    check_exportable(workload)
     search.config["workload_info"] = _workload_info(workload)
     sampler = _instantiate(cfg.sampler, "sampler")
     resuming = _open_run_dir(search)

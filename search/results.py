@@ -25,8 +25,8 @@ INTEGER_COLUMNS = ["quant_bits", "prune_round_to", "threads", "batch_size", "lat
 def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     attrs = trial.user_attrs
     row = {"trial": trial.number, "state": trial.state.name}
-    row.update({k: attrs.get("candidate", {}).get(k) for k in CANDIDATE_COLUMNS})
-    row.update({k: attrs.get("metrics", {}).get(k) for k in METRIC_COLUMNS})
+    row.update({k: (attrs.get("candidate") or {}).get(k) for k in CANDIDATE_COLUMNS})
+    row.update({k: (attrs.get("metrics") or {}).get(k) for k in METRIC_COLUMNS})
     row.update(duration_s=attrs.get("duration_s"), node=attrs.get("node"),
                baseline=bool(attrs.get("baseline", False)), error=attrs.get("error", ""))
     return row
@@ -94,10 +94,11 @@ def sync_models(run_dir: Path, front: pd.DataFrame, new_models: dict[int, bytes]
     for row in front.to_dict("records"):
         trial = int(row["trial"])
         onnx_path = models / f"trial-{trial}.onnx"
+        card_path = models / f"trial-{trial}.json"
         if trial in new_models:
             write_bytes(onnx_path, new_models[trial])
-        if onnx_path.exists():
-            write_text(models / f"trial-{trial}.json", json.dumps(model_card(row, run), indent=2, default=str))
+        if onnx_path.exists() and (trial in new_models or not card_path.exists()):
+            write_text(card_path, json.dumps(model_card(row, run), indent=2, default=str))
     for path in models.glob("trial-*.*"):
         number = path.stem.split("-", 1)[1]
         if number.isdigit() and int(number) not in members:

@@ -56,7 +56,8 @@ def finished(study: optuna.Study) -> tuple[int, int]:
 def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], objectives: Sequence[tuple[str, str]]) -> bool:
     """Tell the study a worker's result; True when the trial completed."""
     for key in ("metrics", "node", "duration_s", "stage_s"):
-        trial.set_user_attr(key, result.get(key))
+        if result.get(key) is not None:  # a timed-out or crashed trial brings no metrics back
+            trial.set_user_attr(key, result[key])
     error = result.get("error") or ""
     values = [result.get("metrics", {}).get(metric) for metric, _ in objectives]
     if not error and any(v is None or not math.isfinite(float(v)) for v in values):

@@ -73,11 +73,20 @@ def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: i
     return model_bytes
 
 
+def node_name() -> str:
+    """Host and Ray node: two Ray nodes on one host are told apart by their node id."""
+    import ray
+
+    if ray.is_initialized():
+        return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    return socket.gethostname()
+
+
 def run_trial(workload: Workload, evaluators: list[Evaluator], target_cfg: dict, candidate: dict, seed: int) -> dict:
     """The Ray task body. Never raises for a failing candidate: the reason goes back as ``error``."""
     torch.set_num_threads(1)  # training shares the node with other trials; one core each
     started = time.perf_counter()
-    result = TrialResult(node=socket.gethostname())
+    result = TrialResult(node=node_name())
     try:
         target = Target.from_config(target_cfg)
         cand = Candidate.from_dict(candidate)

@@ -25,6 +25,9 @@ BAD_INPUT = [
     (["~workload", "+workload._target_=no_such_module.load"], "no_such_module"),
     (["~workload", "+workload._target_=tests.workloads.not_a_workload"], "expected search.workloads.Workload"),
     (["~workload", "+workload._target_=tests.workloads.wrong_shape"], "model rejects test input of shape (2, 1, 16, 16)"),
+    (["~workload", "+workload._target_=tests.workloads.unexportable"], "cannot be exported to ONNX"),
+    (["trial_timeout_s=-1"], "trial_timeout_s must be a number of seconds > 0"),
+    (["max_retries=-1"], "max_retries must be an integer >= 0"),
     (["results_dir=/proc/optsearch-cannot-write"], "cannot write results folder"),
 ]
 
@@ -48,9 +51,11 @@ def test_gpu_target_without_cuda_fails_fast_with_what_is_missing(capsys, tmp_pat
     assert not (tmp_path / "results").exists(), "nothing is written for a run that cannot start"
 
 
-def test_command_line_exit_code_and_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "search", "+target=tpu"], cwd=REPO, capture_output=True, text=True)
+@pytest.mark.parametrize("overrides", [["+target=tpu"], ["~workload", "+workload._target_=tests.workloads.unexportable"]])
+def test_command_line_exit_code_and_nothing_but_one_line(overrides):
+    proc = subprocess.run([sys.executable, "-m", "search", *overrides], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
+    assert proc.stdout == "", "native code must not dump to stdout either"
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 

@@ -165,3 +165,41 @@ def test_ctrl_c_saves_the_tables_and_the_same_command_resumes(tmp_path, teacher_
     rerun = table["error"].fillna("").str.startswith("re-run as")
     assert (~rerun).sum() == 3, "three finished trials, not counting the interrupted ones"
     assert table[~rerun]["baseline"].sum() == 1
+
+
+def test_trial_past_its_timeout_is_cancelled_and_recorded(tmp_path, teacher_cache):
+    # 3000 recovery epochs take many minutes: every pruned trial must be cut off at 15 s. The baseline is
+    # not pruned, and with one worker it never waits on another trial's build for the quiet node.
+    proc = search(tmp_path, teacher_cache, "trials=3", "workers=1", "run=t", "trial_timeout_s=15",
+                  "workload.distill_epochs=3000", "space.knobs.prune_rate.high=0.5", "sampler=random", "seed=3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "t" / "trials.csv")
+    assert len(table) == 3 and table.iloc[0]["state"] == "COMPLETE"
+    timed_out = table[table["error"].fillna("").str.startswith("timed out")]
+    assert len(timed_out) >= 1 and (timed_out["prune_rate"] > 0).all()
+    assert (timed_out["duration_s"].isna()).all()
+
+
+def test_worker_killed_mid_trial_is_recorded_and_the_search_goes_on(tmp_path, teacher_cache):
+    import signal
+    import time
+
+    quick = [f"results_dir={tmp_path}", f"workload.cache_dir={teacher_cache}", "workload.epochs=15",
+             "workload.distill_epochs=400", "trials=3", "workers=2", "run=k", "trial_timeout_s=60",
+             "space.knobs.prune_rate.high=0.5", "sampler=random", "seed=3"]
+    proc = subprocess.Popen([sys.executable, "-m", "search", *quick], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    killed, deadline = [], time.monotonic() + 120
+    while not killed and time.monotonic() < deadline:
+        time.sleep(3)  # by now the fast baseline trial is done and pruned trials are distilling
+        found = subprocess.run(["pgrep", "-f", "ray::run_trial"], capture_output=True, text=True).stdout.split()
+        for pid in found:
+            os.kill(int(pid), signal.SIGKILL)
+            killed.append(pid)
+    _, err = proc.communicate(timeout=300)
+    assert killed, "no trial worker was found to kill"
+    assert proc.returncode == 0, err[-2000:]
+    table = pd.read_csv(tmp_path / "k" / "trials.csv")
+    assert len(table) == 3
+    crashed = table[table["error"].fillna("").str.contains("Worker|died|crash", case=False)]
+    assert len(crashed) >= 1

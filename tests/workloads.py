@@ -43,3 +43,20 @@ def wrong_shape(seed: int = 0) -> Workload:
     base = digits.load(seed=seed)
     big = Split(np.zeros((8, 1, 16, 16), dtype=np.float32), np.zeros(8, dtype=np.int64))
     return Workload(name="wrong-shape", model=base.model, train=big, val=big, test=big)
+
+
+class SvdHead(torch.nn.Module):
+    """A classifier whose forward uses an SVD, which ONNX export does not support."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        singular = torch.linalg.svdvals(x.flatten(2).reshape(-1, 8, 8))
+        return self.head(singular)
+
+
+def unexportable(seed: int = 0) -> Workload:
+    train, val, test = digits.split_digits(seed)
+    return Workload(name="svd", model=SvdHead().eval(), train=train, val=val, test=test)

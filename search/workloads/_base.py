@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,3 +86,31 @@ def check_workload(obj: object, factory: str) -> Workload:
     if out.ndim != 2:
         raise ConfigError(f"workload {obj.name}: model output has shape {tuple(out.shape)}, expected (batch, classes)")
     return obj
+
+
+def check_exportable(workload: Workload) -> None:
+    """Export the teacher once at start: a model ONNX cannot express fails here, not in every trial."""
+    from search.transforms.export import export_onnx
+
+    try:
+        with _native_output_silenced():  # on failure torch's C++ side dumps its whole IR graph to stdout
+            export_onnx(workload.model, torch.from_numpy(np.ascontiguousarray(workload.test.x[:1], dtype=np.float32)))
+    except Exception as exc:  # torch names the unsupported operator (and often the layer) in its message
+        raise ConfigError(f"workload {workload.name}: model cannot be exported to ONNX: {exc}") from None
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Mute file descriptors 1 and 2, which C++ code writes to behind Python's back."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
