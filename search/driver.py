@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 import ray
+from optuna.trial import FrozenTrial
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -30,9 +31,26 @@ from search.target import Target
 from search.transforms.export import INPUT_NAME, OUTPUT_NAME
 from search.worker import run_trial
 from search.workloads import Workload, check_exportable, check_workload
-from spaces import Knob, suggest_candidate
+from spaces import Knob, space, suggest_candidate
 
 RESUME_CHECKED = ("workload", "space", "target", "evaluators", "batch_size")
+# trials.csv and pareto.csv are views of study.db (the durable record, told after every trial):
+# rewritten at most this often during a run, and always at its end or interruption.
+TABLES_EVERY_S = 1.0
+
+
+class Every:
+    """True at most once per ``seconds`` (and on the first call)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.last = seconds, float("-inf")
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
 
 
 @dataclass
@@ -111,9 +129,10 @@ class Dispatcher:
         self.target_cfg = search.config["target"]
         self.in_flight: dict[ray.ObjectRef, optuna.Trial] = {}
         self.started: dict[ray.ObjectRef, float] = {}
+        self.space = space(search.knobs)
 
     def submit(self, study: optuna.Study) -> None:
-        trial = study.ask()
+        trial = study.ask(fixed_distributions=self.space)
         candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
         trial.set_user_attr("candidate", candidate.to_dict())
         # One seed for the run, not one per trial: the same settings build the same model, so
@@ -161,7 +180,7 @@ def run_search(cfg: DictConfig) -> Path:
     resuming = _open_run_dir(search)
     study = studies.open_study(search.run_dir, search.objectives, sampler)
     rerun = studies.requeue_stale(study)
-    done, _ = studies.finished(study)
+    done, _ = studies.finished(study.get_trials(deepcopy=False))
     _say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
          + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
          + f"; target {search.target.name}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
@@ -176,7 +195,7 @@ def run_search(cfg: DictConfig) -> Path:
         finally:
             stop_ray()
     progress.finish()
-    _write_all(search, study, {})
+    _write_all(search, study.get_trials(deepcopy=False), {})
     if stop.requested:
         _say(f"interrupted: finished trials are saved; resume with the same command and run={search.run_dir.name}")
         raise KeyboardInterrupt
@@ -185,8 +204,9 @@ def run_search(cfg: DictConfig) -> Path:
 
 def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress, stop: StopRequest) -> None:
     total, workers = search.settings.trials, search.settings.workers
+    tables_due = Every(TABLES_EVERY_S)
+    done, _ = studies.finished(study.get_trials(deepcopy=False))
     while not stop.requested:
-        done, _ = studies.finished(study)
         while len(dispatcher.in_flight) < workers and done + len(dispatcher.in_flight) < total:
             dispatcher.submit(study)
         if not dispatcher.in_flight:
@@ -196,15 +216,21 @@ def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress:
             continue
         trial, result = finished
         completed = studies.record(study, trial, result, search.objectives)
+        trials = study.get_trials(deepcopy=False)  # one read of the storage per finished trial
+        done, failed = studies.finished(trials)
         new_models = {trial.number: result["model_bytes"]} if completed else {}
-        _, front = _write_all(search, study, new_models, plot=False)
-        progress.update(front, *studies.finished(study))
+        _, front = _write_all(search, trials, new_models, plot=False, tables=tables_due.ready())
+        progress.update(front, done, failed)
 
 
-def _write_all(search: Search, study: optuna.Study, new_models: dict[int, bytes], plot: bool = True):
-    table = trials_table(study)
+def _write_all(search: Search, trials: list[FrozenTrial], new_models: dict[int, bytes], plot: bool = True,
+               tables: bool = True):
+    """Bring the run folder up to date. New front members' models are written at once (the bytes
+    exist only in memory); the CSV views of study.db may be skipped between intervals."""
+    table = trials_table(trials)
     front = pareto_table(table, search.objectives)
-    write_tables(search.run_dir, table, front)
+    if tables:
+        write_tables(search.run_dir, table, front)
     sync_models(search.run_dir, front, new_models, search.config)
     if plot and len(front):
         plot_front(search.run_dir / "pareto.png", table, front, search.objectives)

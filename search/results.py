@@ -12,6 +12,7 @@ import pandas as pd
 
 from search.files import write_atomically, write_bytes, write_text
 from search.pareto import pareto_mask
+from search.study import OUTCOME
 
 CANDIDATE_COLUMNS = ["target", "quant_bits", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
                      "parallelism", "threads", "batch_size"]
@@ -24,16 +25,17 @@ INTEGER_COLUMNS = ["quant_bits", "prune_round_to", "threads", "batch_size", "lat
 
 def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     attrs = trial.user_attrs
+    outcome = attrs.get(OUTCOME) or {}
     row = {"trial": trial.number, "state": trial.state.name}
     row.update({k: (attrs.get("candidate") or {}).get(k) for k in CANDIDATE_COLUMNS})
-    row.update({k: (attrs.get("metrics") or {}).get(k) for k in METRIC_COLUMNS})
-    row.update(duration_s=attrs.get("duration_s"), node=attrs.get("node"),
-               baseline=bool(attrs.get("baseline", False)), error=attrs.get("error", ""))
+    row.update({k: (outcome.get("metrics") or {}).get(k) for k in METRIC_COLUMNS})
+    row.update(duration_s=outcome.get("duration_s"), node=outcome.get("node"),
+               baseline=bool(attrs.get("baseline", False)), error=outcome.get("error") or attrs.get("error", ""))
     return row
 
 
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+    rows = [trial_row(t) for t in trials]
     return pd.DataFrame(rows, columns=COLUMNS).astype({c: "Int64" for c in INTEGER_COLUMNS})
 
 

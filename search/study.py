@@ -9,18 +9,40 @@ from typing import Any
 from collections.abc import Sequence
 
 import optuna
-from optuna.trial import TrialState
+from sqlalchemy import event
+from optuna.trial import FrozenTrial, TrialState
 
 STUDY_NAME = "search"
 RERUN_PREFIX = "re-run as"
+OUTCOME = "outcome"  # the user attribute that holds a finished trial's metrics, node, timings and error
 BASELINE_PARAMS = {"quant_bits": 32, "prune_rate": 0.0, "parallelism": "sequential"}
+
+
+def _fast_commits(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
+    """SQLite in WAL mode with synchronous=NORMAL.
+
+    The default (rollback journal, fsync on every commit) cost ~4 ms per commit here, and a
+    trial makes about eight. In WAL mode a commit survives a killed driver (it is in the log
+    the next open replays); only a power cut can lose the last commits. The log is merged
+    into study.db when the driver closes it.
+    """
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    event.listen(storage.engine, "connect", _fast_commits)
+    storage.engine.dispose()  # connections opened while creating the schema predate the listener
+    return storage
 
 
 def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
     study = optuna.create_study(
-        study_name=STUDY_NAME, storage=storage, sampler=sampler, load_if_exists=True,
+        study_name=STUDY_NAME, storage=sqlite_storage(run_dir / "study.db"), sampler=sampler, load_if_exists=True,
         directions=[direction for _, direction in objectives],
     )
     with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard shows
@@ -42,10 +64,12 @@ def requeue_stale(study: optuna.Study) -> int:
     return len(stale)
 
 
-def finished(study: optuna.Study) -> tuple[int, int]:
+def finished(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     """(finished, failed) trials, not counting stale trials that were re-run."""
     done = failed = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    for trial in trials:
+        if trial.state not in (TrialState.COMPLETE, TrialState.FAIL):
+            continue
         if str(trial.user_attrs.get("error", "")).startswith(RERUN_PREFIX):
             continue
         done += 1
@@ -54,16 +78,19 @@ def finished(study: optuna.Study) -> tuple[int, int]:
 
 
 def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], objectives: Sequence[tuple[str, str]]) -> bool:
-    """Tell the study a worker's result; True when the trial completed."""
-    for key in ("metrics", "node", "duration_s", "stage_s"):
-        if result.get(key) is not None:  # a timed-out or crashed trial brings no metrics back
-            trial.set_user_attr(key, result[key])
+    """Tell the study a worker's result; True when the trial completed.
+
+    The outcome is one user attribute (``OUTCOME``): one commit, not one per field.
+    """
     error = result.get("error") or ""
-    values = [result.get("metrics", {}).get(metric) for metric, _ in objectives]
+    metrics = result.get("metrics") or {}  # a timed-out or crashed trial brings no metrics back
+    values = [metrics.get(metric) for metric, _ in objectives]
     if not error and any(v is None or not math.isfinite(float(v)) for v in values):
         error = f"non-finite objective values {values}: recorded as failed, not told to the sampler"
+    outcome = {"metrics": metrics, "node": result.get("node"), "duration_s": result.get("duration_s"),
+               "stage_s": result.get("stage_s"), "error": error}
+    trial.set_user_attr(OUTCOME, outcome)
     if error:
-        trial.set_user_attr("error", error)
         study.tell(trial, state=TrialState.FAIL)
         return False
     study.tell(trial, [float(v) for v in values])

@@ -8,6 +8,7 @@ from typing import Any
 from collections.abc import Sequence
 
 import optuna
+from optuna.distributions import BaseDistribution
 
 from search.candidate import Candidate
 from search.errors import ConfigError
@@ -26,6 +27,10 @@ class Knob(abc.ABC):
 
     def narrow(self, target: Target) -> None:  # noqa: B027 - most knobs need no narrowing
         """Restrict the knob's choices to what ``target`` runs; raise ConfigError if none remain."""
+
+    @abc.abstractmethod
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """The Optuna params this knob searches, after narrowing; the same on every trial."""
 
     @abc.abstractmethod
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +57,18 @@ def check_choices(knob: str, choices: Sequence[Any], allowed: Sequence[Any], tar
     if not kept:
         raise ConfigError(f"{knob}: none of {list(choices)} runs on target {target} (it supports {list(allowed)})")
     return kept
+
+
+def space(knobs: Sequence[Knob]) -> dict[str, BaseDistribution]:
+    """Every knob's params: ``study.ask(fixed_distributions=...)`` samples a whole candidate at once.
+
+    Sampling param by param makes the sampler re-read all trials from storage for each one
+    (measured: ~5 ms each on SQLite, ~30 ms a trial); asking for the whole space does it once.
+    """
+    merged: dict[str, BaseDistribution] = {}
+    for knob in knobs:
+        merged.update(knob.distributions())
+    return merged
 
 
 def suggest_candidate(knobs: Sequence[Knob], trial: optuna.Trial, target: Target, batch_size: int) -> Candidate:

@@ -6,6 +6,7 @@ from typing import Any
 from collections.abc import Sequence
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from search.errors import ConfigError
 from spaces._base import Knob
@@ -29,6 +30,10 @@ class Distillation(Knob):
             raise ConfigError(f"distillation: alphas must lie in [0, 1] and be non-empty, got {list(alphas)}")
         self.temperatures = [float(t) for t in temperatures]
         self.alphas = [float(a) for a in alphas]
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {"distill_temperature": CategoricalDistribution(self.temperatures),
+                "distill_alpha": CategoricalDistribution(self.alphas)}
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
         temperature = trial.suggest_categorical("distill_temperature", self.temperatures)

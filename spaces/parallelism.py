@@ -6,6 +6,7 @@ from typing import Any
 from collections.abc import Sequence
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from search.errors import ConfigError
 from search.target import KNOWN_PARALLELISM, Target
@@ -32,8 +33,14 @@ class Parallelism(Knob):
         if budget < 2 and "intra_op" in self.modes:
             self.modes.remove("intra_op")  # one thread is all there is: intra_op would be sequential under another name
 
+    def distributions(self) -> dict[str, BaseDistribution]:
+        found: dict[str, BaseDistribution] = {"parallelism": CategoricalDistribution(self.modes)}
+        if "intra_op" in self.modes:
+            found["threads"] = IntDistribution(2, self.max_threads)
+        return found
+
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
+        # threads is sampled on every trial (kept in NSGA-II's crossover) but applies to intra_op only.
         mode = trial.suggest_categorical("parallelism", self.modes)
-        if mode == "sequential":
-            return {"parallelism": mode, "threads": 1}
-        return {"parallelism": mode, "threads": trial.suggest_int("threads", 2, self.max_threads)}
+        threads = trial.suggest_int("threads", 2, self.max_threads) if "intra_op" in self.modes else 1
+        return {"parallelism": mode, "threads": threads if mode == "intra_op" else 1}

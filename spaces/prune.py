@@ -6,6 +6,7 @@ from typing import Any
 from collections.abc import Sequence
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 from search.errors import ConfigError
 from spaces._base import Knob
@@ -30,6 +31,12 @@ class PruneRate(Knob):
             raise ConfigError(f"prune_rate: round_to must be positive integers, got {list(round_to)}")
         self.high, self.step = float(high), float(step)
         self.round_to = [int(r) for r in round_to]
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        found: dict[str, BaseDistribution] = {"prune_rate": FloatDistribution(0.0, self.high, step=self.step)}
+        if len(self.round_to) > 1:
+            found["prune_round_to"] = CategoricalDistribution(self.round_to)
+        return found
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
         rate = round(trial.suggest_float("prune_rate", 0.0, self.high, step=self.step), 6)

@@ -6,6 +6,7 @@ from typing import Any
 from collections.abc import Sequence
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from search.errors import ConfigError
 from search.target import KNOWN_PRECISIONS, Target
@@ -25,6 +26,9 @@ class QuantBits(Knob):
 
     def narrow(self, target: Target) -> None:
         self.choices = with_baseline(self.name, check_choices(self.name, self.choices, target.precisions, target.name), 32)
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {"quant_bits": CategoricalDistribution(self.choices)}
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
         return {"quant_bits": trial.suggest_categorical("quant_bits", self.choices)}

@@ -1,0 +1,88 @@
+"""The driver's own cost per trial: the real ask/tell loop, result files and progress, with trials that do no work.
+
+    python bench/overhead.py [--trials 60]
+
+Runs the real driver loop (Optuna ask/tell on SQLite, trials.csv/pareto.csv, models and cards,
+progress line) over Ray with a task that returns at once, with 1 and then 2 workers, and
+times a bare Ray task round trip in the same process. The per-trial figure is the median
+interval between successive trial completions in the study. Target: under 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import ray
+from hydra.utils import instantiate
+
+from search import study as studies
+from search.cluster import start_ray, stop_ray
+from search.config import compose_config
+from search.driver import Dispatcher, _loop, _workload_info, prepare
+from search.interrupt import StopRequest
+from search.progress import Progress
+from search.workloads import digits
+
+
+def no_work(workload, evaluators, target_cfg, candidate, seed) -> dict:
+    """A trial that builds nothing: random objective values so the front is realistic."""
+    rng = np.random.default_rng()
+    metrics = {"accuracy": float(rng.uniform(0.9, 1.0)), "latency_ms": float(rng.uniform(0.1, 1.0)),
+               "energy_mj": float(rng.uniform(0.05, 0.3)), "size_bytes": int(rng.integers(10_000, 400_000)),
+               "energy_source": "estimate"}
+    return {"metrics": metrics, "model_bytes": b"", "node": "bench", "duration_s": 0.0, "stage_s": {}, "error": ""}
+
+
+def bare_round_trip_ms(repeats: int = 200) -> float:
+    @ray.remote(num_cpus=1)
+    def noop() -> int:
+        return 0
+
+    ray.get(noop.remote())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ray.get(noop.remote())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def driver_ms_per_trial(workers: int, trials: int, results: str, sampler: str) -> tuple[float, float]:
+    cfg = compose_config([f"trials={trials}", f"workers={workers}", f"results_dir={results}",
+                          f"run=overhead-{sampler}-{workers}", f"sampler={sampler}"])
+    search = prepare(cfg)
+    search.run_dir.mkdir(parents=True)
+    study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler))
+    workload = digits.load(seed=0)
+    search.config["workload_info"] = _workload_info(workload)
+    with StopRequest() as stop:
+        _loop(search, study, Dispatcher(search, workload, task=no_work), Progress(trials, stream=io.StringIO()), stop)
+    ends = sorted(t.datetime_complete.timestamp() for t in study.trials)
+    gaps = np.diff(ends)[trials // 4:] * 1e3  # skip the start: workers spin up, the first generation fills
+    return float(np.median(gaps)), bare_round_trip_ms()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--samplers", nargs="+", default=["nsga2", "random"])
+    args = parser.parse_args()
+    target = prepare(compose_config([])).target
+    with tempfile.TemporaryDirectory() as results:
+        start_ray({"object_store_memory": 200_000_000}, 2, target)
+        try:
+            rows = [(s, w, *driver_ms_per_trial(w, args.trials, results, s)) for s in args.samplers for w in (1, 2)]
+        finally:
+            stop_ray()
+    print(f"{'sampler':>8} {'workers':>7} {'driver ms/trial (median)':>25} {'bare Ray round trip ms (median)':>32}")
+    for sampler, workers, per_trial, bare in rows:
+        print(f"{sampler:>8} {workers:>7} {per_trial:>25.1f} {bare:>32.2f}")
+
+
+if __name__ == "__main__":
+    main()
