@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 import ray
@@ -18,6 +19,7 @@ def start_ray(cluster: dict[str, Any], workers: int, target: Target) -> None:
     # what we want) would break the progress output; the driver reports failures itself.
     common = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
     if address:
+        check_reachable(address)
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -28,6 +30,34 @@ def start_ray(cluster: dict[str, Any], workers: int, target: Target) -> None:
         ray.init(address="local", num_cpus=cpus, num_gpus=0 if not target.num_gpus else None,
                  object_store_memory=cluster.get("object_store_memory"), **common)
     check_resources(target)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT nobody answers on would keep ray.init retrying for minutes: refuse it in seconds."""
+    if address == "auto":
+        address = _resolve_auto()
+        if address is None:
+            return  # no cluster is recorded on this host: ray.init says so at once
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return  # ray://... client addresses: Ray checks them itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}); "
+                          "start it with `ray start --head`, or leave cluster.address unset for a local Ray") from None
+
+
+def _resolve_auto() -> str | None:
+    """What ``auto`` means to Ray: RAY_ADDRESS, else the cluster last started on this host.
+
+    That record outlives a cluster that was killed, and ray.init then retries it forever.
+    """
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # a Ray without this helper: leave the address to ray.init
+        return None
+    return canonicalize_bootstrap_address("auto")
 
 
 def check_resources(target: Target) -> None:

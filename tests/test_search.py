@@ -23,13 +23,14 @@ METRICS = ["accuracy", "latency_ms", "latency_p95_ms", "throughput_ips", "energy
 pytestmark = pytest.mark.slow
 
 
-def search(tmp_path: Path, teacher_cache: str | None, *overrides: str) -> subprocess.CompletedProcess:
+def search(tmp_path: Path, teacher_cache: str | None, *overrides: str, env: dict | None = None
+           ) -> subprocess.CompletedProcess:
     """``python -m search`` as a user runs it, shrunk to a tiny CPU run (digits unless teacher_cache is None)."""
     quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1"]
     if teacher_cache is not None:
         quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
     return subprocess.run([sys.executable, "-m", "search", *quick, *overrides], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +204,32 @@ def test_worker_killed_mid_trial_is_recorded_and_the_search_goes_on(tmp_path, te
     assert len(table) == 3
     crashed = table[table["error"].fillna("").str.contains("Worker|died|crash", case=False)]
     assert len(crashed) >= 1
+
+
+def test_sigkilled_driver_loses_nothing_and_the_same_command_finishes(tmp_path, teacher_cache):
+    import signal
+    import time
+
+    quick = [f"results_dir={tmp_path}", f"workload.cache_dir={teacher_cache}", "workload.epochs=15",
+             "workload.distill_epochs=3", "trials=5", "workers=2", "run=kill"]
+    proc = subprocess.Popen([sys.executable, "-m", "search", *quick], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    db, deadline, done = tmp_path / "kill" / "study.db", time.monotonic() + 180, []
+    while len(done) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if db.exists():
+            study = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
+            done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert proc.poll() is None, "the search ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = {t.number: t.values for t in done}
+    again = subprocess.run([sys.executable, "-m", "search", *quick], cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
+    after = {t.number: t.values for t in study.trials}
+    assert all(after[n] == values for n, values in before.items()), "finished trials changed on resume"
+    table = pd.read_csv(tmp_path / "kill" / "trials.csv")
+    rerun = table["error"].fillna("").str.startswith("re-run as")
+    assert (~rerun).sum() == 5 and (table[~rerun]["state"] == "COMPLETE").all()
