@@ -13,8 +13,13 @@ from search.errors import ConfigError
 from search.target import Target
 
 
+def cluster_address(cluster: dict[str, Any]) -> str | None:
+    """``cluster.address``, else Ray's own RAY_ADDRESS convention, else None (a private local Ray)."""
+    return cluster.get("address") or os.environ.get("RAY_ADDRESS") or None
+
+
 def start_ray(cluster: dict[str, Any], workers: int, target: Target) -> None:
-    address = cluster.get("address")
+    address = cluster_address(cluster)
     # Ray's start-up warnings (token auth on by default when ~/.ray/auth_token exists, which is
     # what we want) would break the progress output; the driver reports failures itself.
     common = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}

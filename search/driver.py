@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluators import Evaluator, objectives
 from search import study as studies
-from search.cluster import check_reachable, start_ray, stop_ray
+from search.cluster import check_reachable, cluster_address, start_ray, stop_ray
 from search.config import Settings, to_container
 from search.errors import ConfigError
 from search.files import write_text
@@ -80,8 +80,9 @@ def prepare(cfg: DictConfig) -> Search:
     settings = Settings.from_config(cfg)
     target = Target.from_config(to_container(cfg.target))
     target.check_available()
-    if cfg.cluster.get("address"):
-        check_reachable(cfg.cluster.address)
+    address = cluster_address(to_container(cfg.cluster))
+    if address:
+        check_reachable(address)
     knobs = [_instantiate(node, f"knob {name}") for name, node in cfg.space.knobs.items()]
     for knob in knobs:
         knob.narrow(target)

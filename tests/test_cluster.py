@@ -85,8 +85,13 @@ def test_search_joins_an_existing_cluster_and_uses_both_nodes(two_node_cluster, 
     assert table["node"].nunique() == 2, table["node"].tolist()
 
 
-def test_an_unreachable_cluster_is_one_line_and_exit_2(tmp_path, teacher_cache):
-    proc = search(tmp_path, teacher_cache, f"cluster.address=127.0.0.1:{free_port()}", "trials=2", "run=u", env=AUTH)
+@pytest.mark.parametrize("how", ["override", "RAY_ADDRESS"])
+def test_an_unreachable_cluster_is_one_line_and_exit_2(tmp_path, teacher_cache, how):
+    address = f"127.0.0.1:{free_port()}"
+    if how == "override":
+        proc = search(tmp_path, teacher_cache, f"cluster.address={address}", "trials=2", "run=u", env=AUTH)
+    else:
+        proc = search(tmp_path, teacher_cache, "trials=2", "run=u", env={**AUTH, "RAY_ADDRESS": address})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot join the Ray cluster")
     assert not (tmp_path / "u").exists(), "a run that cannot start leaves no folder behind"
