@@ -46,11 +46,7 @@ def building(path: Path = LOCK_PATH) -> Iterator[None]:
 @contextlib.contextmanager
 def measuring_alone(path: Path = LOCK_PATH) -> Iterator[None]:
     """Exclusive: no build and no other measurement runs on this node meanwhile."""
-    with _flock(_turnstile(path), fcntl.LOCK_EX):
-        handle = open(path, "a+")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    try:
+    with contextlib.ExitStack() as node:
+        with _flock(_turnstile(path), fcntl.LOCK_EX):  # released once the node is ours, so builds queue again
+            node.enter_context(_flock(path, fcntl.LOCK_EX))
         yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()

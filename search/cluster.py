@@ -23,8 +23,7 @@ def start_ray(cluster: dict[str, Any], workers: int, target: Target) -> None:
     # Ray's start-up warnings (token auth on by default when ~/.ray/auth_token exists, which is
     # what we want) would break the progress output; the driver reports failures itself.
     common = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
-    if address:
-        check_reachable(address)
+    if address:  # prepare() has checked it is reachable (before the run folder was made)
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:

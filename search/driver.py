@@ -130,8 +130,7 @@ class Dispatcher:
         self.workload_ref = ray.put(workload)  # sent once; workers on other nodes fetch it from the object store
         self.evaluators_ref = ray.put(search.evaluators)
         self.target_cfg = search.config["target"]
-        self.in_flight: dict[ray.ObjectRef, optuna.Trial] = {}
-        self.started: dict[ray.ObjectRef, float] = {}
+        self.in_flight: dict[ray.ObjectRef, tuple[optuna.Trial, float]] = {}  # ref -> (trial, start time)
         self.space = space(search.knobs)
 
     def submit(self, study: optuna.Study) -> None:
@@ -142,8 +141,7 @@ class Dispatcher:
         # workers' stage caches serve repeated (prune, distill) prefixes and results reproduce.
         ref = self.task.remote(self.workload_ref, self.evaluators_ref, self.target_cfg, candidate.to_dict(),
                                self.search.settings.seed)
-        self.in_flight[ref] = trial
-        self.started[ref] = time.monotonic()
+        self.in_flight[ref] = (trial, time.monotonic())
 
     def next_done(self, timeout_s: float) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """A finished (or timed-out) trial and its result, or None if none within ``timeout_s``."""
@@ -166,11 +164,10 @@ class Dispatcher:
         if limit is None:
             return None
         now = time.monotonic()
-        return next((ref for ref, start in self.started.items() if now - start > limit), None)
+        return next((ref for ref, (_, start) in self.in_flight.items() if now - start > limit), None)
 
     def _pop(self, ref: ray.ObjectRef) -> optuna.Trial:
-        self.started.pop(ref, None)
-        return self.in_flight.pop(ref)
+        return self.in_flight.pop(ref)[0]
 
 
 def run_search(cfg: DictConfig) -> Path:

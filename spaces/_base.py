@@ -8,7 +8,7 @@ from typing import Any
 from collections.abc import Sequence
 
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from search.candidate import Candidate
 from search.errors import ConfigError
@@ -35,6 +35,21 @@ class Knob(abc.ABC):
     @abc.abstractmethod
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
         """Return this knob's Candidate fields for ``trial``; ``chosen`` holds earlier knobs' fields."""
+
+    def draw(self, trial: optuna.Trial, name: str) -> Any:
+        """The trial's value of ``name``, from its one declaration in ``distributions()``.
+
+        Optuna refuses a param whose distribution changes within a study, so suggest() must
+        not restate it: it draws from the same declaration the whole-space ask uses.
+        """
+        distribution = self.distributions()[name]
+        if isinstance(distribution, CategoricalDistribution):
+            return trial.suggest_categorical(name, distribution.choices)
+        if isinstance(distribution, IntDistribution):
+            return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step)
+        if isinstance(distribution, FloatDistribution):
+            return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step)
+        raise TypeError(f"{name}: unsupported distribution {type(distribution).__name__}")
 
 
 def with_baseline(knob: str, choices: list[Any], value: Any) -> list[Any]:

@@ -36,8 +36,7 @@ class Distillation(Knob):
                 "distill_alpha": CategoricalDistribution(self.alphas)}
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
-        temperature = trial.suggest_categorical("distill_temperature", self.temperatures)
-        alpha = trial.suggest_categorical("distill_alpha", self.alphas)
+        temperature, alpha = self.draw(trial, "distill_temperature"), self.draw(trial, "distill_alpha")
         if not chosen.get("prune_rate"):
             return {"distill_temperature": None, "distill_alpha": None}
         return {"distill_temperature": temperature, "distill_alpha": alpha if temperature > 0 else 0.0}

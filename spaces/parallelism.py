@@ -41,6 +41,6 @@ class Parallelism(Knob):
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
         # threads is sampled on every trial (kept in NSGA-II's crossover) but applies to intra_op only.
-        mode = trial.suggest_categorical("parallelism", self.modes)
-        threads = trial.suggest_int("threads", 2, self.max_threads) if "intra_op" in self.modes else 1
+        mode = self.draw(trial, "parallelism")
+        threads = self.draw(trial, "threads") if "intra_op" in self.modes else 1
         return {"parallelism": mode, "threads": threads if mode == "intra_op" else 1}

@@ -39,6 +39,6 @@ class PruneRate(Knob):
         return found
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
-        rate = round(trial.suggest_float("prune_rate", 0.0, self.high, step=self.step), 6)
-        multiple = self.round_to[0] if len(self.round_to) == 1 else trial.suggest_categorical("prune_round_to", self.round_to)
+        rate = round(self.draw(trial, "prune_rate"), 6)
+        multiple = self.round_to[0] if len(self.round_to) == 1 else self.draw(trial, "prune_round_to")
         return {"prune_rate": rate, "prune_round_to": multiple if rate else None}

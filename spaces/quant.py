@@ -31,4 +31,4 @@ class QuantBits(Knob):
         return {"quant_bits": CategoricalDistribution(self.choices)}
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
-        return {"quant_bits": trial.suggest_categorical("quant_bits", self.choices)}
+        return {"quant_bits": self.draw(trial, "quant_bits")}
