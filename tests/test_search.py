@@ -211,15 +211,20 @@ def test_sigkilled_driver_loses_nothing_and_the_same_command_finishes(tmp_path, 
     import time
 
     quick = [f"results_dir={tmp_path}", f"workload.cache_dir={teacher_cache}", "workload.epochs=15",
-             "workload.distill_epochs=3", "trials=5", "workers=2", "run=kill"]
+             "workload.distill_epochs=3", "trials=10", "workers=2", "run=kill"]
     proc = subprocess.Popen([sys.executable, "-m", "search", *quick], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     db, deadline, done = tmp_path / "kill" / "study.db", time.monotonic() + 180, []
-    while len(done) < 2 and time.monotonic() < deadline and proc.poll() is None:
+    # Kill as soon as a trial is complete: with 10 trials the driver is then still mid-search.
+    while not done and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
-        if db.exists():
+        if not db.exists():
+            continue
+        try:
             study = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
-            done = [t for t in study.trials if t.state.name == "COMPLETE"]
+        except KeyError:  # study.db exists a moment before the study row in it
+            continue
+        done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert proc.poll() is None, "the search ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -232,4 +237,4 @@ def test_sigkilled_driver_loses_nothing_and_the_same_command_finishes(tmp_path, 
     assert all(after[n] == values for n, values in before.items()), "finished trials changed on resume"
     table = pd.read_csv(tmp_path / "kill" / "trials.csv")
     rerun = table["error"].fillna("").str.startswith("re-run as")
-    assert (~rerun).sum() == 5 and (table[~rerun]["state"] == "COMPLETE").all()
+    assert (~rerun).sum() == 10 and (table[~rerun]["state"] == "COMPLETE").all()
