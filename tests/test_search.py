@@ -206,6 +206,20 @@ def test_worker_killed_mid_trial_is_recorded_and_the_search_goes_on(tmp_path, te
     assert len(crashed) >= 1
 
 
+def _completed_trials(db) -> int:
+    """Counts finished trials read-only: opening the file with Optuna while the driver creates
+    it races on Optuna's own schema set-up (both insert the alembic version row)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not made yet
+        return 0
+
+
 def test_sigkilled_driver_loses_nothing_and_the_same_command_finishes(tmp_path, teacher_cache):
     import signal
     import time
@@ -214,21 +228,16 @@ def test_sigkilled_driver_loses_nothing_and_the_same_command_finishes(tmp_path, 
              "workload.distill_epochs=3", "trials=10", "workers=2", "run=kill"]
     proc = subprocess.Popen([sys.executable, "-m", "search", *quick], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    db, deadline, done = tmp_path / "kill" / "study.db", time.monotonic() + 180, []
+    db, deadline, complete = tmp_path / "kill" / "study.db", time.monotonic() + 180, 0
     # Kill as soon as a trial is complete: with 10 trials the driver is then still mid-search.
-    while not done and time.monotonic() < deadline and proc.poll() is None:
+    while not complete and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
-        if not db.exists():
-            continue
-        try:
-            study = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
-        except KeyError:  # study.db exists a moment before the study row in it
-            continue
-        done = [t for t in study.trials if t.state.name == "COMPLETE"]
+        complete = _completed_trials(db)
     assert proc.poll() is None, "the search ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    before = {t.number: t.values for t in done}
+    killed = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
+    before = {t.number: t.values for t in killed.trials if t.state.name == "COMPLETE"}
     again = subprocess.run([sys.executable, "-m", "search", *quick], cwd=REPO, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
