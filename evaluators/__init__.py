@@ -4,6 +4,7 @@ from evaluators._base import Built, Evaluator, objectives
 from evaluators.accuracy import Accuracy
 from evaluators.energy import Energy
 from evaluators.latency import Latency
+from evaluators.memory import PeakMemory
 from evaluators.size import Size
 
-__all__ = ["Accuracy", "Built", "Energy", "Evaluator", "Latency", "Size", "objectives"]
+__all__ = ["Accuracy", "Built", "Energy", "Evaluator", "Latency", "PeakMemory", "Size", "objectives"]

@@ -52,11 +52,19 @@ class Evaluator(abc.ABC):
         metric: the column its objective value comes from.
         direction: ``maximize`` or ``minimize``.
         objective: whether the study optimizes ``metric`` (else it is only recorded).
+        timed: whether the figure depends on what else runs on the node: timed evaluators run
+            with the node to themselves, and are run again on the front in the quiet phase.
+        interval: the columns holding a confidence interval of ``metric``, if it has one; the
+            front treats values whose intervals overlap as ties.
+        noise_floor: the front widens the interval to at least +- this fraction of the value.
     """
 
     name: str = ""
     metric: str = ""
     direction: str = "minimize"
+    timed: bool = False
+    interval: tuple[str, str] | None = None
+    noise_floor: float = 0.0
 
     def __init__(self, objective: bool = True) -> None:
         self.objective = bool(objective)
@@ -64,6 +72,17 @@ class Evaluator(abc.ABC):
     @abc.abstractmethod
     def measure(self, built: Built) -> dict[str, Any]:
         """Return the columns this evaluator fills, including ``metric``."""
+
+
+def noise_intervals(evaluators: Sequence[Evaluator]) -> dict[str, tuple[str, str, float]]:
+    """metric -> (low column, high column, floor) for every evaluator whose figure has noise."""
+    return {e.metric: (*e.interval, e.noise_floor) for e in evaluators if e.interval}
+
+
+def check_noise_floor(name: str, floor: float) -> float:
+    if not 0 <= floor < 1:
+        raise ConfigError(f"{name}: noise_floor must be in [0, 1), got {floor}")
+    return float(floor)
 
 
 def objectives(evaluators: Sequence[Evaluator]) -> list[tuple[str, str]]:

@@ -1,11 +1,13 @@
-"""Energy per inference (one input) in mJ, with the source of the figure."""
+"""Energy per inference (one input) in mJ, with the source of the figure and its spread."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from evaluators._base import Built, Evaluator
+import numpy as np
+
+from evaluators._base import Built, Evaluator, check_noise_floor
 from evaluators.meters import EstimateMeter, Meter, NvmlMeter, RaplMeter, rapl_domains
 from search.errors import ConfigError
 from search.target import Target
@@ -28,30 +30,43 @@ def choose_meter(target: Target) -> Meter:
 
 
 class Energy(Evaluator):
-    """Runs the model for ``window_s`` under the target's meter; columns ``energy_mj``, ``energy_source``.
+    """Runs the model for ``window_s`` under the target's meter, read in ``windows`` equal parts.
 
-    NVML's counter ticks every 20-100 ms, so the window is long and divided by the inputs run.
+    Columns: ``energy_mj`` (the median part, per input), ``energy_ci_low_mj`` /
+    ``energy_ci_high_mj`` (the lowest and highest part: with 5 parts a ~94 % interval for
+    the median, since all 5 fall on one side of it with probability 2 / 2^5), and
+    ``energy_source``. NVML's counter ticks every 20-100 ms, so give a GPU target a window
+    of seconds.
     """
 
     name = "energy"
     metric = "energy_mj"
     direction = "minimize"
+    timed = True
+    interval = ("energy_ci_low_mj", "energy_ci_high_mj")
 
-    def __init__(self, window_s: float = 0.5, objective: bool = True) -> None:
+    def __init__(self, window_s: float = 0.5, windows: int = 5, noise_floor: float = 0.02,
+                 objective: bool = True) -> None:
         super().__init__(objective)
-        if window_s <= 0:
-            raise ConfigError(f"energy: window_s must be > 0, got {window_s}")
-        self.window_s = window_s
+        self.noise_floor = check_noise_floor("energy", noise_floor)
+        if window_s <= 0 or windows < 1:
+            raise ConfigError(f"energy: need window_s > 0 and windows >= 1, got {window_s} and {windows}")
+        self.window_s, self.windows = window_s, windows
 
     def measure(self, built: Built) -> dict[str, Any]:
         meter = choose_meter(built.target)
         session, batch = built.session, built.batch()
         feed = {session.get_inputs()[0].name: batch}
         session.run(None, feed)
-        calls, deadline = 0, time.perf_counter() + self.window_s
+        per_input = [self._window(meter, session, feed, len(batch)) for _ in range(self.windows)]
+        return {"energy_mj": float(np.median(per_input)), "energy_ci_low_mj": min(per_input),
+                "energy_ci_high_mj": max(per_input), "energy_source": meter.source}
+
+    def _window(self, meter: Meter, session: Any, feed: dict, batch: int) -> float:
+        """mJ per input over one part of the window (at least one call)."""
+        calls, deadline = 0, time.perf_counter() + self.window_s / self.windows
         meter.start()
         while calls == 0 or time.perf_counter() < deadline:
             session.run(None, feed)
             calls += 1
-        joules = meter.stop()
-        return {"energy_mj": joules * 1e3 / (calls * len(batch)), "energy_source": meter.source}
+        return meter.stop() * 1e3 / (calls * batch)

@@ -1,4 +1,4 @@
-"""Latency of one inference call (p50, p95, spread) and the throughput it implies."""
+"""Latency of one inference call (p50 with its confidence interval, p95) and the throughput it implies."""
 
 from __future__ import annotations
 
@@ -7,50 +7,68 @@ from typing import Any
 
 import numpy as np
 
-from evaluators._base import Built, Evaluator
+from evaluators._base import Built, Evaluator, check_noise_floor
+from evaluators.spread import median_ci, relative_half_width
 from search.errors import ConfigError
 
+CHUNK = 10  # timed calls between two looks at the interval: checking is cheap, but not free
 
-def time_calls(built: Built, warmup: int, min_repeats: int, max_repeats: int, budget_s: float) -> np.ndarray:
-    """Seconds per call: ``warmup`` untimed calls, then timed calls until the budget or ``max_repeats``."""
+
+def time_calls(built: Built, warmup: int, min_repeats: int, max_repeats: int, budget_s: float,
+               ci_rel: float) -> np.ndarray:
+    """Seconds per call: ``warmup`` untimed calls, then timed calls until the p50's interval is
+    within +-``ci_rel`` (after ``min_repeats``), ``max_repeats`` is reached or ``budget_s`` is spent."""
     session, batch = built.session, built.batch()
     feed = {session.get_inputs()[0].name: batch}
     for _ in range(warmup):
         session.run(None, feed)
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
-    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
+    while len(times) < max_repeats:
+        for _ in range(min(CHUNK, max_repeats - len(times))):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - start)
+        if len(times) >= min_repeats and (time.perf_counter() >= deadline
+                                          or relative_half_width(np.asarray(times)) <= ci_rel):
+            break
     return np.asarray(times)
 
 
 class Latency(Evaluator):
-    """Wall time of one call on a batch of ``batch_size`` inputs.
+    """Wall time of one call on a batch of ``batch_size`` inputs, repeated until its median is sure.
 
-    Columns: ``latency_ms`` (p50), ``latency_p95_ms``, ``latency_cv`` (std / mean of the
-    timed calls), ``latency_repeats`` and ``throughput_ips`` (inputs per second at p50).
+    Columns: ``latency_ms`` (p50), ``latency_ci_low_ms`` / ``latency_ci_high_ms`` (a
+    distribution-free ~95 % interval for the p50), ``latency_p95_ms``, ``latency_cv`` (std /
+    mean of the calls, stalls included), ``latency_repeats`` and ``throughput_ips`` (inputs
+    per second at p50).
     """
 
     name = "latency"
     metric = "latency_ms"
     direction = "minimize"
+    timed = True
+    interval = ("latency_ci_low_ms", "latency_ci_high_ms")
 
     def __init__(
         self, warmup: int = 20, min_repeats: int = 50, max_repeats: int = 2000, budget_s: float = 1.0,
-        objective: bool = True,
+        ci_rel: float = 0.01, noise_floor: float = 0.02, objective: bool = True,
     ) -> None:
         super().__init__(objective)
-        if warmup < 0 or min_repeats < 1 or max_repeats < min_repeats or budget_s <= 0:
-            raise ConfigError("latency: need warmup >= 0, 1 <= min_repeats <= max_repeats, budget_s > 0")
+        self.noise_floor = check_noise_floor("latency", noise_floor)
+        if warmup < 0 or min_repeats < 1 or max_repeats < min_repeats or budget_s <= 0 or ci_rel <= 0:
+            raise ConfigError("latency: need warmup >= 0, 1 <= min_repeats <= max_repeats, budget_s > 0, ci_rel > 0")
         self.warmup, self.min_repeats, self.max_repeats, self.budget_s = warmup, min_repeats, max_repeats, budget_s
+        self.ci_rel = ci_rel
 
     def measure(self, built: Built) -> dict[str, Any]:
-        times = time_calls(built, self.warmup, self.min_repeats, self.max_repeats, self.budget_s)
+        times = time_calls(built, self.warmup, self.min_repeats, self.max_repeats, self.budget_s, self.ci_rel)
         p50 = float(np.percentile(times, 50))
+        low, high = median_ci(times)
         return {
             "latency_ms": p50 * 1e3,
+            "latency_ci_low_ms": low * 1e3,
+            "latency_ci_high_ms": high * 1e3,
             "latency_p95_ms": float(np.percentile(times, 95)) * 1e3,
             "latency_cv": float(times.std() / times.mean()),
             "latency_repeats": int(len(times)),

@@ -61,6 +61,7 @@ class Settings:
     resume_force: bool
     trial_timeout_s: float | None
     max_retries: int
+    remeasure: bool
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -86,7 +87,15 @@ class Settings:
             resume_force=bool(cfg.resume_force),
             trial_timeout_s=None if timeout is None else float(timeout),
             max_retries=integer("max_retries", 0),
+            remeasure=_boolean(cfg, "remeasure"),
         )
+
+
+def _boolean(cfg: DictConfig, key: str) -> bool:
+    value = cfg.get(key, True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def to_container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:

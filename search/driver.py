@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from evaluators import Evaluator, objectives
+from evaluators._base import noise_intervals
+from evaluators.energy import choose_meter
 from search import study as studies
 from search.cluster import check_reachable, cluster_address, start_ray, stop_ray
 from search.config import Settings, to_container
@@ -29,7 +31,7 @@ from search.progress import Progress
 from search.results import pareto_table, sync_models, trials_table, write_tables
 from search.target import Target
 from search.transforms.export import INPUT_NAME, OUTPUT_NAME
-from search.worker import run_trial
+from search.worker import remeasure_trial, run_trial
 from search.workloads import Workload, check_exportable, check_workload
 from spaces import Knob, space, suggest_candidate
 
@@ -37,6 +39,7 @@ RESUME_CHECKED = ("workload", "space", "target", "evaluators", "batch_size")
 # trials.csv and pareto.csv are views of study.db (the durable record, told after every trial):
 # rewritten at most this often during a run, and always at its end or interruption.
 TABLES_EVERY_S = 1.0
+QUIET_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow re-time newcomers
 
 
 class Every:
@@ -64,6 +67,13 @@ class Search:
     evaluators: list[Evaluator]
     objectives: list[tuple[str, str]]
     run_dir: Path
+    finals: dict[int, dict[str, Any]] = field(default_factory=dict)  # the quiet phase's figures, by trial
+    meter_note: str = ""  # which energy meter runs, said once at start
+
+    @property
+    def intervals(self) -> dict[str, tuple[str, str, float]]:
+        """What the front compares within noise: metric -> its interval columns and floor."""
+        return noise_intervals(self.evaluators)
 
 
 def _instantiate(node: Any, what: str) -> Any:
@@ -89,7 +99,17 @@ def prepare(cfg: DictConfig) -> Search:
     evaluators = [_instantiate(node, f"evaluator {name}") for name, node in cfg.evaluators.items()]
     run = settings.run or datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = settings.results_dir / run
-    return Search(settings, to_container(cfg), target, knobs, evaluators, objectives(evaluators), run_dir)
+    return Search(settings, to_container(cfg), target, knobs, evaluators, objectives(evaluators), run_dir,
+                  meter_note=_meter_note(evaluators, target, address))
+
+
+def _meter_note(evaluators: list[Evaluator], target: Target, address: str | None) -> str:
+    """Decided here for a local run, so a meter the machine lacks is refused before any trial."""
+    if not any(e.name == "energy" for e in evaluators):
+        return ""
+    if address:
+        return "energy: each worker uses what its machine exposes (nvml, rapl or the estimate); every row names it"
+    return f"energy: {choose_meter(target).describe()}"
 
 
 def _open_run_dir(search: Search) -> bool:
@@ -179,17 +199,24 @@ def run_search(cfg: DictConfig) -> Path:
     sampler = _instantiate(cfg.sampler, "sampler")
     resuming = _open_run_dir(search)
     study = studies.open_study(search.run_dir, search.objectives, sampler)
+    search.finals.update(studies.final_figures(study))
     rerun = studies.requeue_stale(study)
     done, _ = studies.finished(study.get_trials(deepcopy=False))
     _say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
          + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
          + f"; target {search.target.name}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
+    if search.meter_note:
+        _say(search.meter_note)
     progress = Progress(search.settings.trials, already_done=done)
     with StopRequest() as stop:
         try:
             start_ray(search.config["cluster"], search.settings.workers, search.target)
             if not stop.requested:
-                _loop(search, study, Dispatcher(search, workload), progress, stop)
+                dispatcher = Dispatcher(search, workload)
+                _loop(search, study, dispatcher, progress, stop)
+                progress.finish()
+                if search.settings.remeasure and not stop.requested:
+                    quiet_phase(search, study, dispatcher, stop)
         except KeyboardInterrupt:
             stop.requested = True
         finally:
@@ -223,15 +250,65 @@ def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress:
         progress.update(front, done, failed)
 
 
+def quiet_phase(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest) -> None:
+    """Re-time every Pareto member with its node to itself, until the front is all final.
+
+    New figures can reshape the front, so this repeats for members not yet re-timed; one
+    whose model left models/ during the search is rebuilt from its parameters.
+    """
+    task = ray.remote(remeasure_trial).options(num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus)
+    for _ in range(QUIET_ROUNDS):
+        _, front = _write_all(search, study.get_trials(deepcopy=False), {}, plot=False)
+        todo = [int(n) for n in front["trial"] if int(n) not in search.finals]
+        if not todo or stop.requested:
+            return
+        _say(f"quiet phase: re-timing {len(todo)} Pareto member(s), each alone on its node")
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        refs = {task.remote(dispatcher.workload_ref, dispatcher.evaluators_ref, dispatcher.target_cfg,
+                            trials[n].user_attrs["candidate"], search.settings.seed, _kept_model(search, n)): n
+                for n in todo}
+        rebuilt = _collect_finals(search, study, refs, stop)
+        _write_all(search, study.get_trials(deepcopy=False), rebuilt, refresh_cards=True)
+
+
+def _kept_model(search: Search, trial: int) -> bytes:
+    path = search.run_dir / "models" / f"trial-{trial}.onnx"
+    return path.read_bytes() if path.exists() else b""
+
+
+def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRef, int], stop: StopRequest) -> dict[int, bytes]:
+    """Stores each re-measurement as it lands; returns the models that had to be rebuilt."""
+    rebuilt: dict[int, bytes] = {}
+    total = len(refs)
+    while refs and not stop.requested:
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+        for ref in ready:
+            number = refs.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                result = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+            search.finals[number] = studies.store_final(study, number, result)
+            if result.get("error"):
+                _say(f"quiet phase: trial {number} could not be re-timed ({result['error']}); it keeps its search figures")
+                continue
+            if "accuracy" in result["metrics"]:
+                rebuilt[number] = result["model_bytes"]
+            _say(f"quiet phase: {total - len(refs)}/{total} · trial {number}: "
+                 f"{result['metrics'].get('latency_ms', float('nan')):.3f} ms p50"
+                 + (" (rebuilt)" if number in rebuilt else ""))
+    return rebuilt
+
+
 def _write_all(search: Search, trials: list[FrozenTrial], new_models: dict[int, bytes], plot: bool = True,
-               tables: bool = True):
+               tables: bool = True, refresh_cards: bool = False):
     """Bring the run folder up to date. New front members' models are written at once (the bytes
     exist only in memory); the CSV views of study.db may be skipped between intervals."""
-    table = trials_table(trials)
-    front = pareto_table(table, search.objectives)
+    table = trials_table(trials, search.finals)
+    front = pareto_table(table, search.objectives, search.intervals)
     if tables:
         write_tables(search.run_dir, table, front)
-    sync_models(search.run_dir, front, new_models, search.config)
+    sync_models(search.run_dir, front, new_models, search.config, refresh_cards)
     if plot and len(front):
         plot_front(search.run_dir / "pareto.png", table, front, search.objectives)
     return table, front

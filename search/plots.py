@@ -29,6 +29,18 @@ def _values(table: pd.DataFrame, metric: str) -> pd.Series:
     return table[metric].astype(float) / (1024 if metric == "size_bytes" else 1)
 
 
+INTERVALS = {"latency_ms": ("latency_ci_low_ms", "latency_ci_high_ms"), "energy_mj": ("energy_ci_low_mj", "energy_ci_high_mj")}
+
+
+def _error_bars(table: pd.DataFrame, metric: str):
+    """[below, above] the value from the metric's interval columns, or None where it has none."""
+    columns = INTERVALS.get(metric)
+    if not columns or not all(c in table.columns for c in columns) or table[list(columns)].isna().any().any():
+        return None
+    value = table[metric].astype(float)
+    return [(value - table[columns[0]].astype(float)).clip(lower=0), (table[columns[1]].astype(float) - value).clip(lower=0)]
+
+
 def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> None:
     done = table[table["state"] == "COMPLETE"]
     metrics = [m for m, _ in objectives]
@@ -40,6 +52,9 @@ def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives:
     for ax, (x, y) in zip(axes.flat, pairs):
         ax.scatter(_values(done, x), _values(done, y), s=18, c="#b0b0b0", label="completed trial")
         ax.scatter(_values(front, x), _values(front, y), s=36, c="#d62728", label="Pareto member")
+        if len(front):  # the front's ~95 % intervals: members whose bars overlap tie on that axis
+            ax.errorbar(_values(front, x), _values(front, y), xerr=_error_bars(front, x), yerr=_error_bars(front, y),
+                        fmt="none", ecolor="#d62728", alpha=0.6, capsize=2)
         if len(baseline):
             ax.scatter(_values(baseline, x), _values(baseline, y), s=160, marker="*", c="#1f77b4",
                        edgecolors="black", label="fp32 baseline")

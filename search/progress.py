@@ -21,6 +21,7 @@ class Progress:
     already_done: int = 0
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     started: float = field(default_factory=time.perf_counter)
+    open_line: bool = False  # a tty line is being rewritten in place
 
     def update(self, front: pd.DataFrame, done: int, failed: int) -> None:
         elapsed = time.perf_counter() - self.started
@@ -34,10 +35,13 @@ class Progress:
                 f" · {_clock(elapsed)} elapsed, ~{_clock(left)} left")
         if self.stream.isatty():
             self.stream.write("\r\033[K" + line)
+            self.open_line = True
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
 
     def finish(self) -> None:
-        if self.stream.isatty():
+        """Ends the in-place line, once, so that what is printed next starts on its own line."""
+        if self.open_line:
             self.stream.write("\n")
+            self.open_line = False

@@ -11,37 +11,50 @@ import optuna
 import pandas as pd
 
 from search.files import write_atomically, write_bytes, write_text
-from search.pareto import pareto_mask
+from search.pareto import Intervals, pareto_mask
 from search.study import OUTCOME
 
 CANDIDATE_COLUMNS = ["target", "quant_bits", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
                      "parallelism", "threads", "batch_size"]
-METRIC_COLUMNS = ["accuracy", "latency_ms", "latency_p95_ms", "latency_cv", "latency_repeats",
-                  "throughput_ips", "energy_mj", "energy_source", "size_bytes"]
-COLUMNS = ["trial", "state", *CANDIDATE_COLUMNS, *METRIC_COLUMNS, "duration_s", "node", "baseline", "error"]
+METRIC_COLUMNS = ["accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "latency_p95_ms", "latency_cv",
+                  "latency_repeats", "throughput_ips", "energy_mj", "energy_ci_low_mj", "energy_ci_high_mj",
+                  "energy_source", "size_bytes", "peak_memory_bytes"]
+# final: the figures come from the quiet phase's re-measurement (search_latency_ms keeps the
+# p50 measured during the search, for comparison).
+COLUMNS = ["trial", "state", *CANDIDATE_COLUMNS, *METRIC_COLUMNS, "final", "search_latency_ms", "duration_s", "node",
+           "baseline", "error"]
 # Integers that may be blank (failed trials, unpruned models): nullable, so "8" is not written "8.0".
-INTEGER_COLUMNS = ["quant_bits", "prune_round_to", "threads", "batch_size", "latency_repeats", "size_bytes"]
+INTEGER_COLUMNS = ["quant_bits", "prune_round_to", "threads", "batch_size", "latency_repeats", "size_bytes",
+                   "peak_memory_bytes"]
 
 
-def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def trial_row(trial: optuna.trial.FrozenTrial, final: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A trial's row; ``final`` (the quiet phase's figures, if any) overrides what the search measured."""
     attrs = trial.user_attrs
     outcome = attrs.get(OUTCOME) or {}
+    metrics = outcome.get("metrics") or {}
+    remeasured = bool(final and final.get("metrics"))
     row = {"trial": trial.number, "state": trial.state.name}
     row.update({k: (attrs.get("candidate") or {}).get(k) for k in CANDIDATE_COLUMNS})
-    row.update({k: (outcome.get("metrics") or {}).get(k) for k in METRIC_COLUMNS})
-    row.update(duration_s=outcome.get("duration_s"), node=outcome.get("node"),
-               baseline=bool(attrs.get("baseline", False)), error=outcome.get("error") or attrs.get("error", ""))
+    row.update({k: metrics.get(k) for k in METRIC_COLUMNS})
+    if remeasured:
+        row.update({k: v for k, v in final["metrics"].items() if k in METRIC_COLUMNS})
+    row.update(final=remeasured, search_latency_ms=metrics.get("latency_ms"), duration_s=outcome.get("duration_s"),
+               node=final["node"] if remeasured else outcome.get("node"), baseline=bool(attrs.get("baseline", False)),
+               error=outcome.get("error") or attrs.get("error", ""))
     return row
 
 
-def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
-    rows = [trial_row(t) for t in trials]
+def trials_table(trials: Sequence[optuna.trial.FrozenTrial], finals: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
+    finals = finals or {}
+    rows = [trial_row(t, finals.get(t.number)) for t in trials]
     return pd.DataFrame(rows, columns=COLUMNS).astype({c: "Int64" for c in INTEGER_COLUMNS})
 
 
-def pareto_table(table: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+def pareto_table(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], intervals: Intervals | None = None) -> pd.DataFrame:
+    """Completed trials that no other completed trial dominates beyond measurement noise."""
     done = table[table["state"] == "COMPLETE"]
-    return done[pareto_mask(done, objectives)] if len(done) else done
+    return done[pareto_mask(done, objectives, intervals)] if len(done) else done
 
 
 def write_tables(run_dir: Path, table: pd.DataFrame, front: pd.DataFrame) -> None:
@@ -66,11 +79,15 @@ def model_card(row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
                     "intra_op_num_threads": clean["threads"], "inter_op_num_threads": 1,
                     "execution_mode": "sequential", "batch_size": clean["batch_size"]},
         "metrics": {k: clean[k] for k in METRIC_COLUMNS},
+        "final": bool(clean.get("final")),
         "measured": {
             "accuracy": "top-1 on the workload's held-out test split, through this ONNX model",
-            "latency": (f"p50/p95 of >= {latency.get('min_repeats')} timed calls on a batch of {clean['batch_size']} "
-                        f"after {latency.get('warmup')} warm-up calls, on node {clean['node']} "
-                        "with no other trial building or measuring there"),
+            "latency": (f"p50 (with a distribution-free ~95 % interval) and p95 of timed calls on a batch of "
+                        f"{clean['batch_size']} after {latency.get('warmup')} warm-up calls, repeated until the "
+                        f"interval was within +-{latency.get('ci_rel')} of the p50 or {latency.get('budget_s')} s "
+                        f"passed, on node {clean['node']} with no other trial building or measuring there"
+                        + ("; re-measured in the quiet phase after the search" if clean.get("final")
+                           else "; measured during the search (not re-measured)")),
             "energy": _energy_note(clean["energy_source"], target),
             "size": "bytes of the ONNX file",
         },
@@ -84,11 +101,14 @@ def _energy_note(source: str | None, target: dict[str, Any]) -> str:
     return f"measured by {source} counters over a window of calls, per input (rapl counts the whole CPU package)"
 
 
-def sync_models(run_dir: Path, front: pd.DataFrame, new_models: dict[int, bytes], run: dict[str, Any]) -> None:
+def sync_models(run_dir: Path, front: pd.DataFrame, new_models: dict[int, bytes], run: dict[str, Any],
+                refresh_cards: bool = False) -> None:
     """Make models/ hold exactly the front: write new members, drop trials that left it.
 
-    A trial that leaves the front never returns to it (a dominating trial stays), so only
-    models of trials just finished need to be held in memory.
+    During the search a trial that leaves the front never returns to it (the dominating
+    trial stays, with its figures), so only models of trials just finished are held in
+    memory. The quiet phase changes figures, so a trial may re-enter; it rebuilds that
+    model and hands it in as new, and asks for every card to be rewritten.
     """
     models = run_dir / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -99,7 +119,7 @@ def sync_models(run_dir: Path, front: pd.DataFrame, new_models: dict[int, bytes]
         card_path = models / f"trial-{trial}.json"
         if trial in new_models:
             write_bytes(onnx_path, new_models[trial])
-        if onnx_path.exists() and (trial in new_models or not card_path.exists()):
+        if onnx_path.exists() and (refresh_cards or trial in new_models or not card_path.exists()):
             write_text(card_path, json.dumps(model_card(row, run), indent=2, default=str))
     for path in models.glob("trial-*.*"):
         number = path.stem.split("-", 1)[1]

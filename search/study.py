@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 STUDY_NAME = "search"
 RERUN_PREFIX = "re-run as"
+FINAL = "final:"  # study user attribute per re-timed trial: Optuna freezes a finished trial's own attributes
 OUTCOME = "outcome"  # the user attribute that holds a finished trial's metrics, node, timings and error
 BASELINE_PARAMS = {"quant_bits": 32, "prune_rate": 0.0, "parallelism": "sequential"}
 
@@ -95,3 +96,16 @@ def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], obj
         return False
     study.tell(trial, [float(v) for v in values])
     return True
+
+
+def store_final(study: optuna.Study, number: int, result: dict[str, Any]) -> dict[str, Any]:
+    """Keeps the quiet phase's figures for a trial in study.db (one commit) and returns them."""
+    final = {"metrics": {} if result.get("error") else result.get("metrics") or {}, "node": result.get("node"),
+             "duration_s": result.get("duration_s"), "error": result.get("error") or ""}
+    study.set_user_attr(f"{FINAL}{number}", final)
+    return final
+
+
+def final_figures(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """The quiet phase's figures stored so far, by trial number."""
+    return {int(key[len(FINAL):]): value for key, value in study.user_attrs.items() if key.startswith(FINAL)}

@@ -46,7 +46,7 @@ class TrialResult:
 
 def _student(workload: Workload, cand: Candidate, seed: int, device: str, timings: dict[str, float]) -> bytes:
     """fp32 ONNX of the pruned and recovered model (cached: it does not depend on bits or threads)."""
-    example = torch.from_numpy(workload.test.x[:1])
+    example = torch.from_numpy(workload.train.x[:1])  # building never reads the test split
     config = {"rate": cand.prune_rate, "round_to": cand.prune_round_to, "T": cand.distill_temperature,
               "alpha": cand.distill_alpha, "seed": seed, "epochs": workload.distill_epochs}
 
@@ -58,7 +58,7 @@ def _student(workload: Workload, cand: Candidate, seed: int, device: str, timing
             start = time.perf_counter()
             distill(model, workload, cand.distill_temperature or 0.0, cand.distill_alpha or 0.0, seed, device)
             timings["distill"] = time.perf_counter() - start
-        return export_onnx(model, torch.from_numpy(workload.test.x[:cand.batch_size]))
+        return export_onnx(model, torch.from_numpy(workload.train.x[:cand.batch_size]))
 
     return STAGES.get_or_build(stage_key("student", config, workload.key, cand.target), build)
 
@@ -68,9 +68,16 @@ def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: i
     start = time.perf_counter()
     calibration = workload.train.x[:CALIBRATION_SAMPLES]  # calibration never sees the test split
     model_bytes = quantize(fp32, cand.quant_bits, calibration, cand.batch_size)
-    check_onnx(model_bytes, workload.test.x[:cand.batch_size])
+    check_onnx(model_bytes, workload.train.x[:cand.batch_size])
     timings["quantize+check"] = time.perf_counter() - start
     return model_bytes
+
+
+def measure(built: Built, evaluators: list[Evaluator], result: TrialResult) -> None:
+    for evaluator in evaluators:
+        start = time.perf_counter()
+        result.metrics.update(evaluator.measure(built))
+        result.stage_s[evaluator.name] = time.perf_counter() - start
 
 
 def node_name() -> str:
@@ -84,20 +91,38 @@ def node_name() -> str:
 
 def run_trial(workload: Workload, evaluators: list[Evaluator], target_cfg: dict, candidate: dict, seed: int) -> dict:
     """The Ray task body. Never raises for a failing candidate: the reason goes back as ``error``."""
+    return _build_and_measure(workload, evaluators, target_cfg, candidate, seed, model_bytes=b"")
+
+
+def remeasure_trial(workload: Workload, evaluators: list[Evaluator], target_cfg: dict, candidate: dict, seed: int,
+                    model_bytes: bytes) -> dict:
+    """The quiet phase's Ray task: run a finished trial's timed evaluators again, alone on the node.
+
+    Without ``model_bytes`` (a model that left models/ during the search) it is rebuilt from its
+    parameters and measured in full, so every figure belongs to the bytes that come back.
+    """
+    if not model_bytes:
+        return _build_and_measure(workload, evaluators, target_cfg, candidate, seed, model_bytes=b"")
+    return _build_and_measure(workload, [e for e in evaluators if e.timed], target_cfg, candidate, seed, model_bytes)
+
+
+def _build_and_measure(workload: Workload, evaluators: list[Evaluator], target_cfg: dict, candidate: dict, seed: int,
+                       model_bytes: bytes) -> dict:
+    """Builds the candidate unless its ``model_bytes`` are given, then runs ``evaluators`` on it."""
     torch.set_num_threads(1)  # training shares the node with other trials; one core each
     started = time.perf_counter()
-    result = TrialResult(node=node_name())
+    result = TrialResult(node=node_name(), model_bytes=model_bytes)
     try:
         target = Target.from_config(target_cfg)
         cand = Candidate.from_dict(candidate)
-        with building():
-            result.model_bytes = build_candidate(workload, cand, target, seed, result.stage_s)
+        if not result.model_bytes:
+            with building():
+                result.model_bytes = build_candidate(workload, cand, target, seed, result.stage_s)
         built = Built(result.model_bytes, cand, target, workload.test)
+        with building():  # accuracy, size, memory: what other trials do on the node cannot change them
+            measure(built, [e for e in evaluators if not e.timed], result)
         with measuring_alone():  # timings and energy are only true on a node nothing else is using
-            for evaluator in evaluators:
-                start = time.perf_counter()
-                result.metrics.update(evaluator.measure(built))
-                result.stage_s[evaluator.name] = time.perf_counter() - start
+            measure(built, [e for e in evaluators if e.timed], result)
     except NotApplicable as exc:
         result.error = f"not applicable: {exc}"
     except Exception as exc:  # a failing trial is recorded with its reason; the search goes on

@@ -28,6 +28,8 @@ BAD_INPUT = [
     (["~workload", "+workload._target_=tests.workloads.unexportable"], "cannot be exported to ONNX"),
     (["trial_timeout_s=-1"], "trial_timeout_s must be a number of seconds > 0"),
     (["max_retries=-1"], "max_retries must be an integer >= 0"),
+    (["remeasure=sometimes"], "remeasure must be true or false"),
+    (["evaluators.latency.noise_floor=2"], "latency: noise_floor must be in [0, 1)"),
     (["results_dir=/proc/optsearch-cannot-write"], "cannot write results folder"),
 ]
 

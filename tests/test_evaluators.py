@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -10,9 +11,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from evaluators import Accuracy, Built, Energy, Latency, Size, objectives
+from evaluators import Accuracy, Built, Energy, Latency, PeakMemory, Size, objectives
 from evaluators.energy import choose_meter
-from evaluators.meters import EstimateMeter, RaplMeter, counter_delta, rapl_domains
+from evaluators.memory import peak_session_memory
+from evaluators.meters import EstimateMeter, PowerSampler, RaplMeter, counter_delta, integrate_power, rapl_domains
+from evaluators.spread import median_ci, relative_half_width
 from evaluators.quiet import building, measuring_alone
 from search.candidate import Candidate
 from search.errors import ConfigError
@@ -67,6 +70,21 @@ def test_latency_reports_p50_p95_repeats_and_throughput(built):
     assert out["throughput_ips"] == pytest.approx(8 / (out["latency_ms"] / 1000))
 
 
+def test_latency_reports_an_interval_around_its_p50(built):
+    out = Latency(warmup=2, min_repeats=30, max_repeats=300, budget_s=0.1).measure(built)
+    assert out["latency_ci_low_ms"] <= out["latency_ms"] <= out["latency_ci_high_ms"]
+
+
+def test_latency_stops_once_the_interval_is_tight_enough(built):
+    loose = Latency(warmup=2, min_repeats=20, max_repeats=2000, budget_s=60, ci_rel=0.99).measure(built)
+    assert loose["latency_repeats"] == 20  # the first look already meets +-99 %
+
+
+def test_latency_repeats_past_the_minimum_while_the_interval_is_wide(built):
+    tight = Latency(warmup=2, min_repeats=20, max_repeats=2000, budget_s=0.3, ci_rel=1e-9).measure(built)
+    assert tight["latency_repeats"] > 20  # never tight enough: runs on until the budget
+
+
 def test_latency_stops_at_max_repeats_even_with_budget_left(built):
     out = Latency(warmup=0, min_repeats=5, max_repeats=10, budget_s=60).measure(built)
     assert out["latency_repeats"] == 10
@@ -89,6 +107,17 @@ def test_energy_is_positive_and_labelled_estimate_without_rapl(built):
     assert out["energy_mj"] > 0
     if not rapl_domains():
         assert out["energy_source"] == "estimate"
+
+
+def test_energy_reports_the_spread_of_its_windows(built):
+    out = Energy(window_s=0.1, windows=5).measure(built)
+    assert 0 < out["energy_ci_low_mj"] <= out["energy_mj"] <= out["energy_ci_high_mj"]
+
+
+@pytest.mark.parametrize("kwargs", [{"windows": 0}, {"noise_floor": 1.0}, {"noise_floor": -0.1}])
+def test_energy_with_bad_windows_or_floor_is_a_config_error(kwargs):
+    with pytest.raises(ConfigError, match="energy"):
+        Energy(**kwargs)
 
 
 def test_energy_with_a_non_positive_window_is_a_config_error():
@@ -180,6 +209,75 @@ def test_estimate_adds_idle_watts_for_wall_time():
     assert joules == pytest.approx((time.perf_counter() - start) * 100.0, rel=0.2)
 
 
+def test_power_samples_integrate_by_the_trapezoid_rule():
+    # recorded (seconds, watts): 1 s at 100 W, then a ramp from 100 W to 200 W over 0.5 s
+    samples = [(10.0, 100.0), (10.5, 100.0), (11.0, 100.0), (11.5, 200.0)]
+    assert integrate_power(samples) == pytest.approx(100.0 + 75.0)
+    assert integrate_power(samples[:1]) == 0
+
+
+def test_power_sampler_integrates_a_steady_reading_over_its_window():
+    sampler = PowerSampler(lambda: 50.0, period_s=0.005)
+    start = time.perf_counter()
+    sampler.start()
+    time.sleep(0.1)
+    joules = sampler.stop()
+    assert joules == pytest.approx(50.0 * (time.perf_counter() - start), rel=0.15)
+    assert len(sampler.samples) > 5
+
+
+class RecordedNvml:
+    """Stands in for pynvml (absent without an NVIDIA driver) and replays recorded readings."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, energy_mj: list[int] | None, power_mw: float = 0.0) -> None:
+        self.energy_mj, self.power_mw = energy_mj, power_mw
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return f"gpu{index}"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: str) -> int:
+        if self.energy_mj is None:  # pre-Volta boards have no energy counter
+            raise self.NVMLError("Not Supported")
+        return self.energy_mj.pop(0)
+
+    def nvmlDeviceGetPowerUsage(self, handle: str) -> float:
+        return self.power_mw
+
+
+def test_nvml_counter_difference_is_joules(monkeypatch):
+    from evaluators.meters import NvmlMeter
+
+    # the probe at start-up, then the start and stop readings, in millijoules since driver load
+    monkeypatch.setitem(sys.modules, "pynvml", RecordedNvml([1_000_000, 1_000_000, 1_002_500]))
+    meter = NvmlMeter()
+    meter.start()
+    assert meter.stop() == pytest.approx(2.5) and meter.source == "nvml"
+
+
+def test_nvml_without_an_energy_counter_integrates_sampled_power(monkeypatch):
+    from evaluators.meters import NvmlMeter
+
+    monkeypatch.setitem(sys.modules, "pynvml", RecordedNvml(None, power_mw=80_000))
+    meter = NvmlMeter()
+    start = time.perf_counter()
+    meter.start()
+    time.sleep(0.1)
+    joules = meter.stop()
+    assert meter.source == "nvml-power" and "sampled" in meter.describe()
+    assert joules == pytest.approx(80.0 * (time.perf_counter() - start), rel=0.15)
+
+
+def test_estimate_describes_itself_as_an_estimate():
+    line = EstimateMeter(watts_per_core=7.0, idle_watts=2.0).describe()
+    assert line.startswith("ESTIMATE") and "7 W per core" in line and "2 W" in line
+
+
 def test_choose_meter_gives_the_estimate_when_asked():
     meter = choose_meter(Target(name="cpu", energy_meter="estimate", watts_per_core=7.0, idle_watts=1.0))
     assert isinstance(meter, EstimateMeter)
@@ -197,6 +295,43 @@ def test_choose_meter_refuses_rapl_where_no_counter_exists():
 def test_choose_meter_refuses_nvml_on_a_cpu_provider():
     with pytest.raises(ConfigError, match="nvml"):
         choose_meter(Target(name="cpu", energy_meter="nvml"))
+
+
+# --- spread ----------------------------------------------------------------------------------
+
+def test_median_interval_uses_the_order_statistics_around_the_middle():
+    samples = np.arange(1.0, 101.0)  # median 50.5; +-1.96 * sqrt(100) / 2 = 9.8 ranks
+    low, high = median_ci(np.random.default_rng(0).permutation(samples))
+    assert (low, high) == (40.0, 61.0)
+
+
+def test_median_interval_covers_the_true_median_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    hits = sum(low <= np.log(2) <= high for low, high in (median_ci(rng.exponential(size=60)) for _ in range(2000)))
+    assert 0.93 <= hits / 2000 <= 0.99
+
+
+def test_relative_half_width_shrinks_with_more_samples():
+    rng = np.random.default_rng(2)
+    assert relative_half_width(rng.normal(10, 1, 1000)) < relative_half_width(rng.normal(10, 1, 30))
+
+
+# --- peak memory --------------------------------------------------------------------------------
+
+def test_peak_memory_grows_with_the_weights_a_session_loads():
+    def linear(width: int) -> bytes:
+        return export_onnx(torch.nn.Linear(width, width), torch.zeros(1, width))
+
+    batch = np.zeros((4, 2048), dtype=np.float32)
+    small = peak_session_memory(linear(64), np.zeros((4, 64), dtype=np.float32), 1, "CPUExecutionProvider", 2)
+    large = peak_session_memory(linear(2048), batch, 1, "CPUExecutionProvider", 2)
+    assert large - small > 2048 * 2048 * 4 * 0.9  # at least the 16 MiB of float32 weights more
+
+
+def test_peak_memory_evaluator_fills_its_column_and_is_no_objective_by_default(built):
+    evaluator = PeakMemory()
+    assert evaluator.measure(built)["peak_memory_bytes"] > 0
+    assert not evaluator.objective and not evaluator.timed
 
 
 # --- objectives --------------------------------------------------------------------------------

@@ -7,12 +7,18 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from evaluators import Accuracy, Size
+import optuna
+
+from evaluators import Accuracy, Latency, Size
 from search.cache import StageCache, stage_key
 from search.files import write_atomically, write_bytes, write_text
 from search.pareto import pareto_mask
-from search.worker import TrialResult, run_trial
+from search.candidate import Candidate
+from search.results import trials_table
+from search.target import Target
+from search.worker import TrialResult, build_candidate, remeasure_trial, run_trial
 from search.workloads import Workload
+from search.workloads._base import Split
 
 ACC_LAT = [("accuracy", "maximize"), ("latency_ms", "minimize")]
 CANDIDATE = {"target": "cpu", "quant_bits": 8, "prune_rate": 0.5, "distill_temperature": 2.0,
@@ -50,6 +56,72 @@ def test_pareto_ignores_columns_that_are_not_objectives():
 
 def test_pareto_of_an_empty_table_is_empty():
     assert len(pareto_mask(pd.DataFrame({"accuracy": [], "latency_ms": []}), ACC_LAT)) == 0
+
+
+# --- the noise-aware front ---------------------------------------------------------------------
+
+LAT_CI = {"latency_ms": ("lat_low", "lat_high", 0.0)}
+
+
+def test_pareto_treats_overlapping_latency_intervals_as_a_tie():
+    table = pd.DataFrame({"accuracy": [0.95, 0.96], "latency_ms": [1.00, 1.02],
+                          "lat_low": [0.97, 1.00], "lat_high": [1.03, 1.05]})
+    assert pareto_mask(table, ACC_LAT).tolist() == [True, True]
+    # within noise, 0.96 is as fast as 0.95 and more accurate: the faster-looking row goes
+    assert pareto_mask(table, ACC_LAT, LAT_CI).tolist() == [False, True]
+
+
+def test_pareto_keeps_a_row_that_is_only_faster_within_noise():
+    # same accuracy, one looks 2 % faster but the intervals overlap: neither is clearly better
+    table = pd.DataFrame({"accuracy": [0.95, 0.95], "latency_ms": [1.00, 1.02],
+                          "lat_low": [0.97, 1.00], "lat_high": [1.03, 1.05]})
+    assert pareto_mask(table, ACC_LAT).tolist() == [True, False]
+    assert pareto_mask(table, ACC_LAT, LAT_CI).tolist() == [True, True]
+
+
+def test_pareto_drops_a_row_that_is_clearly_slower():
+    table = pd.DataFrame({"accuracy": [0.95, 0.95], "latency_ms": [1.00, 1.20],
+                          "lat_low": [0.99, 1.18], "lat_high": [1.01, 1.22]})
+    assert pareto_mask(table, ACC_LAT, LAT_CI).tolist() == [True, False]
+
+
+def test_pareto_noise_floor_widens_narrow_intervals():
+    table = pd.DataFrame({"accuracy": [0.95, 0.95], "latency_ms": [1.00, 1.03],
+                          "lat_low": [1.00, 1.03], "lat_high": [1.00, 1.03]})
+    assert pareto_mask(table, ACC_LAT, LAT_CI).tolist() == [True, False]
+    floor = {"latency_ms": ("lat_low", "lat_high", 0.02)}  # 1.00 +- 2 % meets 1.03 +- 2 %
+    assert pareto_mask(table, ACC_LAT, floor).tolist() == [True, True]
+
+
+def test_pareto_rows_without_an_interval_compare_by_value():
+    table = pd.DataFrame({"accuracy": [0.95, 0.95], "latency_ms": [1.00, 1.02],
+                          "lat_low": [None, 1.00], "lat_high": [None, 1.05]})
+    assert pareto_mask(table, ACC_LAT, LAT_CI).tolist() == [True, True]  # 1.00 lies inside [1.00, 1.05]
+
+
+# --- the quiet phase's figures in the table ------------------------------------------------------
+
+def _frozen(number: int, metrics: dict) -> optuna.trial.FrozenTrial:
+    trial = optuna.trial.create_trial(values=[metrics["accuracy"], metrics["latency_ms"]],
+                                      user_attrs={"candidate": {"target": "cpu"},
+                                                  "outcome": {"metrics": metrics, "node": "search-node"}})
+    trial.number = number
+    return trial
+
+
+def test_final_figures_replace_the_search_figures_and_are_flagged():
+    trials = [_frozen(0, {"accuracy": 0.9, "latency_ms": 2.0}), _frozen(1, {"accuracy": 0.8, "latency_ms": 1.0})]
+    finals = {1: {"metrics": {"latency_ms": 1.2, "latency_ci_low_ms": 1.1}, "node": "quiet-node", "error": ""}}
+    table = trials_table(trials, finals).set_index("trial")
+    assert table.loc[1, "latency_ms"] == 1.2 and table.loc[1, "search_latency_ms"] == 1.0
+    assert table.loc[1, "final"] and table.loc[1, "node"] == "quiet-node" and table.loc[1, "accuracy"] == 0.8
+    assert not table.loc[0, "final"] and table.loc[0, "latency_ms"] == 2.0
+
+
+def test_a_failed_remeasurement_leaves_the_search_figures():
+    trials = [_frozen(0, {"accuracy": 0.9, "latency_ms": 2.0})]
+    table = trials_table(trials, {0: {"metrics": {}, "node": "n", "error": "boom"}})
+    assert not table.loc[0, "final"] and table.loc[0, "latency_ms"] == 2.0
 
 
 # --- atomic files ------------------------------------------------------------------------------
@@ -167,3 +239,45 @@ def test_run_trial_with_a_bad_prune_rate_returns_an_error_instead_of_raising(tin
 def test_run_trial_with_a_bad_target_config_returns_an_error(tiny_workload):
     result = run_trial(tiny_workload, [Size()], {"name": "cpu", "precisions": [3]}, {"target": "cpu"}, seed=0)
     assert result["error"].startswith("ConfigError")
+
+
+def test_remeasure_with_the_kept_model_runs_only_the_timed_evaluators(tiny_workload):
+    first = run_trial(tiny_workload, [Accuracy(), Size()], {"name": "cpu"}, CANDIDATE, seed=0)
+    again = remeasure_trial(tiny_workload, [Accuracy(), Latency(warmup=1, min_repeats=5, budget_s=0.05)],
+                            {"name": "cpu"}, CANDIDATE, seed=0, model_bytes=first["model_bytes"])
+    assert again["error"] == "" and set(again["metrics"]) >= {"latency_ms", "latency_ci_low_ms"}
+    assert "accuracy" not in again["metrics"] and again["model_bytes"] == first["model_bytes"]
+
+
+def test_remeasure_without_the_model_rebuilds_it_and_measures_everything(tiny_workload):
+    first = run_trial(tiny_workload, [Accuracy()], {"name": "cpu"}, CANDIDATE, seed=0)
+    rebuilt = remeasure_trial(tiny_workload, [Accuracy(), Latency(warmup=1, min_repeats=5, budget_s=0.05)],
+                              {"name": "cpu"}, CANDIDATE, seed=0, model_bytes=b"")
+    assert rebuilt["error"] == "" and rebuilt["metrics"]["accuracy"] == first["metrics"]["accuracy"]
+    assert rebuilt["model_bytes"]
+
+
+# --- no test sample reaches a build -------------------------------------------------------------
+
+class UntouchableSplit(Split):
+    """A test split that fails the test the moment anything reads its inputs or labels."""
+
+    armed = False  # set once constructed: the split's own checks read it
+
+    def __getattribute__(self, name: str):
+        if name in ("x", "y") and object.__getattribute__(self, "armed"):
+            raise AssertionError(f"the build read test.{name}")
+        return super().__getattribute__(name)
+
+
+def test_pruning_distillation_export_and_calibration_never_read_the_test_split(tiny_workload):
+    sealed = UntouchableSplit(tiny_workload.test.x, tiny_workload.test.y)
+    sealed.armed = True
+    workload = Workload(name="sealed", model=tiny_workload.model, train=tiny_workload.train, val=tiny_workload.val,
+                        test=sealed, classifier="head", distill_epochs=1, key="sealed-test-split")
+    for bits in (8, 16, 32):  # 8: static int8, calibrated
+        cand = Candidate(target="cpu", quant_bits=bits, prune_rate=0.5, distill_temperature=2.0, distill_alpha=0.5,
+                         batch_size=16)
+        assert build_candidate(workload, cand, Target(name="cpu"), seed=0, timings={})
+    with pytest.raises(AssertionError, match="read test.x"):
+        sealed.x  # noqa: B018 - the tripwire itself works

@@ -63,6 +63,23 @@ def test_trials_table_has_contract_columns_and_real_metrics(finished_run):
     assert (done["latency_p95_ms"] >= done["latency_ms"]).all()
     assert set(done["energy_source"]) <= {"estimate", "rapl"}
     assert done["accuracy"].between(0, 1).all()
+    assert (done["latency_ci_low_ms"] <= done["latency_ms"]).all() and (done["latency_ms"] <= done["latency_ci_high_ms"]).all()
+    assert (done["energy_ci_low_mj"] <= done["energy_mj"]).all() and (done["energy_mj"] <= done["energy_ci_high_mj"]).all()
+    assert (done["peak_memory_bytes"] > 0).all()
+
+
+def test_quiet_phase_retimes_every_pareto_member(finished_run):
+    import json
+
+    table = pd.read_csv(finished_run / "trials.csv")
+    front = pd.read_csv(finished_run / "pareto.csv")
+    assert front["final"].all(), "every front member was re-timed after the search"
+    assert front["search_latency_ms"].notna().all()
+    for trial in front["trial"]:
+        assert json.loads((finished_run / "models" / f"trial-{trial}.json").read_text())["final"] is True
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{finished_run / 'study.db'}")
+    assert {int(k.split(":")[1]) for k in study.user_attrs if k.startswith("final:")} >= set(front["trial"])
+    assert table["final"].sum() >= len(front)
 
 
 def test_first_trial_is_the_fp32_baseline(finished_run):
@@ -99,6 +116,28 @@ def test_study_is_readable_by_optuna(finished_run):
     assert len(study.trials) == 3
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE", "MINIMIZE"]
     assert study.metric_names == ["accuracy", "latency_ms", "energy_mj", "size_bytes"]
+
+
+def test_quiet_phase_rebuilds_a_member_whose_model_is_gone(tmp_path, teacher_cache):
+    """A re-timed front can take back a trial whose model was dropped: it is rebuilt, and must be the same model."""
+    first = search(tmp_path, teacher_cache, "trials=3", "workers=2", "run=gone", "remeasure=false")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stderr.count("\nenergy: ") + first.stderr.startswith("energy: ") == 1, "the meter is said once"
+    run = tmp_path / "gone"
+    before = pd.read_csv(run / "pareto.csv").set_index("trial")
+    assert not before["final"].any()
+    victim = int(before["accuracy"].idxmax())  # the most accurate member is the likeliest to stay on the front
+    (run / "models" / f"trial-{victim}.onnx").unlink()
+    (run / "models" / f"trial-{victim}.json").unlink()
+    again = search(tmp_path, teacher_cache, "trials=3", "workers=2", "run=gone", "remeasure=true")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"trial {victim}: " in again.stderr and "(rebuilt)" in again.stderr
+    after = pd.read_csv(run / "pareto.csv").set_index("trial")
+    assert after["final"].all()
+    assert {p.stem for p in (run / "models").glob("*.onnx")} == {f"trial-{t}" for t in after.index}
+    if victim in after.index:
+        assert after.loc[victim, "accuracy"] == before.loc[victim, "accuracy"], "the rebuild is the same model"
+        assert after.loc[victim, "size_bytes"] == before.loc[victim, "size_bytes"]
 
 
 def test_progress_and_summary_are_printed(finished_run, teacher_cache, tmp_path):

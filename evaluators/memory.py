@@ -1,0 +1,80 @@
+"""Peak resident memory of an inference session: what a deployment must budget for the model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluators._base import Built, Evaluator
+from search.errors import ConfigError
+
+# Runs in a fresh interpreter: the worker's own heap (torch, the workload, other sessions)
+# would hide a session's memory, and a peak cannot be reset inside one process.
+_PROBE = """
+import json, sys
+import numpy as np, onnxruntime as ort
+
+def kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+model, batch, threads, provider, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+feed_x = np.load(batch)
+try:  # reset the high-water mark to now, so import-time peaks do not count (Linux >= 4.0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+except OSError:
+    pass
+before = kib("VmRSS")
+options = ort.SessionOptions()
+options.intra_op_num_threads = threads
+options.inter_op_num_threads = 1
+session = ort.InferenceSession(model, options, providers=[provider])
+for _ in range(calls):
+    session.run(None, {session.get_inputs()[0].name: feed_x})
+print(json.dumps({"before_kib": before, "peak_kib": kib("VmHWM")}))
+"""
+
+
+def peak_session_memory(model_bytes: bytes, batch: np.ndarray, threads: int, provider: str, calls: int) -> int:
+    """Bytes of resident memory a fresh process gains from loading the model and running ``calls`` calls."""
+    with tempfile.TemporaryDirectory(prefix="optsearch-mem-") as tmp:
+        model, inputs = Path(tmp) / "model.onnx", Path(tmp) / "batch.npy"
+        model.write_bytes(model_bytes)
+        np.save(inputs, batch)
+        done = subprocess.run([sys.executable, "-c", _PROBE, str(model), str(inputs), str(threads), provider,
+                               str(calls)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return (found["peak_kib"] - found["before_kib"]) * 1024
+
+
+class PeakMemory(Evaluator):
+    """``peak_memory_bytes``: peak RSS growth of a fresh process from creating the session
+    through ``calls`` inference calls on a batch (weights, arena, activations; CPU memory only).
+
+    Not timed: it is read from the kernel's high-water mark, so other trials do not skew it.
+    """
+
+    name = "memory"
+    metric = "peak_memory_bytes"
+    direction = "minimize"
+
+    def __init__(self, calls: int = 3, objective: bool = False) -> None:
+        super().__init__(objective)
+        if calls < 1:
+            raise ConfigError(f"memory: calls must be >= 1, got {calls}")
+        self.calls = calls
+
+    def measure(self, built: Built) -> dict[str, Any]:
+        peak = peak_session_memory(built.model_bytes, built.batch(), built.candidate.threads or 1,
+                                   built.target.provider, self.calls)
+        return {"peak_memory_bytes": peak}
