@@ -76,8 +76,14 @@ def test_latency_reports_an_interval_around_its_p50(built):
 
 
 def test_latency_stops_once_the_interval_is_tight_enough(built):
-    loose = Latency(warmup=2, min_repeats=20, max_repeats=2000, budget_s=60, ci_rel=0.99).measure(built)
+    loose = Latency(warmup=2, min_repeats=20, max_repeats=2000, budget_s=60, ci_rel=0.99, min_time_s=0).measure(built)
     assert loose["latency_repeats"] == 20  # the first look already meets +-99 %
+
+
+def test_latency_times_for_at_least_min_time_s_even_when_the_interval_is_tight(built):
+    out = Latency(warmup=2, min_repeats=20, max_repeats=100_000, budget_s=60, ci_rel=0.99, min_time_s=0.2).measure(built)
+    assert out["latency_repeats"] > 20
+    assert out["latency_repeats"] * out["latency_ms"] / 1e3 >= 0.1  # p50 x calls: about the time spent timing
 
 
 def test_latency_repeats_past_the_minimum_while_the_interval_is_wide(built):
