@@ -1,6 +1,6 @@
 """Is a latency figure taken during a search as true as one taken on an idle machine?
 
-    python bench/quiet.py [--measurements 15] [--model baseline|small]
+    python bench/quiet.py [--measurements 15] [--model baseline|small] [--threads 1|2]
 
 Times the same model (the fp32 digits CNN, or a pruned one with --model small) with the
 search's own Latency evaluator: (a) on an idle machine, (b) while a 2-worker search runs
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -84,13 +85,16 @@ def main() -> None:
     parser.add_argument("--measurements", type=int, default=15)
     parser.add_argument("--model", choices=sorted(MODELS), default="baseline")
     parser.add_argument("--pause-s", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the timed session")
     args = parser.parse_args()
     torch.set_num_threads(1)
     workload, cand = digits.load(seed=0), MODELS[args.model]
+    if args.threads > 1:
+        cand = dataclasses.replace(cand, parallelism="intra_op", threads=args.threads)
     built = Built(build_candidate(workload, cand, Target(name="cpu"), seed=0, timings={}), cand, Target(name="cpu"),
                   workload.test)
     evaluator = Latency()  # the search's defaults
-    print(f"model: {args.model}, batch {cand.batch_size}, 1 thread; {args.measurements} measurements per condition; "
+    print(f"model: {args.model}, batch {cand.batch_size}, {cand.threads} thread(s); {args.measurements} measurements per condition; "
           f"{os.cpu_count()} cores", flush=True)
     idle = measure(built, evaluator, args.measurements, lock=True, pause_s=args.pause_s)
     with tempfile.TemporaryDirectory(prefix="bench-quiet-") as folder:
