@@ -76,12 +76,13 @@ class PowerSampler:
         self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(self.period_s):
             self.samples.append((time.perf_counter(), self.read_watts()))
-            self._stop.wait(self.period_s)
 
     def start(self) -> None:
-        self.samples, self._stop = [], threading.Event()
+        # the first and last samples are taken here and in stop(), so the integral spans exactly
+        # the window, however late the thread gets scheduled
+        self.samples, self._stop = [(time.perf_counter(), self.read_watts())], threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
