@@ -30,7 +30,7 @@ def summary(run_dir) -> str:
             f"vs fp32 baseline (trial {int(b['trial'])}): fastest {b['latency_ms'] / fastest['latency_ms']:.2f}x faster "
             f"(accuracy {fastest['accuracy']:.4f} vs {b['accuracy']:.4f}); smallest "
             f"{b['size_bytes'] / smallest['size_bytes']:.1f}x smaller (accuracy {smallest['accuracy']:.4f})")
-    lines.append(f"results: {run_dir}/  (pareto.png, trials.csv, models/)")
+    lines.append(f"results: {run_dir}/  (pareto.png, pareto.html, history.png, importance.png, trials.csv, models/)")
     lines.append(f"pick one: python -m search.pick {run_dir} --min-accuracy 0.97 --sort latency_ms")
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ from search.config import Settings, to_container
 from search.errors import ConfigError
 from search.files import write_text
 from search.interrupt import StopRequest
-from search.plots import plot_front
+from search.report import render
 from search.progress import Progress
 from search.results import pareto_table, sync_models, trials_table, write_tables
 from search.target import Target
@@ -223,6 +223,7 @@ def run_search(cfg: DictConfig) -> Path:
             stop_ray()
     progress.finish()
     _write_all(search, study.get_trials(deepcopy=False), {})
+    render(search.run_dir, study, search.objectives, search.intervals)  # every table and plot, from study.db
     if stop.requested:
         _say(f"interrupted: finished trials are saved; resume with the same command and run={search.run_dir.name}")
         raise KeyboardInterrupt
@@ -246,7 +247,7 @@ def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress:
         trials = study.get_trials(deepcopy=False)  # one read of the storage per finished trial
         done, failed = studies.finished(trials)
         new_models = {trial.number: result["model_bytes"]} if completed else {}
-        _, front = _write_all(search, trials, new_models, plot=False, tables=tables_due.ready())
+        _, front = _write_all(search, trials, new_models, tables=tables_due.ready())
         progress.update(front, done, failed)
 
 
@@ -258,7 +259,7 @@ def quiet_phase(search: Search, study: optuna.Study, dispatcher: Dispatcher, sto
     """
     task = ray.remote(remeasure_trial).options(num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus)
     for _ in range(QUIET_ROUNDS):
-        _, front = _write_all(search, study.get_trials(deepcopy=False), {}, plot=False)
+        _, front = _write_all(search, study.get_trials(deepcopy=False), {})
         todo = [int(n) for n in front["trial"] if int(n) not in search.finals]
         if not todo or stop.requested:
             return
@@ -300,17 +301,16 @@ def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRe
     return rebuilt
 
 
-def _write_all(search: Search, trials: list[FrozenTrial], new_models: dict[int, bytes], plot: bool = True,
-               tables: bool = True, refresh_cards: bool = False):
-    """Bring the run folder up to date. New front members' models are written at once (the bytes
-    exist only in memory); the CSV views of study.db may be skipped between intervals."""
+def _write_all(search: Search, trials: list[FrozenTrial], new_models: dict[int, bytes], tables: bool = True,
+               refresh_cards: bool = False):
+    """Bring the tables and models up to date (plots are drawn once, at the end, by the report).
+    New front members' models are written at once (the bytes exist only in memory); the CSV
+    views of study.db may be skipped between intervals."""
     table = trials_table(trials, search.finals)
     front = pareto_table(table, search.objectives, search.intervals)
     if tables:
         write_tables(search.run_dir, table, front)
     sync_models(search.run_dir, front, new_models, search.config, refresh_cards)
-    if plot and len(front):
-        plot_front(search.run_dir / "pareto.png", table, front, search.objectives)
     return table, front
 
 

@@ -68,3 +68,35 @@ def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives:
     fig.tight_layout()
     write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=90))
     plt.close(fig)
+
+
+def plot_history(path: Path, history: pd.DataFrame) -> None:
+    """history.png: the front's hypervolume against completed trials and against wall time."""
+    fig, (by_trials, by_time) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, column, label in ((by_trials, "completed", "completed trials"), (by_time, "elapsed_s", "wall time (s)")):
+        ax.step(history[column], history["hypervolume"], where="post", color="#d62728")
+        ax.set_xlabel(label)
+        ax.set_ylabel("hypervolume (normalized objectives, ref 1.1)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("How the Pareto front grew")
+    fig.tight_layout()
+    write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    plt.close(fig)
+
+
+def plot_importance(path: Path, importances: dict[str, dict[str, float] | str]) -> None:
+    """importance.png: one bar chart per objective, the knobs' share of its variance (fANOVA)."""
+    fig, axes = plt.subplots(1, max(len(importances), 1), figsize=(4.2 * max(len(importances), 1), 3.8), squeeze=False)
+    for ax, (metric, shares) in zip(axes.flat, importances.items()):
+        if isinstance(shares, str):  # why there is no importance for this objective
+            ax.text(0.5, 0.5, f"{metric}:\n{shares}", ha="center", va="center")
+            ax.axis("off")
+            continue
+        names = sorted(shares, key=shares.get)
+        ax.barh(names, [shares[n] for n in names], color="#1f77b4")
+        ax.set_title(metric)
+        ax.set_xlabel("importance (share)")
+    fig.suptitle("Which knobs drive each objective")
+    fig.tight_layout()
+    write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    plt.close(fig)

@@ -22,7 +22,7 @@ METRIC_COLUMNS = ["accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_hig
 # final: the figures come from the quiet phase's re-measurement (search_latency_ms keeps the
 # p50 measured during the search, for comparison).
 COLUMNS = ["trial", "state", *CANDIDATE_COLUMNS, *METRIC_COLUMNS, "final", "search_latency_ms", "duration_s", "node",
-           "baseline", "error"]
+           "baseline", "started_at", "completed_at", "error"]
 # Integers that may be blank (failed trials, unpruned models): nullable, so "8" is not written "8.0".
 INTEGER_COLUMNS = ["quant_bits", "prune_round_to", "threads", "batch_size", "latency_repeats", "size_bytes",
                    "peak_memory_bytes"]
@@ -41,8 +41,13 @@ def trial_row(trial: optuna.trial.FrozenTrial, final: dict[str, Any] | None = No
         row.update({k: v for k, v in final["metrics"].items() if k in METRIC_COLUMNS})
     row.update(final=remeasured, search_latency_ms=metrics.get("latency_ms"), duration_s=outcome.get("duration_s"),
                node=final["node"] if remeasured else outcome.get("node"), baseline=bool(attrs.get("baseline", False)),
+               started_at=_iso(trial.datetime_start), completed_at=_iso(trial.datetime_complete),
                error=outcome.get("error") or attrs.get("error", ""))
     return row
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat(timespec="milliseconds") if moment else None
 
 
 def trials_table(trials: Sequence[optuna.trial.FrozenTrial], finals: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,11 +15,32 @@ from torch import nn
 from search.workloads import Split, Workload
 from search.workloads import digits
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(scope="session")
 def teacher_cache(tmp_path_factory) -> str:
     """One teacher cache for the whole session, so the digits teacher trains once (seconds)."""
     return str(tmp_path_factory.mktemp("teacher-cache"))
+
+
+def search(tmp_path: Path, teacher_cache: str | None, *overrides: str, env: dict | None = None
+           ) -> subprocess.CompletedProcess:
+    """``python -m search`` as a user runs it, shrunk to a tiny CPU run (digits unless teacher_cache is None)."""
+    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1"]
+    if teacher_cache is not None:
+        quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
+    return subprocess.run([sys.executable, "-m", "search", *quick, *overrides], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def finished_digits_run(tmp_path_factory, teacher_cache) -> Path:
+    """One small real search on the digits, shared by the tests that read a finished run folder."""
+    results = tmp_path_factory.mktemp("results")
+    proc = search(results, teacher_cache, "trials=3", "workers=2", "run=three", "seed=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results / "three"
 
 
 @pytest.fixture(scope="session")

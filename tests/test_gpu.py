@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.test_search import search
+from tests.conftest import search
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from search.workloads.digits import split_digits
+from tests.conftest import search
 
 REPO = Path(__file__).resolve().parent.parent
 CONTRACT_COLUMNS = ["trial", "state", "target", "quant_bits", "prune_rate", "distill_temperature", "parallelism",
@@ -23,26 +24,14 @@ METRICS = ["accuracy", "latency_ms", "latency_p95_ms", "throughput_ips", "energy
 pytestmark = pytest.mark.slow
 
 
-def search(tmp_path: Path, teacher_cache: str | None, *overrides: str, env: dict | None = None
-           ) -> subprocess.CompletedProcess:
-    """``python -m search`` as a user runs it, shrunk to a tiny CPU run (digits unless teacher_cache is None)."""
-    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1"]
-    if teacher_cache is not None:
-        quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
-    return subprocess.run([sys.executable, "-m", "search", *quick, *overrides], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
-
-
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, teacher_cache) -> Path:
-    results = tmp_path_factory.mktemp("results")
-    proc = search(results, teacher_cache, "trials=3", "workers=2", "run=three", "seed=0")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return results / "three"
+def finished_run(finished_digits_run) -> Path:
+    return finished_digits_run
 
 
 def test_run_folder_holds_every_result_file(finished_run):
-    for name in ("config.yaml", "study.db", "trials.csv", "pareto.csv", "pareto.png"):
+    for name in ("config.yaml", "study.db", "trials.csv", "trials.parquet", "pareto.csv", "pareto.png", "pareto.html",
+                 "history.png", "importance.png"):
         assert (finished_run / name).stat().st_size > 0, name
     front = pd.read_csv(finished_run / "pareto.csv")
     assert len(front) >= 1
