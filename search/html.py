@@ -1,36 +1,60 @@
-"""pareto.html: the trials in an interactive, self-contained page (plotly.js is inlined, so it opens offline)."""
+"""pareto.html: the trials in an interactive, self-contained page (plotly.js is inlined, so it opens offline).
+
+One panel per pair of objectives, like pareto.png; colour per parallelism mode, symbol per
+front membership, and hovering a point shows the trial's knobs and metrics. Markers are SVG
+(not WebGL), so the page renders on machines without a GPU and each point is in the DOM.
+"""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-import plotly.express as px
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 
 from search.files import write_atomically
-from search.plots import axis_label
+from search.plots import axis_label, plotted_values
 from search.results import CANDIDATE_COLUMNS
 
 HOVER_METRICS = ["accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "throughput_ips", "energy_mj",
                  "energy_source", "size_bytes", "peak_memory_bytes", "final"]
+SYMBOLS = {"Pareto member": "diamond", "dominated": "circle", "fp32 baseline": "star"}
+COLUMNS_PER_ROW = 3
 
 
-def pareto_figure(table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[tuple[str, str]]):
-    """A scatter matrix of the objectives: colour per parallelism mode, symbol per front membership."""
+def _hover(done: pd.DataFrame) -> pd.Series:
+    columns = ["trial", "member", *[c for c in CANDIDATE_COLUMNS + HOVER_METRICS if c in done.columns]]
+    return done.apply(lambda row: "<br>".join(f"{c}: {row[c]}" for c in columns if pd.notna(row[c])), axis=1)
+
+
+def pareto_figure(table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> go.Figure:
     done = table[table["state"] == "COMPLETE"].copy()
     done["member"] = done["trial"].isin(front["trial"]).map({True: "Pareto member", False: "dominated"})
     done.loc[done["baseline"].astype(bool), "member"] = "fp32 baseline"
     metrics = [m for m, _ in objectives]
-    hover = ["trial", *[c for c in CANDIDATE_COLUMNS + HOVER_METRICS if c in done.columns and c not in metrics]]
-    figure = px.scatter_matrix(
-        done, dimensions=metrics, color="parallelism", symbol="member", hover_data=hover,
-        labels={m: axis_label(m, done) for m in metrics},
-        symbol_map={"Pareto member": "diamond", "dominated": "circle", "fp32 baseline": "star"},
-        title=f"{len(done)} completed trials, {len(front)} on the Pareto front (hover a point for its knobs and metrics)",
-    )
-    figure.update_traces(diagonal_visible=False, marker={"size": 8, "line": {"width": 0.5, "color": "black"}})
-    figure.update_layout(height=260 * len(metrics), width=260 * len(metrics) + 200)
+    pairs = list(itertools.combinations(metrics, 2)) or [(metrics[0], metrics[0])]
+    cols = min(COLUMNS_PER_ROW, len(pairs))
+    rows = -(-len(pairs) // cols)
+    figure = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.08, vertical_spacing=0.12)
+    for index, (mode, group) in enumerate(done.groupby("parallelism", sort=True)):
+        marker = {"color": qualitative.Plotly[index % len(qualitative.Plotly)], "size": group["member"].map(
+            {"Pareto member": 11, "dominated": 7, "fp32 baseline": 16}).tolist(),
+                  "symbol": group["member"].map(SYMBOLS).tolist(), "line": {"width": 0.6, "color": "black"}}
+        for panel, (x, y) in enumerate(pairs):
+            figure.add_trace(go.Scatter(
+                x=plotted_values(group, x), y=plotted_values(group, y), mode="markers", name=str(mode),
+                legendgroup=str(mode), showlegend=panel == 0, marker=marker, hovertext=_hover(group),
+                hoverinfo="text"), row=panel // cols + 1, col=panel % cols + 1)
+    for panel, (x, y) in enumerate(pairs):
+        figure.update_xaxes(title_text=axis_label(x, done), row=panel // cols + 1, col=panel % cols + 1)
+        figure.update_yaxes(title_text=axis_label(y, done), row=panel // cols + 1, col=panel % cols + 1)
+    figure.update_layout(
+        height=380 * rows, width=460 * cols, legend_title_text="parallelism (diamond: Pareto member, star: baseline)",
+        title=f"{len(done)} completed trials, {len(front)} on the Pareto front; hover a point for its knobs and metrics")
     return figure
 
 

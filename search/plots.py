@@ -25,7 +25,7 @@ def axis_label(metric: str, table: pd.DataFrame) -> str:
     return UNITS.get(metric, metric)
 
 
-def _values(table: pd.DataFrame, metric: str) -> pd.Series:
+def plotted_values(table: pd.DataFrame, metric: str) -> pd.Series:
     return table[metric].astype(float) / (1024 if metric == "size_bytes" else 1)
 
 
@@ -50,13 +50,13 @@ def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives:
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.2 * rows), squeeze=False)
     baseline = done[done["baseline"].astype(bool)]
     for ax, (x, y) in zip(axes.flat, pairs):
-        ax.scatter(_values(done, x), _values(done, y), s=18, c="#b0b0b0", label="completed trial")
-        ax.scatter(_values(front, x), _values(front, y), s=36, c="#d62728", label="Pareto member")
+        ax.scatter(plotted_values(done, x), plotted_values(done, y), s=18, c="#b0b0b0", label="completed trial")
+        ax.scatter(plotted_values(front, x), plotted_values(front, y), s=36, c="#d62728", label="Pareto member")
         if len(front):  # the front's ~95 % intervals: members whose bars overlap tie on that axis
-            ax.errorbar(_values(front, x), _values(front, y), xerr=_error_bars(front, x), yerr=_error_bars(front, y),
+            ax.errorbar(plotted_values(front, x), plotted_values(front, y), xerr=_error_bars(front, x), yerr=_error_bars(front, y),
                         fmt="none", ecolor="#d62728", alpha=0.6, capsize=2)
         if len(baseline):
-            ax.scatter(_values(baseline, x), _values(baseline, y), s=160, marker="*", c="#1f77b4",
+            ax.scatter(plotted_values(baseline, x), plotted_values(baseline, y), s=160, marker="*", c="#1f77b4",
                        edgecolors="black", label="fp32 baseline")
         ax.set_xlabel(axis_label(x, done))
         ax.set_ylabel(axis_label(y, done))

@@ -74,9 +74,10 @@ def test_interactive_page_plots_every_completed_trial_once():
         energy_source="estimate")
     table = pd.concat([table, table.iloc[:1].assign(trial=3, state="FAIL", baseline=False)], ignore_index=True)
     figure = pareto_figure(table, table[table["trial"] == 1], TWO)
-    plotted = sum(len(trace.dimensions[0].values) for trace in figure.data)
-    assert plotted == 3  # the failed trial is not drawn
-    assert {trace.name.split(",")[0] for trace in figure.data} == {"sequential", "intra_op"}
+    assert sum(len(trace.x) for trace in figure.data) == 3  # one panel (one pair); the failed trial is not drawn
+    assert {trace.name for trace in figure.data} == {"sequential", "intra_op"}
+    member = next(trace for trace in figure.data if trace.name == "intra_op")
+    assert list(member.marker.symbol) == ["diamond"] and "trial: 1" in member.hovertext[0]
 
 
 def test_report_of_a_folder_that_is_no_run_is_one_line_and_exit_2(tmp_path, capsys):
