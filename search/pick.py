@@ -1,17 +1,21 @@
-"""``python -m search.pick RUN``: choose a Pareto member by constraints, copy its model and card."""
+"""``python -m search.pick RUN``: choose a model by constraints, copy it and its card (rebuilt if not kept)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 from collections.abc import Sequence
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 LIMITS = (("min_accuracy", "accuracy", ">="), ("max_latency_ms", "latency_ms", "<="),
           ("max_energy_mj", "energy_mj", "<="), ("max_size_bytes", "size_bytes", "<="))
+LIST_COLUMNS = ["trial", "target", "quant_bits", "prune_rate", "distill_temperature", "parallelism", "threads",
+                "accuracy", "latency_ms", "energy_mj", "energy_source", "size_bytes", "final"]
 
 
 class PickError(Exception):
@@ -22,44 +26,93 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m search.pick", description=__doc__)
     parser.add_argument("run", type=Path, help="a run folder, results/<run>")
     parser.add_argument("--min-accuracy", type=float)
+    parser.add_argument("--max-accuracy-drop", type=float, help="accuracy at least the baseline's minus this")
     parser.add_argument("--max-latency-ms", type=float)
     parser.add_argument("--max-energy-mj", type=float)
     parser.add_argument("--max-size-bytes", type=float)
+    parser.add_argument("--target", help="only models measured on this target")
     parser.add_argument("--sort", default="latency_ms", help="column to choose by (accuracy: highest; others: lowest)")
+    parser.add_argument("--all", action="store_true", help="choose among every completed trial, not only the front")
+    parser.add_argument("--list", action="store_true", help="print the models that qualify instead of choosing one")
     parser.add_argument("--out", type=Path, help="folder to copy the chosen model and its card to")
     return parser.parse_args(argv)
 
 
-def choose(front: pd.DataFrame, args: argparse.Namespace) -> pd.Series:
-    if args.sort not in front.columns:
-        raise PickError(f"--sort {args.sort}: no such column; choose from {', '.join(front.columns)}")
-    chosen = front
+def candidates(run: Path, everything: bool) -> pd.DataFrame:
+    name = "trials.csv" if everything else "pareto.csv"
+    if not (run / name).exists():
+        raise PickError(f"{run} has no {name}: is it a finished run folder?")
+    table = pd.read_csv(run / name)
+    return table[table["state"] == "COMPLETE"]
+
+
+def baseline_accuracy(run: Path) -> float:
+    table = pd.read_csv(run / "trials.csv")
+    base = table[table["baseline"].astype(bool) & (table["state"] == "COMPLETE")]
+    if base.empty:
+        raise PickError(f"--max-accuracy-drop: {run} has no completed baseline row to measure the drop from")
+    return float(base["accuracy"].iloc[0])
+
+
+def qualifying(table: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    if args.sort not in table.columns:
+        raise PickError(f"--sort {args.sort}: no such column; choose from {', '.join(table.columns)}")
+    chosen = table
     for option, column, op in LIMITS:
         limit = getattr(args, option)
         if limit is not None:
             chosen = chosen[chosen[column] >= limit] if op == ">=" else chosen[chosen[column] <= limit]
-    if chosen.empty:
-        asked = ", ".join(f"{o.replace('_', '-')} {getattr(args, o)}" for o, _, _ in LIMITS if getattr(args, o) is not None)
-        raise PickError(f"no Pareto member of {len(front)} meets {asked}")
-    return chosen.sort_values(args.sort, ascending=args.sort != "accuracy").iloc[0]
+    if args.max_accuracy_drop is not None:
+        chosen = chosen[chosen["accuracy"] >= baseline_accuracy(args.run) - args.max_accuracy_drop]
+    if args.target is not None:
+        chosen = chosen[chosen["target"] == args.target]
+    # ties go to the earliest trial, so the same command always picks the same model
+    return chosen.sort_values([args.sort, "trial"], ascending=[args.sort != "accuracy", True], kind="stable")
 
 
-def pick(argv: Sequence[str]) -> pd.Series:
-    args = parse_args(argv)
-    pareto = args.run / "pareto.csv"
-    if not pareto.exists():
-        raise PickError(f"{args.run} has no pareto.csv: is it a finished run folder?")
-    row = choose(pd.read_csv(pareto), args)
+def _asked(args: argparse.Namespace) -> str:
+    options = [o for o, _, _ in LIMITS] + ["max_accuracy_drop", "target"]
+    return ", ".join(f"--{o.replace('_', '-')} {getattr(args, o)}" for o in options if getattr(args, o) is not None)
+
+
+def copy_model(run: Path, row: pd.Series, out: Path) -> None:
+    """Copies the kept model and card, or rebuilds a model that was not kept and writes its card."""
     trial = int(row["trial"])
+    out.mkdir(parents=True, exist_ok=True)
+    kept = run / "models" / f"trial-{trial}.onnx"
+    if kept.exists() and kept.with_suffix(".json").exists():
+        for source in (kept, kept.with_suffix(".json")):
+            shutil.copy2(source, out / source.name)
+        print(f"copied trial-{trial}.onnx and trial-{trial}.json to {out}")
+        return
+    from search.rebuild import rebuild
+    from search.results import model_card
+
+    print(f"trial {trial} was not kept (not on the front); rebuilding it from its parameters ...", flush=True)
+    rebuilt = rebuild(run, trial)
+    if abs(rebuilt.accuracy - float(row["accuracy"])) > 1e-9:
+        print(f"warning: the rebuilt model scores accuracy {rebuilt.accuracy:.4f}, the table says "
+              f"{float(row['accuracy']):.4f}: it is not the same model (was the teacher retrained?)", file=sys.stderr)
+    (out / f"trial-{trial}.onnx").write_bytes(rebuilt.model_bytes)
+    config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+    card = model_card({**row.to_dict(), "accuracy": rebuilt.accuracy, "size_bytes": len(rebuilt.model_bytes)}, config)
+    (out / f"trial-{trial}.json").write_text(json.dumps(card, indent=2, default=str))
+    print(f"rebuilt trial-{trial}.onnx (accuracy {rebuilt.accuracy:.4f}) and wrote its card to {out}")
+
+
+def pick(argv: Sequence[str]) -> pd.Series | None:
+    args = parse_args(argv)
+    table = candidates(args.run, args.all)
+    chosen = qualifying(table, args)
+    if args.list:
+        print(chosen[[c for c in LIST_COLUMNS if c in chosen.columns]].to_string(index=False))
+        return None
+    if chosen.empty:
+        raise PickError(f"no {'completed trial' if args.all else 'Pareto member'} of {len(table)} meets {_asked(args)}")
+    row = chosen.iloc[0]
     print(row.to_string())
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        for suffix in (".onnx", ".json"):
-            source = args.run / "models" / f"trial-{trial}{suffix}"
-            if not source.exists():
-                raise PickError(f"{source} is missing from the run folder")
-            shutil.copy2(source, args.out / source.name)
-        print(f"copied trial-{trial}.onnx and trial-{trial}.json to {args.out}")
+        copy_model(args.run, row, args.out)
     return row
 
 

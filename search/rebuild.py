@@ -1,0 +1,44 @@
+"""Rebuild a finished trial's model from its stored parameters: for a model that was not kept.
+
+Only models on the front are kept in models/. Any other completed trial can be rebuilt:
+the run's config names the workload and target, study.db holds the trial's candidate, and
+the run's seed makes distillation repeat itself. The rebuilt model's accuracy is measured
+again, so a caller can see whether it is the same model (a teacher retrained on another
+machine can differ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from evaluators import Accuracy, Built
+from search.candidate import Candidate
+from search.study import STUDY_NAME
+from search.target import Target
+from search.worker import build_candidate
+from search.workloads import check_workload
+
+
+@dataclass
+class Rebuilt:
+    model_bytes: bytes
+    accuracy: float
+
+
+def rebuild(run_dir: Path, trial_number: int) -> Rebuilt:
+    config = OmegaConf.load(run_dir / "config.yaml")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(run_dir / 'study.db').resolve()}")
+    cand = Candidate.from_dict(study.trials[trial_number].user_attrs["candidate"])
+    workload = check_workload(instantiate(config.workload), str(config.workload.get("_target_", "?")))
+    target = Target.from_config(OmegaConf.to_container(config.target, resolve=True))
+    torch.set_num_threads(1)  # as in the workers: the same threads give the same float sums
+    model_bytes = build_candidate(workload, cand, target, int(config.seed), timings={})
+    accuracy = Accuracy().measure(Built(model_bytes, cand, target, workload.test))["accuracy"]
+    return Rebuilt(model_bytes, accuracy)
