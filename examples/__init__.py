@@ -1,0 +1,1 @@
+"""Complete examples of bringing your own model and data; run from the repository root."""
