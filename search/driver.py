@@ -13,7 +13,6 @@ from typing import Any
 import optuna
 import ray
 from optuna.trial import FrozenTrial
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,6 +32,7 @@ from search.target import Target
 from search.transforms.export import INPUT_NAME, OUTPUT_NAME
 from search.worker import remeasure_trial, run_trial
 from search.workloads import Workload, check_exportable, check_workload
+from search.workloads._base import predict_classes
 from spaces import Knob, space, suggest_candidate
 
 RESUME_CHECKED = ("workload", "space", "target", "evaluators", "batch_size")
@@ -112,6 +112,18 @@ def _meter_note(evaluators: list[Evaluator], target: Target, address: str | None
     return f"energy: {choose_meter(target).describe()}"
 
 
+TORCH_ONLY_KNOBS = ("prune_rate", "distillation")
+
+
+def _leave_out_torch_knobs(search: Search, workload: Workload) -> None:
+    """A bare ONNX model has no torch module to prune or distill: those knobs go, said once here."""
+    dropped = [k.name for k in search.knobs if k.name in TORCH_ONLY_KNOBS]
+    search.knobs = [k for k in search.knobs if k.name not in TORCH_ONLY_KNOBS]
+    if dropped:
+        _say(f"workload {workload.name} is an ONNX model: {' and '.join(dropped)} are not searched (they need a "
+             "torch module); quantization and parallelism are")
+
+
 def _open_run_dir(search: Search) -> bool:
     """Create the run folder or check a resumed one; True when resuming."""
     config_path = search.run_dir / "config.yaml"
@@ -131,8 +143,7 @@ def _open_run_dir(search: Search) -> bool:
 
 
 def _workload_info(workload: Workload) -> dict[str, Any]:
-    with torch.no_grad():
-        classes = int(workload.model(torch.from_numpy(workload.test.x[:1])).shape[1])
+    classes = predict_classes(workload)
     return {"name": workload.name, "input_name": INPUT_NAME, "input_shape": list(workload.input_shape),
             "output_name": OUTPUT_NAME, "preprocessing": workload.preprocessing,
             "output_meaning": f"logits over {classes} classes; argmax is the predicted class"}
@@ -195,6 +206,8 @@ def run_search(cfg: DictConfig) -> Path:
     # Everything that can refuse the run is checked before the run folder is touched.
     workload = check_workload(_instantiate(cfg.workload, "workload factory"), cfg.workload.get("_target_", "?"))
     check_exportable(workload)
+    if workload.is_onnx:
+        _leave_out_torch_knobs(search, workload)
     search.config["workload_info"] = _workload_info(workload)
     sampler = _instantiate(cfg.sampler, "sampler")
     resuming = _open_run_dir(search)

@@ -46,6 +46,10 @@ class TrialResult:
 
 def _student(workload: Workload, cand: Candidate, seed: int, device: str, timings: dict[str, float]) -> bytes:
     """fp32 ONNX of the pruned and recovered model (cached: it does not depend on bits or threads)."""
+    if workload.is_onnx:  # nothing torch-side applies: the model is the user's ONNX as it came
+        if cand.prune_rate:
+            raise NotApplicable("pruning needs a torch module; this workload is a bare ONNX model")
+        return workload.onnx_model
     example = torch.from_numpy(workload.train.x[:1])  # building never reads the test split
     config = {"rate": cand.prune_rate, "round_to": cand.prune_round_to, "T": cand.distill_temperature,
               "alpha": cand.distill_alpha, "seed": seed, "epochs": workload.distill_epochs}
