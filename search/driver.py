@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
-from optuna.trial import FrozenTrial
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from evaluators import Evaluator, objectives
-from evaluators._base import noise_intervals
 from evaluators.energy import choose_meter
 from search import study as studies
 from search.cluster import check_reachable, cluster_address, start_ray, stop_ray
@@ -25,21 +21,21 @@ from search.config import Settings, to_container
 from search.errors import ConfigError
 from search.files import write_text
 from search.interrupt import StopRequest
+from search.quiet_phase import quiet_phase
+from search.run import Search, say, update_run_folder
 from search.report import render
 from search.progress import Progress
-from search.results import pareto_table, sync_models, trials_table, write_tables
 from search.target import Target
 from search.transforms.export import INPUT_NAME, OUTPUT_NAME
-from search.worker import remeasure_trial, run_trial
+from search.worker import run_trial
 from search.workloads import Workload, check_exportable, check_workload
 from search.workloads._base import predict_classes
-from spaces import Knob, space, suggest_candidate
+from spaces import space, suggest_candidate
 
 RESUME_CHECKED = ("workload", "space", "target", "evaluators", "batch_size")
 # trials.csv and pareto.csv are views of study.db (the durable record, told after every trial):
 # rewritten at most this often during a run, and always at its end or interruption.
 TABLES_EVERY_S = 1.0
-QUIET_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow re-time newcomers
 
 
 class Every:
@@ -54,26 +50,6 @@ class Every:
             return False
         self.last = now
         return True
-
-
-@dataclass
-class Search:
-    """Everything a run needs, built and checked from the config before any trial starts."""
-
-    settings: Settings
-    config: dict[str, Any]
-    target: Target
-    knobs: list[Knob]
-    evaluators: list[Evaluator]
-    objectives: list[tuple[str, str]]
-    run_dir: Path
-    finals: dict[int, dict[str, Any]] = field(default_factory=dict)  # the quiet phase's figures, by trial
-    meter_note: str = ""  # which energy meter runs, said once at start
-
-    @property
-    def intervals(self) -> dict[str, tuple[str, str, float]]:
-        """What the front compares within noise: metric -> its interval columns and floor."""
-        return noise_intervals(self.evaluators)
 
 
 def _instantiate(node: Any, what: str) -> Any:
@@ -120,7 +96,7 @@ def _leave_out_torch_knobs(search: Search, workload: Workload) -> None:
     dropped = [k.name for k in search.knobs if k.name in TORCH_ONLY_KNOBS]
     search.knobs = [k for k in search.knobs if k.name not in TORCH_ONLY_KNOBS]
     if dropped:
-        _say(f"workload {workload.name} is an ONNX model: {' and '.join(dropped)} are not searched (they need a "
+        say(f"workload {workload.name} is an ONNX model: {' and '.join(dropped)} are not searched (they need a "
              "torch module); quantization and parallelism are")
 
 
@@ -215,11 +191,11 @@ def run_search(cfg: DictConfig) -> Path:
     search.finals.update(studies.final_figures(study))
     rerun = studies.requeue_stale(study)
     done, _ = studies.finished(study.get_trials(deepcopy=False))
-    _say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
+    say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
          + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
          + f"; target {search.target.name}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
     if search.meter_note:
-        _say(search.meter_note)
+        say(search.meter_note)
     progress = Progress(search.settings.trials, already_done=done)
     with StopRequest() as stop:
         try:
@@ -235,10 +211,10 @@ def run_search(cfg: DictConfig) -> Path:
         finally:
             stop_ray()
     progress.finish()
-    _write_all(search, study.get_trials(deepcopy=False), {})
+    update_run_folder(search, study.get_trials(deepcopy=False), {})
     render(search.run_dir, study, search.objectives, search.intervals)  # every table and plot, from study.db
     if stop.requested:
-        _say(f"interrupted: finished trials are saved; resume with the same command and run={search.run_dir.name}")
+        say(f"interrupted: finished trials are saved; resume with the same command and run={search.run_dir.name}")
         raise KeyboardInterrupt
     return search.run_dir
 
@@ -260,75 +236,8 @@ def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress:
         trials = study.get_trials(deepcopy=False)  # one read of the storage per finished trial
         done, failed = studies.finished(trials)
         new_models = {trial.number: result["model_bytes"]} if completed else {}
-        _, front = _write_all(search, trials, new_models, tables=tables_due.ready())
+        _, front = update_run_folder(search, trials, new_models, tables=tables_due.ready())
         progress.update(front, done, failed)
-
-
-def quiet_phase(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest) -> None:
-    """Re-time every Pareto member with its node to itself, until the front is all final.
-
-    New figures can reshape the front, so this repeats for members not yet re-timed; one
-    whose model left models/ during the search is rebuilt from its parameters.
-    """
-    task = ray.remote(remeasure_trial).options(num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus)
-    for _ in range(QUIET_ROUNDS):
-        _, front = _write_all(search, study.get_trials(deepcopy=False), {})
-        todo = [int(n) for n in front["trial"] if int(n) not in search.finals]
-        if not todo or stop.requested:
-            return
-        _say(f"quiet phase: re-timing {len(todo)} Pareto member(s), each alone on its node")
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        refs = {task.remote(dispatcher.workload_ref, dispatcher.evaluators_ref, dispatcher.target_cfg,
-                            trials[n].user_attrs["candidate"], search.settings.seed, _kept_model(search, n)): n
-                for n in todo}
-        rebuilt = _collect_finals(search, study, refs, stop)
-        _write_all(search, study.get_trials(deepcopy=False), rebuilt, refresh_cards=True)
-
-
-def _kept_model(search: Search, trial: int) -> bytes:
-    path = search.run_dir / "models" / f"trial-{trial}.onnx"
-    return path.read_bytes() if path.exists() else b""
-
-
-def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRef, int], stop: StopRequest) -> dict[int, bytes]:
-    """Stores each re-measurement as it lands; returns the models that had to be rebuilt."""
-    rebuilt: dict[int, bytes] = {}
-    total = len(refs)
-    while refs and not stop.requested:
-        ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
-        for ref in ready:
-            number = refs.pop(ref)
-            try:
-                result = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                result = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
-            search.finals[number] = studies.store_final(study, number, result)
-            if result.get("error"):
-                _say(f"quiet phase: trial {number} could not be re-timed ({result['error']}); it keeps its search figures")
-                continue
-            if "accuracy" in result["metrics"]:
-                rebuilt[number] = result["model_bytes"]
-            _say(f"quiet phase: {total - len(refs)}/{total} · trial {number}: "
-                 f"{result['metrics'].get('latency_ms', float('nan')):.3f} ms p50"
-                 + (" (rebuilt)" if number in rebuilt else ""))
-    return rebuilt
-
-
-def _write_all(search: Search, trials: list[FrozenTrial], new_models: dict[int, bytes], tables: bool = True,
-               refresh_cards: bool = False):
-    """Bring the tables and models up to date (plots are drawn once, at the end, by the report).
-    New front members' models are written at once (the bytes exist only in memory); the CSV
-    views of study.db may be skipped between intervals."""
-    table = trials_table(trials, search.finals)
-    front = pareto_table(table, search.objectives, search.intervals)
-    if tables:
-        write_tables(search.run_dir, table, front)
-    sync_models(search.run_dir, front, new_models, search.config, refresh_cards)
-    return table, front
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 __all__ = ["run_search", "prepare"]

@@ -1,0 +1,69 @@
+"""The quiet phase: after the search, every Pareto member is timed again with its node to itself."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import optuna
+import ray
+
+from search import study as studies
+from search.interrupt import StopRequest
+from search.run import Search, say, update_run_folder
+from search.worker import remeasure_trial
+
+if TYPE_CHECKING:
+    from search.driver import Dispatcher
+
+QUIET_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow re-time newcomers
+
+
+def quiet_phase(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest) -> None:
+    """Re-time every Pareto member with its node to itself, until the front is all final.
+
+    New figures can reshape the front, so this repeats for members not yet re-timed; one
+    whose model left models/ during the search is rebuilt from its parameters.
+    """
+    task = ray.remote(remeasure_trial).options(num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus)
+    for _ in range(QUIET_ROUNDS):
+        _, front = update_run_folder(search, study.get_trials(deepcopy=False), {})
+        todo = [int(n) for n in front["trial"] if int(n) not in search.finals]
+        if not todo or stop.requested:
+            return
+        say(f"quiet phase: re-timing {len(todo)} Pareto member(s), each alone on its node")
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        kept = {n: _kept_model(search, n) for n in todo}
+        refs = {task.remote(dispatcher.workload_ref, dispatcher.evaluators_ref, dispatcher.target_cfg,
+                            trials[n].user_attrs["candidate"], search.settings.seed, kept[n]): n for n in todo}
+        rebuilt = _collect_finals(search, study, refs, stop, to_rebuild={n for n in todo if not kept[n]})
+        update_run_folder(search, study.get_trials(deepcopy=False), rebuilt, refresh_cards=True)
+
+
+def _kept_model(search: Search, trial: int) -> bytes:
+    path = search.run_dir / "models" / f"trial-{trial}.onnx"
+    return path.read_bytes() if path.exists() else b""
+
+
+def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRef, int], stop: StopRequest,
+                    to_rebuild: set[int]) -> dict[int, bytes]:
+    """Stores each re-measurement as it lands; returns the models of ``to_rebuild``, rebuilt."""
+    rebuilt: dict[int, bytes] = {}
+    total = len(refs)
+    while refs and not stop.requested:
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+        for ref in ready:
+            number = refs.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                result = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+            search.finals[number] = studies.store_final(study, number, result)
+            if result.get("error"):
+                say(f"quiet phase: trial {number} could not be re-timed ({result['error']}); it keeps its search figures")
+                continue
+            if number in to_rebuild:
+                rebuilt[number] = result["model_bytes"]
+            say(f"quiet phase: {total - len(refs)}/{total} · trial {number}: "
+                 f"{result['metrics'].get('latency_ms', float('nan')):.3f} ms p50"
+                 + (" (rebuilt)" if number in rebuilt else ""))
+    return rebuilt
