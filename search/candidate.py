@@ -12,7 +12,9 @@ class Candidate:
 
     Attributes:
         target: name of the hardware target the candidate is measured on.
-        quant_bits: 32 (fp32), 16 (fp16), 8 (int8 static QDQ) or 4 (int4 weight-only).
+        quant_bits: 32 (fp32), 16 (fp16), 8 (int8) or 4 (int4 weight-only).
+        quant_mode: how 8 bits are reached: static QDQ calibrated by ``minmax``, ``entropy`` or
+            ``percentile``, or ``dynamic``; None for other bits.
         prune_rate: fraction of channels removed from every prunable layer.
         prune_round_to: remaining channels are a multiple of this (None when nothing was pruned).
         distill_temperature: distillation temperature; 0 is plain fine-tuning on labels,
@@ -25,6 +27,7 @@ class Candidate:
 
     target: str
     quant_bits: int = 32
+    quant_mode: str | None = None
     prune_rate: float = 0.0
     prune_round_to: int | None = None
     distill_temperature: float | None = None

@@ -14,7 +14,7 @@ from search.files import write_atomically, write_bytes, write_text
 from search.pareto import Intervals, pareto_mask
 from search.study import OUTCOME
 
-CANDIDATE_COLUMNS = ["target", "quant_bits", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
+CANDIDATE_COLUMNS = ["target", "quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
                      "parallelism", "threads", "batch_size"]
 METRIC_COLUMNS = ["accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "latency_p95_ms", "latency_cv",
                   "latency_repeats", "throughput_ips", "energy_mj", "energy_ci_low_mj", "energy_ci_high_mj",
@@ -79,7 +79,7 @@ def model_card(row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         "input": {"name": workload["input_name"], "shape": ["batch", *workload["input_shape"]],
                   "dtype": "float32", "preprocessing": workload["preprocessing"]},
         "output": {"name": workload["output_name"], "meaning": workload["output_meaning"]},
-        "parameters": {k: clean[k] for k in ("quant_bits", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha")},
+        "parameters": {k: clean[k] for k in ("quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha")},
         "runtime": {"target": target["name"], "provider": target["provider"], "parallelism": clean["parallelism"],
                     "intra_op_num_threads": clean["threads"], "inter_op_num_threads": 1,
                     "execution_mode": "sequential", "batch_size": clean["batch_size"]},

@@ -71,7 +71,7 @@ def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: i
     fp32 = _student(workload, cand, seed, target.torch_device, timings)
     start = time.perf_counter()
     calibration = workload.train.x[:CALIBRATION_SAMPLES]  # calibration never sees the test split
-    model_bytes = quantize(fp32, cand.quant_bits, calibration, cand.batch_size)
+    model_bytes = quantize(fp32, cand.quant_bits, calibration, cand.batch_size, cand.quant_mode or "minmax")
     check_onnx(model_bytes, workload.train.x[:cand.batch_size])
     timings["quantize+check"] = time.perf_counter() - start
     return model_bytes

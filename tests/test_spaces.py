@@ -51,6 +51,26 @@ def test_quant_bits_narrow_with_no_supported_choice_is_a_config_error():
         knob.narrow(Target(name="cpu", precisions=(32, 16, 8)))
 
 
+def test_quant_mode_is_searched_and_recorded_only_for_8_bits():
+    knob = QuantBits([32, 8], modes=["minmax", "entropy", "dynamic"])
+    assert set(knob.distributions()) == {"quant_bits", "quant_mode"}
+    picks = [knob.suggest(trial, {}) for trial in asks(60)]
+    assert {p["quant_mode"] for p in picks if p["quant_bits"] == 8} == {"minmax", "entropy", "dynamic"}
+    assert all(p["quant_mode"] is None for p in picks if p["quant_bits"] != 8)
+
+
+def test_one_quant_mode_is_fixed_not_searched():
+    knob = QuantBits([32, 8], modes=["percentile"])
+    assert set(knob.distributions()) == {"quant_bits"}
+    assert {knob.suggest(trial, {})["quant_mode"] for trial in asks(20)} <= {"percentile", None}
+
+
+@pytest.mark.parametrize("modes", [["fuzzy"], [], ["minmax", "max"]])
+def test_quant_bits_refuses_unknown_modes(modes):
+    with pytest.raises(ConfigError, match="modes"):
+        QuantBits([32, 8], modes=modes)
+
+
 @pytest.mark.parametrize("choices", [[3], [], [1], [8, 64]])
 def test_quant_bits_refuses_unknown_bits(choices):
     with pytest.raises(ConfigError, match="quant_bits"):
@@ -183,7 +203,7 @@ def test_suggest_candidate_carries_every_knobs_value():
     trial = optuna.trial.FixedTrial({"quant_bits": 8, "prune_rate": 0.5, "distill_temperature": 4.0,
                                      "distill_alpha": 0.9, "parallelism": "intra_op", "threads": 3})
     assert suggest_candidate(knobs, trial, CPU, batch_size=4) == Candidate(
-        target="cpu", quant_bits=8, prune_rate=0.5, prune_round_to=8, distill_temperature=4.0,
+        target="cpu", quant_bits=8, quant_mode="minmax", prune_rate=0.5, prune_round_to=8, distill_temperature=4.0,
         distill_alpha=0.9, parallelism="intra_op", threads=3, batch_size=4)
 
 

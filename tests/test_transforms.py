@@ -159,6 +159,43 @@ def test_int8_is_static_qdq_and_smaller(mlp):
     np.testing.assert_allclose(run(int8), run(fp32), atol=0.1)
 
 
+def _activation_scales(model_bytes: bytes) -> dict[str, float]:
+    """The scale of every QuantizeLinear: calibrated activation ranges (weights are pre-quantized)."""
+    model = onnx.load_from_string(model_bytes)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[1] in inits and inits[n.input[1]].size == 1}
+
+
+def test_int8_percentile_calibration_narrows_the_activation_ranges(fp32):
+    minmax, percentile = quantize(fp32, 8, BATCH, mode="minmax"), quantize(fp32, 8, BATCH, mode="percentile")
+    narrower = [_activation_scales(percentile)[k] <= v for k, v in _activation_scales(minmax).items()]
+    assert all(narrower) and _activation_scales(percentile) != _activation_scales(minmax)
+    assert run(percentile).shape == run(fp32).shape
+
+
+def test_int8_entropy_calibration_gives_a_static_qdq_model(fp32):
+    entropy = quantize(fp32, 8, BATCH, mode="entropy")
+    assert "QuantizeLinear" in ops(entropy)
+    np.testing.assert_allclose(run(entropy), run(fp32), atol=0.1)
+
+
+def test_int8_dynamic_quantizes_activations_at_run_time(fp32):
+    dynamic = quantize(fp32, 8, BATCH, mode="dynamic")
+    assert "DynamicQuantizeLinear" in ops(dynamic) and "QuantizeLinear" not in ops(dynamic)
+    np.testing.assert_allclose(run(dynamic), run(fp32), atol=0.1)
+
+
+def test_int8_unknown_mode_is_refused(fp32):
+    with pytest.raises(ValueError, match="quant_mode"):
+        quantize(fp32, 8, BATCH, mode="fuzzy")
+
+
+def test_int8_calibration_prints_nothing(fp32, capsys):
+    quantize(fp32, 8, BATCH, mode="entropy")
+    assert capsys.readouterr().out == ""
+
+
 def test_int8_on_a_tiny_graph_is_quantized_even_if_not_smaller(fp32):
     int8 = quantize(fp32, 8, BATCH)
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops(int8)

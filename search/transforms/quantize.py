@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -16,22 +17,28 @@ from search.errors import NotApplicable
 from search.transforms.export import INPUT_NAME
 
 SUPPORTED_BITS = (32, 16, 8, 4)
+# How 8 bits are reached: static QDQ calibrated by one of ORT's methods, or dynamic (activations
+# quantized at run time from each batch's own range; no calibration data).
+INT8_MODES = ("minmax", "entropy", "percentile", "dynamic")
 
 
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
-    """ORT's quantizers log progress through the root logger at INFO; mute it while they run only."""
+    """ORT's quantizers log progress through the root logger at INFO, and its histogram
+    calibrators print() theirs; mute both while they run only."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
 
-def quantize(model_bytes: bytes, bits: int, calibration: np.ndarray, batch_size: int = 32) -> bytes:
-    """Return the model quantized to ``bits``; 32 returns it unchanged.
+def quantize(model_bytes: bytes, bits: int, calibration: np.ndarray, batch_size: int = 32,
+             mode: str = "minmax") -> bytes:
+    """Return the model quantized to ``bits``; 32 returns it unchanged. ``mode`` applies to 8 bits.
 
     Raises:
         NotApplicable: when the requested precision would change nothing in this graph.
@@ -40,8 +47,12 @@ def quantize(model_bytes: bytes, bits: int, calibration: np.ndarray, batch_size:
         return model_bytes
     if bits == 16:
         return _to_fp16(model_bytes)
+    if bits == 8 and mode == "dynamic":
+        return _to_int8_dynamic(model_bytes)
     if bits == 8:
-        return _to_int8_static(model_bytes, calibration, batch_size)
+        if mode not in INT8_MODES:
+            raise ValueError(f"quant_mode must be one of {INT8_MODES}, got {mode!r}")
+        return _to_int8_static(model_bytes, calibration, batch_size, mode)
     if bits == 4:
         return _to_int4_weight_only(model_bytes)
     raise ValueError(f"quant_bits must be one of {SUPPORTED_BITS}, got {bits}")
@@ -68,8 +79,8 @@ class _Calibration:
         pass
 
 
-def _to_int8_static(model_bytes: bytes, calibration: np.ndarray, batch_size: int) -> bytes:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def _to_int8_static(model_bytes: bytes, calibration: np.ndarray, batch_size: int, method: str) -> bytes:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
@@ -81,7 +92,22 @@ def _to_int8_static(model_bytes: bytes, calibration: np.ndarray, batch_size: int
             str(pre), str(out), _Calibration(calibration.astype(np.float32), batch_size),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
         )
+        # Entropy is ORT's as quantize_static runs it: 128 histogram bins for 128 quantized bins
+        # (its extra_options cannot change them), and on the digits CNN it chose minmax's ranges.
+        return out.read_bytes()
+
+
+def _to_int8_dynamic(model_bytes: bytes) -> bytes:
+    """int8 weights; activations quantized per batch at run time (ConvInteger / MatMulInteger)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+        raw, out = Path(tmp) / "raw.onnx", Path(tmp) / "int8-dynamic.onnx"
+        raw.write_bytes(model_bytes)
+        quantize_dynamic(str(raw), str(out), weight_type=QuantType.QInt8, per_channel=False)
         return out.read_bytes()
 
 
