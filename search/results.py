@@ -16,7 +16,7 @@ from search.study import OUTCOME
 
 CANDIDATE_COLUMNS = ["target", "quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
                      "parallelism", "threads", "batch_size"]
-METRIC_COLUMNS = ["accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "latency_p95_ms", "latency_cv",
+METRIC_COLUMNS = ["prune_removed", "accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "latency_p95_ms", "latency_cv",
                   "latency_repeats", "throughput_ips", "energy_mj", "energy_ci_low_mj", "energy_ci_high_mj",
                   "energy_source", "size_bytes", "peak_memory_bytes"]
 # final: the figures come from the quiet phase's re-measurement (search_latency_ms keeps the

@@ -20,6 +20,7 @@ from search.candidate import Candidate
 from search.errors import NotApplicable
 from search.target import Target
 from search.transforms import check_onnx, distill, export_onnx, prune, quantize
+from search.transforms.prune import removed_share
 from search.workloads._base import Workload
 
 CALIBRATION_SAMPLES = 256
@@ -44,31 +45,40 @@ class TrialResult:
         return cls(**data)
 
 
-def _student(workload: Workload, cand: Candidate, seed: int, device: str, timings: dict[str, float]) -> bytes:
-    """fp32 ONNX of the pruned and recovered model (cached: it does not depend on bits or threads)."""
+def _student(workload: Workload, cand: Candidate, seed: int, device: str, timings: dict[str, float],
+             facts: dict[str, Any]) -> bytes:
+    """fp32 ONNX of the pruned and recovered model (cached: it does not depend on bits or threads).
+
+    ``facts`` receives ``prune_removed``, the share of channels really removed.
+    """
     if workload.is_onnx:  # nothing torch-side applies: the model is the user's ONNX as it came
         if cand.prune_rate:
             raise NotApplicable("pruning needs a torch module; this workload is a bare ONNX model")
+        facts["prune_removed"] = 0.0
         return workload.onnx_model
     example = torch.from_numpy(workload.train.x[:1])  # building never reads the test split
     config = {"rate": cand.prune_rate, "round_to": cand.prune_round_to, "T": cand.distill_temperature,
               "alpha": cand.distill_alpha, "seed": seed, "epochs": workload.distill_epochs}
 
-    def build() -> bytes:
+    def build() -> tuple[bytes, float]:
         start = time.perf_counter()
         model = prune(workload.model, cand.prune_rate, example, workload.classifier, cand.prune_round_to)
+        removed = removed_share(workload.model, model, workload.classifier)
         timings["prune"] = time.perf_counter() - start
         if cand.prune_rate > 0:
             start = time.perf_counter()
             distill(model, workload, cand.distill_temperature or 0.0, cand.distill_alpha or 0.0, seed, device)
             timings["distill"] = time.perf_counter() - start
-        return export_onnx(model, torch.from_numpy(workload.train.x[:cand.batch_size]))
+        return export_onnx(model, torch.from_numpy(workload.train.x[:cand.batch_size])), removed
 
-    return STAGES.get_or_build(stage_key("student", config, workload.key, cand.target), build)
+    model_bytes, facts["prune_removed"] = STAGES.get_or_build(stage_key("student", config, workload.key, cand.target),
+                                                             build)
+    return model_bytes
 
 
-def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: int, timings: dict[str, float]) -> bytes:
-    fp32 = _student(workload, cand, seed, target.torch_device, timings)
+def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: int, timings: dict[str, float],
+                    facts: dict[str, Any] | None = None) -> bytes:
+    fp32 = _student(workload, cand, seed, target.torch_device, timings, {} if facts is None else facts)
     start = time.perf_counter()
     calibration = workload.train.x[:CALIBRATION_SAMPLES]  # calibration never sees the test split
     model_bytes = quantize(fp32, cand.quant_bits, calibration, cand.batch_size, cand.quant_mode or "minmax")
@@ -119,14 +129,16 @@ def _build_and_measure(workload: Workload, evaluators: list[Evaluator], target_c
     try:
         target = Target.from_config(target_cfg)
         cand = Candidate.from_dict(candidate)
+        facts: dict[str, Any] = {}  # what the build learned (prune_removed); kept only if the trial succeeds
         if not result.model_bytes:
             with building():
-                result.model_bytes = build_candidate(workload, cand, target, seed, result.stage_s)
+                result.model_bytes = build_candidate(workload, cand, target, seed, result.stage_s, facts)
         built = Built(result.model_bytes, cand, target, workload.test)
         with building():  # accuracy, size, memory: what other trials do on the node cannot change them
             measure(built, [e for e in evaluators if not e.timed], result)
         with measuring_alone():  # timings and energy are only true on a node nothing else is using
             measure(built, [e for e in evaluators if e.timed], result)
+        result.metrics.update(facts)
     except NotApplicable as exc:
         result.error = f"not applicable: {exc}"
     except Exception as exc:  # a failing trial is recorded with its reason; the search goes on

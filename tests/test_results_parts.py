@@ -212,7 +212,7 @@ def test_run_trial_builds_measures_and_returns_a_loadable_model(tiny_workload):
     result = run_trial(tiny_workload, [Accuracy(), Size()], {"name": "cpu"}, CANDIDATE, seed=0)
     assert set(result) == set(TrialResult().to_dict())
     assert result["error"] == ""
-    assert set(result["metrics"]) == {"accuracy", "size_bytes"}
+    assert set(result["metrics"]) == {"prune_removed", "accuracy", "size_bytes"}
     assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
     assert result["model_bytes"] and result["metrics"]["size_bytes"] == len(result["model_bytes"])
     session = ort.InferenceSession(result["model_bytes"], providers=["CPUExecutionProvider"])

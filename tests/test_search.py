@@ -55,6 +55,7 @@ def test_trials_table_has_contract_columns_and_real_metrics(finished_run):
     assert (done["latency_ci_low_ms"] <= done["latency_ms"]).all() and (done["latency_ms"] <= done["latency_ci_high_ms"]).all()
     assert (done["energy_ci_low_mj"] <= done["energy_mj"]).all() and (done["energy_mj"] <= done["energy_ci_high_mj"]).all()
     assert (done["peak_memory_bytes"] > 0).all()
+    assert done["prune_removed"].between(0, 1).all() and done.loc[done["prune_rate"] == 0, "prune_removed"].eq(0).all()
 
 
 def test_quiet_phase_retimes_every_pareto_member(finished_run):

@@ -87,6 +87,14 @@ def test_pruning_without_a_classifier_name_keeps_the_last_layer(tiny_cnn):
     assert pruned.head.out_features == 10
 
 
+def test_removed_share_is_what_pruning_really_removed(tiny_cnn):
+    from search.transforms.prune import removed_share
+
+    assert removed_share(tiny_cnn, prune(tiny_cnn, 0.0, torch.from_numpy(BATCH[:1]))) == 0
+    half = prune(tiny_cnn, 0.5, torch.from_numpy(BATCH[:1]), classifier="head")
+    assert removed_share(tiny_cnn, half, "head") == pytest.approx(0.5, abs=0.1)
+
+
 def test_pruning_leaves_the_original_model_alone(tiny_cnn):
     before = {k: v.clone() for k, v in tiny_cnn.state_dict().items()}
     prune(tiny_cnn, 0.5, torch.from_numpy(BATCH[:1]), classifier="head")
