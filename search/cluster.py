@@ -74,6 +74,15 @@ def check_resources(target: Target) -> None:
             )
 
 
+def task_result(ref: ray.ObjectRef) -> dict[str, Any]:
+    """A finished task's result dict, or ``{"error": ...}`` when its worker died (after its
+    retries) or the task could not run: a trial's failure is recorded, never raised."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"}
+
+
 def stop_ray() -> None:
     if ray.is_initialized():
         ray.shutdown()

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from evaluators import Evaluator, objectives
 from evaluators.energy import choose_meter
 from search import study as studies
-from search.cluster import check_reachable, cluster_address, start_ray, stop_ray
+from search.cluster import check_reachable, cluster_address, start_ray, stop_ray, task_result
 from search.config import Settings, to_container
 from search.errors import ConfigError
 from search.files import write_text
@@ -160,11 +160,7 @@ class Dispatcher:
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
         if not ready:
             return None
-        trial = self._pop(ready[0])
-        try:
-            return trial, ray.get(ready[0])
-        except ray.exceptions.RayError as exc:  # the worker died (after its retries) or the task could not run
-            return trial, {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"}
+        return self._pop(ready[0]), task_result(ready[0])
 
     def _overdue(self) -> ray.ObjectRef | None:
         limit = self.search.settings.trial_timeout_s
@@ -211,7 +207,7 @@ def run_search(cfg: DictConfig) -> Path:
         finally:
             stop_ray()
     progress.finish()
-    update_run_folder(search, study.get_trials(deepcopy=False), {})
+    update_run_folder(search, study.get_trials(deepcopy=False), {}, tables=False)  # models; render writes tables
     render(search.run_dir, study, search.objectives, search.intervals)  # every table and plot, from study.db
     if stop.requested:
         say(f"interrupted: finished trials are saved; resume with the same command and run={search.run_dir.name}")

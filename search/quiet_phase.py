@@ -8,6 +8,7 @@ import optuna
 import ray
 
 from search import study as studies
+from search.cluster import task_result
 from search.interrupt import StopRequest
 from search.run import Search, say, update_run_folder
 from search.worker import remeasure_trial
@@ -25,18 +26,18 @@ def quiet_phase(search: Search, study: optuna.Study, dispatcher: Dispatcher, sto
     whose model left models/ during the search is rebuilt from its parameters.
     """
     task = ray.remote(remeasure_trial).options(num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus)
+    _, front = update_run_folder(search, study.get_trials(deepcopy=False), {})
     for _ in range(QUIET_ROUNDS):
-        _, front = update_run_folder(search, study.get_trials(deepcopy=False), {})
         todo = [int(n) for n in front["trial"] if int(n) not in search.finals]
         if not todo or stop.requested:
             return
         say(f"quiet phase: re-timing {len(todo)} Pareto member(s), each alone on its node")
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        trials = study.get_trials(deepcopy=False)
         kept = {n: _kept_model(search, n) for n in todo}
         refs = {task.remote(dispatcher.workload_ref, dispatcher.evaluators_ref, dispatcher.target_cfg,
                             trials[n].user_attrs["candidate"], search.settings.seed, kept[n]): n for n in todo}
         rebuilt = _collect_finals(search, study, refs, stop, to_rebuild={n for n in todo if not kept[n]})
-        update_run_folder(search, study.get_trials(deepcopy=False), rebuilt, refresh_cards=True)
+        _, front = update_run_folder(search, trials, rebuilt, refresh_cards=True)
 
 
 def _kept_model(search: Search, trial: int) -> bytes:
@@ -53,10 +54,7 @@ def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRe
         ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
         for ref in ready:
             number = refs.pop(ref)
-            try:
-                result = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                result = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+            result = task_result(ref)
             search.finals[number] = studies.store_final(study, number, result)
             if result.get("error"):
                 say(f"quiet phase: trial {number} could not be re-timed ({result['error']}); it keeps its search figures")
