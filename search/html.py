@@ -7,7 +7,6 @@ front membership, and hovering a point shows the trial's knobs and metrics. Mark
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,13 +16,12 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from search.files import write_atomically
-from search.plots import axis_label, plotted_values
+from search.plots import axis_label, panel_grid, plotted_values
 from search.results import CANDIDATE_COLUMNS
 
 HOVER_METRICS = ["accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "throughput_ips", "energy_mj",
                  "energy_source", "size_bytes", "peak_memory_bytes", "final"]
 SYMBOLS = {"Pareto member": "diamond", "dominated": "circle", "fp32 baseline": "star"}
-COLUMNS_PER_ROW = 3
 
 
 def _hover(done: pd.DataFrame) -> pd.Series:
@@ -35,10 +33,7 @@ def pareto_figure(table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence
     done = table[table["state"] == "COMPLETE"].copy()
     done["member"] = done["trial"].isin(front["trial"]).map({True: "Pareto member", False: "dominated"})
     done.loc[done["baseline"].astype(bool), "member"] = "fp32 baseline"
-    metrics = [m for m, _ in objectives]
-    pairs = list(itertools.combinations(metrics, 2)) or [(metrics[0], metrics[0])]
-    cols = min(COLUMNS_PER_ROW, len(pairs))
-    rows = -(-len(pairs) // cols)
+    pairs, rows, cols = panel_grid(objectives)
     figure = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.08, vertical_spacing=0.12)
     for index, (mode, group) in enumerate(done.groupby("parallelism", sort=True)):
         marker = {"color": qualitative.Plotly[index % len(qualitative.Plotly)], "size": group["member"].map(

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from search.files import write_atomically  # noqa: E402
+from search.pareto import Intervals  # noqa: E402
 
 UNITS = {"accuracy": "accuracy (test split)", "latency_ms": "latency p50 (ms / batch)",
          "size_bytes": "model size (KB)", "throughput_ips": "throughput (inputs/s)"}
@@ -29,32 +30,41 @@ def plotted_values(table: pd.DataFrame, metric: str) -> pd.Series:
     return table[metric].astype(float) / (1024 if metric == "size_bytes" else 1)
 
 
-INTERVALS = {"latency_ms": ("latency_ci_low_ms", "latency_ci_high_ms"), "energy_mj": ("energy_ci_low_mj", "energy_ci_high_mj")}
+def panel_grid(objectives: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], int, int]:
+    """(pairs of objectives, rows, columns): one panel per pair, at most 3 to a row."""
+    metrics = [m for m, _ in objectives]
+    pairs = list(itertools.combinations(metrics, 2)) or [(metrics[0], metrics[0])]
+    cols = min(3, len(pairs))
+    return pairs, -(-len(pairs) // cols), cols
 
 
-def _error_bars(table: pd.DataFrame, metric: str):
+def _error_bars(table: pd.DataFrame, metric: str, intervals: Intervals):
     """[below, above] the value from the metric's interval columns, or None where it has none."""
-    columns = INTERVALS.get(metric)
+    columns = intervals.get(metric, ())[:2]
     if not columns or not all(c in table.columns for c in columns) or table[list(columns)].isna().any().any():
         return None
     value = table[metric].astype(float)
     return [(value - table[columns[0]].astype(float)).clip(lower=0), (table[columns[1]].astype(float) - value).clip(lower=0)]
 
 
-def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> None:
+def _save(fig, path: Path) -> None:
+    write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    plt.close(fig)
+
+
+def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[tuple[str, str]],
+               intervals: Intervals | None = None) -> None:
+    """``intervals`` (the evaluators' interval columns) draws the front's error bars."""
     done = table[table["state"] == "COMPLETE"]
-    metrics = [m for m, _ in objectives]
-    pairs = list(itertools.combinations(metrics, 2)) or [(metrics[0], metrics[0])]
-    cols = min(3, len(pairs))
-    rows = -(-len(pairs) // cols)
+    pairs, rows, cols = panel_grid(objectives)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.2 * rows), squeeze=False)
     baseline = done[done["baseline"].astype(bool)]
     for ax, (x, y) in zip(axes.flat, pairs):
         ax.scatter(plotted_values(done, x), plotted_values(done, y), s=18, c="#b0b0b0", label="completed trial")
         ax.scatter(plotted_values(front, x), plotted_values(front, y), s=36, c="#d62728", label="Pareto member")
         if len(front):  # the front's ~95 % intervals: members whose bars overlap tie on that axis
-            ax.errorbar(plotted_values(front, x), plotted_values(front, y), xerr=_error_bars(front, x), yerr=_error_bars(front, y),
-                        fmt="none", ecolor="#d62728", alpha=0.6, capsize=2)
+            ax.errorbar(plotted_values(front, x), plotted_values(front, y), xerr=_error_bars(front, x, intervals or {}),
+                        yerr=_error_bars(front, y, intervals or {}), fmt="none", ecolor="#d62728", alpha=0.6, capsize=2)
         if len(baseline):
             ax.scatter(plotted_values(baseline, x), plotted_values(baseline, y), s=160, marker="*", c="#1f77b4",
                        edgecolors="black", label="fp32 baseline")
@@ -66,8 +76,7 @@ def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives:
     axes.flat[0].legend(loc="best", fontsize=8)
     fig.suptitle(f"{len(done)} completed trials, {len(front)} on the Pareto front")
     fig.tight_layout()
-    write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=90))
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_history(path: Path, history: pd.DataFrame) -> None:
@@ -80,8 +89,7 @@ def plot_history(path: Path, history: pd.DataFrame) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle("How the Pareto front grew")
     fig.tight_layout()
-    write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=90))
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_importance(path: Path, importances: dict[str, dict[str, float] | str]) -> None:
@@ -98,5 +106,4 @@ def plot_importance(path: Path, importances: dict[str, dict[str, float] | str]) 
         ax.set_xlabel("importance (share)")
     fig.suptitle("Which knobs drive each objective")
     fig.tight_layout()
-    write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=90))
-    plt.close(fig)
+    _save(fig, path)

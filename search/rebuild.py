@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from evaluators import Accuracy, Built
 from search.candidate import Candidate
-from search.study import STUDY_NAME
+from search.study import load_run_study
 from search.target import Target
 from search.worker import build_candidate
 from search.workloads import check_workload
@@ -33,9 +32,7 @@ class Rebuilt:
 
 def rebuild(run_dir: Path, trial_number: int) -> Rebuilt:
     config = OmegaConf.load(run_dir / "config.yaml")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(run_dir / 'study.db').resolve()}")
-    cand = Candidate.from_dict(study.trials[trial_number].user_attrs["candidate"])
+    cand = Candidate.from_dict(load_run_study(run_dir).trials[trial_number].user_attrs["candidate"])
     workload = check_workload(instantiate(config.workload), str(config.workload.get("_target_", "?")))
     target = Target.from_config(OmegaConf.to_container(config.target, resolve=True))
     torch.set_num_threads(1)  # as in the workers: the same threads give the same float sums

@@ -23,7 +23,7 @@ from search.history import hypervolume_history
 from search.html import write_pareto_html
 from search.plots import plot_front, plot_history, plot_importance
 from search.results import pareto_table, trials_table, write_tables
-from search.study import STUDY_NAME, final_figures
+from search.study import final_figures, load_run_study
 
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA fits a forest on the trials: fewer say nothing
 
@@ -58,7 +58,7 @@ def render(run_dir: Path, study: optuna.Study, objectives: Sequence[tuple[str, s
     write_tables(run_dir, table, front)
     write_atomically(run_dir / "trials.parquet", lambda p: table.to_parquet(p, index=False))
     if len(front):
-        plot_front(run_dir / "pareto.png", table, front, objectives)
+        plot_front(run_dir / "pareto.png", table, front, objectives, intervals)
         write_pareto_html(run_dir / "pareto.html", table, front, objectives)
     plot_history(run_dir / "history.png", hypervolume_history(table, objectives))
     plot_importance(run_dir / "importance.png", importances(study, objectives))
@@ -71,9 +71,7 @@ def load(run_dir: Path) -> tuple[optuna.Study, list[tuple[str, str]], dict[str, 
         raise ReportError(f"{run_dir} has no config.yaml and study.db: is it a run folder (results/<run>)?")
     config = OmegaConf.load(config_path)
     evaluators = [instantiate(node) for node in config.evaluators.values()]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{db.resolve()}")
-    return study, objectives_of(evaluators), noise_intervals(evaluators)
+    return load_run_study(run_dir), objectives_of(evaluators), noise_intervals(evaluators)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,12 @@ def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: op
     return study
 
 
+def load_run_study(run_dir: Path) -> optuna.Study:
+    """A finished (or running) run's study, read from its folder, for the report and rebuilds."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(run_dir / 'study.db').resolve()}")
+
+
 def requeue_stale(study: optuna.Study) -> int:
     """Trials left RUNNING by a driver that died: re-run their parameters, mark the old ones failed."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
