@@ -13,6 +13,7 @@ import numpy as np
 
 from evaluators._base import Built, Evaluator
 from search.errors import ConfigError
+from search.session_settings import runtime_settings
 
 # Runs in a fresh interpreter: the worker's own heap (torch, the workload, other sessions)
 # would hide a session's memory, and a peak cannot be reset inside one process.
@@ -25,7 +26,9 @@ def kib(field):
         if line.startswith(field + ":"):
             return int(line.split()[1])
 
-model, batch, threads, provider, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+from search.session_settings import session_options  # onnxruntime only: no torch in this process
+
+model, batch, settings, provider, calls = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 feed_x = np.load(batch)
 try:  # reset the high-water mark to now, so import-time peaks do not count (Linux >= 4.0)
     with open("/proc/self/clear_refs", "w") as f:
@@ -33,10 +36,7 @@ try:  # reset the high-water mark to now, so import-time peaks do not count (Lin
 except OSError:
     pass
 before = kib("VmRSS")
-options = ort.SessionOptions()
-options.intra_op_num_threads = threads
-options.inter_op_num_threads = 1
-session = ort.InferenceSession(model, options, providers=[provider])
+session = ort.InferenceSession(model, session_options(settings), providers=[provider])
 for _ in range(calls):
     session.run(None, {session.get_inputs()[0].name: feed_x})
 print(json.dumps({"before_kib": before, "peak_kib": kib("VmHWM")}))
@@ -44,12 +44,13 @@ print(json.dumps({"before_kib": before, "peak_kib": kib("VmHWM")}))
 
 
 def peak_session_memory(model_bytes: bytes, batch: np.ndarray, threads: int, provider: str, calls: int) -> int:
+    settings = json.dumps(runtime_settings(threads))
     """Bytes of resident memory a fresh process gains from loading the model and running ``calls`` calls."""
     with tempfile.TemporaryDirectory(prefix="optsearch-mem-") as tmp:
         model, inputs = Path(tmp) / "model.onnx", Path(tmp) / "batch.npy"
         model.write_bytes(model_bytes)
         np.save(inputs, batch)
-        done = subprocess.run([sys.executable, "-c", _PROBE, str(model), str(inputs), str(threads), provider,
+        done = subprocess.run([sys.executable, "-c", _PROBE, str(model), str(inputs), settings, provider,
                                str(calls)], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")

@@ -5,17 +5,14 @@ from __future__ import annotations
 import onnxruntime as ort
 
 from search.candidate import Candidate
+from search.session_settings import runtime_settings
+from search.session_settings import session_options as options_from
 from search.target import Target
 
 
 def session_options(candidate: Candidate) -> ort.SessionOptions:
-    """``sequential``: one thread; ``intra_op``: ``threads`` threads inside each operator."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = candidate.threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return options
+    """The options of the candidate's parallelism mode (see search/session_settings.py)."""
+    return options_from(runtime_settings(candidate.threads))
 
 
 def make_session(model_bytes: bytes, target: Target, candidate: Candidate) -> ort.InferenceSession:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from search.files import write_atomically, write_bytes, write_text
 from search.pareto import Intervals, pareto_mask
+from search.session_settings import runtime_settings
 from search.study import OUTCOME
 
 CANDIDATE_COLUMNS = ["target", "quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
@@ -81,8 +82,7 @@ def model_card(row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         "output": {"name": workload["output_name"], "meaning": workload["output_meaning"]},
         "parameters": {k: clean[k] for k in ("quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha")},
         "runtime": {"target": target["name"], "provider": target["provider"], "parallelism": clean["parallelism"],
-                    "intra_op_num_threads": clean["threads"], "inter_op_num_threads": 1,
-                    "execution_mode": "sequential", "batch_size": clean["batch_size"]},
+                    **runtime_settings(clean["threads"] or 1), "batch_size": clean["batch_size"]},
         "metrics": {k: clean[k] for k in METRIC_COLUMNS},
         "final": bool(clean.get("final")),
         "measured": {
