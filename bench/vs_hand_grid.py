@@ -45,7 +45,8 @@ def from_run(run: Path, workload, max_drop: float, baseline_acc: float, one_thre
     row = front.iloc[0]
     card = json.loads((run / "models" / f"trial-{int(row['trial'])}.json").read_text())
     cand = Candidate(target="cpu", parallelism=card["runtime"]["parallelism"],
-                     threads=card["runtime"]["intra_op_num_threads"], batch_size=card["runtime"]["batch_size"])
+                     threads=card["runtime"]["degree"], batch_size=card["runtime"]["batch_size"],
+                     micro_batches=card["runtime"].get("micro_batches"))
     model_bytes = (run / "models" / card["model_file"]).read_bytes()
     label = f"search trial {int(row['trial'])} ({card['parameters']}, {cand.parallelism} x{cand.threads})"
     return label, Built(model_bytes, cand, Target(name="cpu"), workload.test)

@@ -8,10 +8,10 @@ from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
-import onnxruntime as ort
 
 from search.candidate import Candidate
 from search.errors import ConfigError
+from search.runners import Runner
 from search.target import Target
 from search.workloads._base import Split
 
@@ -26,16 +26,22 @@ class Built:
     candidate: Candidate
     target: Target
     test: Split
-    _session: ort.InferenceSession | None = field(default=None, repr=False)
+    _runner: Runner | None = field(default=None, repr=False)
 
     @property
-    def session(self) -> ort.InferenceSession:
-        """One session per built model, configured for the candidate's parallelism mode."""
-        if self._session is None:
-            from evaluators.runtime import make_session
+    def runner(self) -> Runner:
+        """One runner per built model, executing the candidate's parallelism mode on its target."""
+        if self._runner is None:
+            from evaluators.runtime import runner_for
 
-            self._session = make_session(self.model_bytes, self.target, self.candidate)
-        return self._session
+            self._runner = runner_for(self.model_bytes, self.target, self.candidate)
+        return self._runner
+
+    def close(self) -> None:
+        """Stop the runner's threads (a pipeline's stages, a replica pool)."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
 
     def batch(self) -> np.ndarray:
         """One inference call's input: the first ``batch_size`` test inputs (repeated if too few)."""

@@ -1,4 +1,4 @@
-"""Task accuracy on the held-out test split, run through the candidate's own session."""
+"""Task accuracy on the held-out test split, run through the candidate's own runner."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from evaluators._base import Built, Evaluator
 
 
 def predict(built: Built) -> np.ndarray:
-    session = built.session
-    name = session.get_inputs()[0].name
+    """Outputs for the whole test split, in batches of ``batch_size`` through the candidate's runner
+    (replicas, pipeline stages and all: the score is of the model as it is deployed)."""
     size = built.candidate.batch_size
     x = built.test.x.astype(np.float32)
-    logits = [session.run(None, {name: x[i:i + size]})[0] for i in range(0, len(x), size)]
-    return np.concatenate(logits)
+    return np.concatenate([built.runner.run(x[i:i + size]) for i in range(0, len(x), size)])
 
 
 class Accuracy(Evaluator):

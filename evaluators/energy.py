@@ -10,6 +10,7 @@ import numpy as np
 from evaluators._base import Built, Evaluator, check_noise_floor
 from evaluators.meters import EstimateMeter, Meter, NvmlMeter, RaplMeter, rapl_domains
 from search.errors import ConfigError
+from search.runners import Runner
 from search.target import Target
 
 
@@ -55,18 +56,17 @@ class Energy(Evaluator):
 
     def measure(self, built: Built) -> dict[str, Any]:
         meter = choose_meter(built.target)
-        session, batch = built.session, built.batch()
-        feed = {session.get_inputs()[0].name: batch}
-        session.run(None, feed)
-        per_input = [self._window(meter, session, feed, len(batch)) for _ in range(self.windows)]
+        runner, batch = built.runner, built.batch()
+        runner.run(batch)
+        per_input = [self._window(meter, runner, batch) for _ in range(self.windows)]
         return {"energy_mj": float(np.median(per_input)), "energy_ci_low_mj": min(per_input),
                 "energy_ci_high_mj": max(per_input), "energy_source": meter.source}
 
-    def _window(self, meter: Meter, session: Any, feed: dict, batch: int) -> float:
+    def _window(self, meter: Meter, runner: Runner, batch: np.ndarray) -> float:
         """mJ per input over one part of the window (at least one call)."""
         calls, deadline = 0, time.perf_counter() + self.window_s / self.windows
         meter.start()
         while calls == 0 or time.perf_counter() < deadline:
-            session.run(None, feed)
+            runner.run(batch)
             calls += 1
-        return meter.stop() * 1e3 / (calls * batch)
+        return meter.stop() * 1e3 / (calls * len(batch))

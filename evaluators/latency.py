@@ -25,17 +25,16 @@ def time_calls(built: Built, warmup: int, min_repeats: int, max_repeats: int, bu
     them alike, which a tight interval does not reveal. Spread over 0.25 s, such a burst
     touches a minority of the calls and the p50 stands.
     """
-    session, batch = built.session, built.batch()
-    feed = {session.get_inputs()[0].name: batch}
+    runner, batch = built.runner, built.batch()
     for _ in range(warmup):
-        session.run(None, feed)
+        runner.run(batch)
     times: list[float] = []
     started = time.perf_counter()
     deadline = started + budget_s
     while len(times) < max_repeats:
         for _ in range(min(CHUNK, max_repeats - len(times))):
             start = time.perf_counter()
-            session.run(None, feed)
+            runner.run(batch)
             times.append(time.perf_counter() - start)
         now = time.perf_counter()
         if len(times) < min_repeats or (now - started < min_time_s and now < deadline):

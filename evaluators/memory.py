@@ -13,22 +13,22 @@ import numpy as np
 
 from evaluators._base import Built, Evaluator
 from search.errors import ConfigError
-from search.session_settings import runtime_settings
 
 # Runs in a fresh interpreter: the worker's own heap (torch, the workload, other sessions)
 # would hide a session's memory, and a peak cannot be reset inside one process.
 _PROBE = """
 import json, sys
-import numpy as np, onnxruntime as ort
+import numpy as np
 
 def kib(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
             return int(line.split()[1])
 
-from search.session_settings import session_options  # onnxruntime only: no torch in this process
+from search.runners import make_runner  # onnxruntime and onnx only: no torch in this process
 
-model, batch, settings, provider, calls = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+model, batch, settings, providers, calls = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+providers = [tuple(p) if isinstance(p, list) else p for p in providers]  # JSON made (name, options) a list
 feed_x = np.load(batch)
 try:  # reset the high-water mark to now, so import-time peaks do not count (Linux >= 4.0)
     with open("/proc/self/clear_refs", "w") as f:
@@ -36,22 +36,23 @@ try:  # reset the high-water mark to now, so import-time peaks do not count (Lin
 except OSError:
     pass
 before = kib("VmRSS")
-session = ort.InferenceSession(model, session_options(settings), providers=[provider])
+runner = make_runner(open(model, "rb").read(), settings, providers)  # every replica or stage counts
 for _ in range(calls):
-    session.run(None, {session.get_inputs()[0].name: feed_x})
+    runner.run(feed_x)
+runner.close()
 print(json.dumps({"before_kib": before, "peak_kib": kib("VmHWM")}))
 """
 
 
-def peak_session_memory(model_bytes: bytes, batch: np.ndarray, threads: int, provider: str, calls: int) -> int:
-    settings = json.dumps(runtime_settings(threads))
+def peak_session_memory(model_bytes: bytes, batch: np.ndarray, settings: dict[str, Any], providers: list[Any],
+                        calls: int) -> int:
     """Bytes of resident memory a fresh process gains from loading the model and running ``calls`` calls."""
     with tempfile.TemporaryDirectory(prefix="optsearch-mem-") as tmp:
         model, inputs = Path(tmp) / "model.onnx", Path(tmp) / "batch.npy"
         model.write_bytes(model_bytes)
         np.save(inputs, batch)
-        done = subprocess.run([sys.executable, "-c", _PROBE, str(model), str(inputs), settings, provider,
-                               str(calls)], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, "-c", _PROBE, str(model), str(inputs), json.dumps(settings),
+                               json.dumps(providers), str(calls)], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
     found = json.loads(done.stdout.strip().splitlines()[-1])
@@ -76,6 +77,6 @@ class PeakMemory(Evaluator):
         self.calls = calls
 
     def measure(self, built: Built) -> dict[str, Any]:
-        peak = peak_session_memory(built.model_bytes, built.batch(), built.candidate.threads or 1,
-                                   built.target.provider, self.calls)
+        peak = peak_session_memory(built.model_bytes, built.batch(), built.candidate.runtime,
+                                   built.target.providers(built.candidate.quant_bits), self.calls)
         return {"peak_memory_bytes": peak}

@@ -1,19 +1,11 @@
-"""ONNX Runtime sessions configured for a candidate's parallelism mode on its target."""
+"""The runner a candidate is measured through: its parallelism mode on its target's provider."""
 
 from __future__ import annotations
 
-import onnxruntime as ort
-
 from search.candidate import Candidate
-from search.session_settings import runtime_settings
-from search.session_settings import session_options as options_from
+from search.runners import Runner, make_runner
 from search.target import Target
 
 
-def session_options(candidate: Candidate) -> ort.SessionOptions:
-    """The options of the candidate's parallelism mode (see search/session_settings.py)."""
-    return options_from(runtime_settings(candidate.threads))
-
-
-def make_session(model_bytes: bytes, target: Target, candidate: Candidate) -> ort.InferenceSession:
-    return ort.InferenceSession(model_bytes, session_options(candidate), providers=[target.provider])
+def runner_for(model_bytes: bytes, target: Target, candidate: Candidate) -> Runner:
+    return make_runner(model_bytes, candidate.runtime, target.providers(candidate.quant_bits))

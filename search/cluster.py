@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from typing import Any
+from collections.abc import Sequence
 
 import ray
 
@@ -18,7 +19,7 @@ def cluster_address(cluster: dict[str, Any]) -> str | None:
     return cluster.get("address") or os.environ.get("RAY_ADDRESS") or None
 
 
-def start_ray(cluster: dict[str, Any], workers: int, target: Target) -> None:
+def start_ray(cluster: dict[str, Any], workers: int, targets: Sequence[Target]) -> None:
     address = cluster_address(cluster)
     # Ray's start-up warnings (token auth on by default when ~/.ray/auth_token exists, which is
     # what we want) would break the progress output; the driver reports failures itself.
@@ -30,10 +31,11 @@ def start_ray(cluster: dict[str, Any], workers: int, target: Target) -> None:
             raise ConfigError(f"cannot join the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}") from None
     else:
         # address="local": a private Ray, never a cluster that happens to run on this host.
-        cpus = max(os.cpu_count() or 1, int(workers * target.num_cpus))
-        ray.init(address="local", num_cpus=cpus, num_gpus=0 if not target.num_gpus else None,
+        cpus = max(os.cpu_count() or 1, int(workers * max(t.num_cpus for t in targets)))
+        ray.init(address="local", num_cpus=cpus, num_gpus=None if any(t.num_gpus for t in targets) else 0,
                  object_store_memory=cluster.get("object_store_memory"), **common)
-    check_resources(target)
+    for target in targets:
+        check_resources(target)
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

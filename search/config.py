@@ -35,9 +35,13 @@ def _explain(exc: Exception) -> str:
 
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """The resolved search config; without a ``+target=`` override, the cpu target."""
+    """The resolved search config; without a ``+target=`` override, the cpu target (or the first of ``targets``)."""
     overrides = list(overrides)
-    if not any(o.lstrip("+~").startswith("target=") for o in overrides):
+    names_target = any(o.lstrip("+~").startswith("target=") for o in overrides)
+    names_targets = any(o.lstrip("+~").startswith("targets=") for o in overrides)
+    if names_target and names_targets:
+        raise ConfigError("give either +target=NAME (one target) or targets=[A,B] (a study across several), not both")
+    if not names_target:
         overrides.append(f"+target={DEFAULT_TARGET}")
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -46,6 +50,21 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_explain(exc)) from None
     return cfg
+
+
+def target_configs(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The study's targets: ``targets=[a,b]`` loads each conf/target/<name>.yaml; else the one target."""
+    names = cfg.get("targets")
+    if not names:
+        return [to_container(cfg.target)]
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"targets must be a list of target names, e.g. targets=[cpu,cpu_1t]; got {names!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"targets lists a target twice: {list(names)}")
+    unknown = [n for n in names if not (CONF_DIR / "target" / f"{n}.yaml").exists()]
+    if unknown:
+        raise ConfigError(f"unknown target(s) {unknown} (known targets: {', '.join(known_choices('target'))})")
+    return [to_container(OmegaConf.load(CONF_DIR / "target" / f"{n}.yaml")) for n in names]
 
 
 @dataclass(frozen=True)

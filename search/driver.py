@@ -17,7 +17,7 @@ from evaluators import Evaluator, objectives
 from evaluators.energy import choose_meter
 from search import study as studies
 from search.cluster import check_reachable, cluster_address, start_ray, stop_ray, task_result
-from search.config import Settings, to_container
+from search.config import Settings, target_configs, to_container
 from search.errors import ConfigError
 from search.files import write_text
 from search.interrupt import StopRequest
@@ -25,17 +25,20 @@ from search.quiet_phase import quiet_phase
 from search.run import Search, say, update_run_folder
 from search.report import render
 from search.progress import Progress
-from search.target import Target
+from search.target import Target, widest
 from search.transforms.export import INPUT_NAME, OUTPUT_NAME
 from search.worker import run_trial
 from search.workloads import Workload, check_exportable, check_workload
 from search.workloads._base import predict_classes
-from spaces import space, suggest_candidate
+from spaces import TargetChoice, baseline_params, space, suggest_candidate
 
-RESUME_CHECKED = ("workload", "space", "target", "evaluators", "batch_size")
+RESUME_CHECKED = ("workload", "space", "target", "targets", "evaluators", "batch_size")
 # trials.csv and pareto.csv are views of study.db (the durable record, told after every trial):
 # rewritten at most this often during a run, and always at its end or interruption.
 TABLES_EVERY_S = 1.0
+# A study across targets skips candidates a target cannot run; past this many per trial asked
+# for, the targets have too little in common for the search to get anywhere.
+MAX_SKIPPED_PER_TRIAL = 10
 
 
 class Every:
@@ -64,28 +67,47 @@ def _instantiate(node: Any, what: str) -> Any:
 
 def prepare(cfg: DictConfig) -> Search:
     settings = Settings.from_config(cfg)
-    target = Target.from_config(to_container(cfg.target))
-    target.check_available()
+    run_dir = settings.results_dir / (settings.run or datetime.now().strftime("%Y%m%d-%H%M%S"))
+    configs = [_with_engine_cache(c, run_dir) for c in target_configs(cfg)]
+    targets = [Target.from_config(c) for c in configs]
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"targets must have different names; got {names}")
+    for target in targets:
+        target.check_available()
     address = cluster_address(to_container(cfg.cluster))
     if address:
         check_reachable(address)
     knobs = [_instantiate(node, f"knob {name}") for name, node in cfg.space.knobs.items()]
+    if len(targets) > 1:
+        knobs.insert(0, TargetChoice(targets))
     for knob in knobs:
-        knob.narrow(target)
+        knob.narrow(widest(targets))
     evaluators = [_instantiate(node, f"evaluator {name}") for name, node in cfg.evaluators.items()]
-    run = settings.run or datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = settings.results_dir / run
-    return Search(settings, to_container(cfg), target, knobs, evaluators, objectives(evaluators), run_dir,
-                  meter_note=_meter_note(evaluators, target, address))
+    config = to_container(cfg)
+    config["target"], config["target_configs"] = configs[0], dict(zip(names, configs))
+    return Search(settings, config, targets[0], knobs, evaluators, objectives(evaluators), run_dir,
+                  meter_note=_meter_note(evaluators, targets, address), targets=dict(zip(names, targets)))
 
 
-def _meter_note(evaluators: list[Evaluator], target: Target, address: str | None) -> str:
+def _with_engine_cache(target: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """TensorRT builds an engine per model and shape (seconds to minutes): cache them in the run folder."""
+    if target.get("provider") != "TensorrtExecutionProvider":
+        return target
+    options = {"trt_engine_cache_path": str((run_dir / "trt-engines").resolve()), **(target.get("provider_options") or {})}
+    return {**target, "provider_options": options}
+
+
+def _meter_note(evaluators: list[Evaluator], targets: list[Target], address: str | None) -> str:
     """Decided here for a local run, so a meter the machine lacks is refused before any trial."""
     if not any(e.name == "energy" for e in evaluators):
         return ""
     if address:
         return "energy: each worker uses what its machine exposes (nvml, rapl or the estimate); every row names it"
-    return f"energy: {choose_meter(target).describe()}"
+    notes = {t.name: choose_meter(t).describe() for t in targets}
+    if len(set(notes.values())) == 1:
+        return f"energy: {next(iter(notes.values()))}"
+    return "\n".join(f"energy on {name}: {note}" for name, note in notes.items())
 
 
 TORCH_ONLY_KNOBS = ("prune_rate", "distillation")
@@ -132,23 +154,33 @@ class Dispatcher:
         self.search = search
         # max_retries re-runs a trial whose worker process died; a Python exception is not retried
         # (run_trial returns it as the trial's error instead).
-        self.task = ray.remote(task).options(num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus,
-                                             max_retries=search.settings.max_retries)
+        # Each target's trials reserve its own Ray resources (a GPU target's num_gpus).
+        self.tasks = {name: ray.remote(task).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus,
+                                                     max_retries=search.settings.max_retries)
+                      for name, t in search.targets.items()}
         self.workload_ref = ray.put(workload)  # sent once; workers on other nodes fetch it from the object store
         self.evaluators_ref = ray.put(search.evaluators)
-        self.target_cfg = search.config["target"]
         self.in_flight: dict[ray.ObjectRef, tuple[optuna.Trial, float]] = {}  # ref -> (trial, start time)
         self.space = space(search.knobs)
+        self.skipped = 0
 
-    def submit(self, study: optuna.Study) -> None:
+    def submit(self, study: optuna.Study) -> bool:
+        """Ask for a candidate and dispatch it; False when its target cannot run it (kept, as PRUNED)."""
         trial = study.ask(fixed_distributions=self.space)
         candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
         trial.set_user_attr("candidate", candidate.to_dict())
+        reason = self.search.targets[candidate.target].refuses(candidate)
+        if reason:
+            studies.skip(study, trial, reason)
+            self.skipped += 1
+            return False
         # One seed for the run, not one per trial: the same settings build the same model, so
         # workers' stage caches serve repeated (prune, distill) prefixes and results reproduce.
-        ref = self.task.remote(self.workload_ref, self.evaluators_ref, self.target_cfg, candidate.to_dict(),
-                               self.search.settings.seed)
+        ref = self.tasks[candidate.target].remote(self.workload_ref, self.evaluators_ref,
+                                                  self.search.target_config(candidate.target), candidate.to_dict(),
+                                                  self.search.settings.seed)
         self.in_flight[ref] = (trial, time.monotonic())
+        return True
 
     def next_done(self, timeout_s: float) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """A finished (or timed-out) trial and its result, or None if none within ``timeout_s``."""
@@ -183,19 +215,19 @@ def run_search(cfg: DictConfig) -> Path:
     search.config["workload_info"] = _workload_info(workload)
     sampler = _instantiate(cfg.sampler, "sampler")
     resuming = _open_run_dir(search)
-    study = studies.open_study(search.run_dir, search.objectives, sampler)
+    study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs))
     search.finals.update(studies.final_figures(study))
     rerun = studies.requeue_stale(study)
     done, _ = studies.finished(study.get_trials(deepcopy=False))
     say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
          + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
-         + f"; target {search.target.name}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
+         + f"; target {', '.join(search.targets)}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
     if search.meter_note:
         say(search.meter_note)
     progress = Progress(search.settings.trials, already_done=done)
     with StopRequest() as stop:
         try:
-            start_ray(search.config["cluster"], search.settings.workers, search.target)
+            start_ray(search.config["cluster"], search.settings.workers, list(search.targets.values()))
             if not stop.requested:
                 dispatcher = Dispatcher(search, workload)
                 _loop(search, study, dispatcher, progress, stop)
@@ -221,7 +253,9 @@ def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress:
     done, _ = studies.finished(study.get_trials(deepcopy=False))
     while not stop.requested:
         while len(dispatcher.in_flight) < workers and done + len(dispatcher.in_flight) < total:
-            dispatcher.submit(study)
+            if not dispatcher.submit(study) and dispatcher.skipped > MAX_SKIPPED_PER_TRIAL * total:
+                raise ConfigError(f"{dispatcher.skipped} drawn candidates could not run on their target; the targets "
+                                  "share too little of the space (see the error column of trials.csv)")
         if not dispatcher.in_flight:
             return
         finished = dispatcher.next_done(timeout_s=0.5)

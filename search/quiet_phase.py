@@ -25,7 +25,8 @@ def quiet_phase(search: Search, study: optuna.Study, dispatcher: Dispatcher, sto
     New figures can reshape the front, so this repeats for members not yet re-timed; one
     whose model left models/ during the search is rebuilt from its parameters.
     """
-    task = ray.remote(remeasure_trial).options(num_cpus=search.target.num_cpus, num_gpus=search.target.num_gpus)
+    tasks = {name: ray.remote(remeasure_trial).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus)
+             for name, t in search.targets.items()}
     _, front = update_run_folder(search, study.get_trials(deepcopy=False), {})
     for _ in range(QUIET_ROUNDS):
         todo = [int(n) for n in front["trial"] if int(n) not in search.finals]
@@ -34,8 +35,10 @@ def quiet_phase(search: Search, study: optuna.Study, dispatcher: Dispatcher, sto
         say(f"quiet phase: re-timing {len(todo)} Pareto member(s), each alone on its node")
         trials = study.get_trials(deepcopy=False)
         kept = {n: _kept_model(search, n) for n in todo}
-        refs = {task.remote(dispatcher.workload_ref, dispatcher.evaluators_ref, dispatcher.target_cfg,
-                            trials[n].user_attrs["candidate"], search.settings.seed, kept[n]): n for n in todo}
+        candidates = {n: trials[n].user_attrs["candidate"] for n in todo}
+        refs = {tasks[c["target"]].remote(dispatcher.workload_ref, dispatcher.evaluators_ref,
+                                          search.target_config(c["target"]), c, search.settings.seed, kept[n]): n
+                for n, c in candidates.items()}
         rebuilt = _collect_finals(search, study, refs, stop, to_rebuild={n for n in todo if not kept[n]})
         _, front = update_run_folder(search, trials, rebuilt, refresh_cards=True)
 

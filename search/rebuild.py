@@ -34,7 +34,8 @@ def rebuild(run_dir: Path, trial_number: int) -> Rebuilt:
     config = OmegaConf.load(run_dir / "config.yaml")
     cand = Candidate.from_dict(load_run_study(run_dir).trials[trial_number].user_attrs["candidate"])
     workload = check_workload(instantiate(config.workload), str(config.workload.get("_target_", "?")))
-    target = Target.from_config(OmegaConf.to_container(config.target, resolve=True))
+    configs = OmegaConf.to_container(config, resolve=True)
+    target = Target.from_config((configs.get("target_configs") or {}).get(cand.target, configs["target"]))
     torch.set_num_threads(1)  # as in the workers: the same threads give the same float sums
     model_bytes = build_candidate(workload, cand, target, int(config.seed), timings={})
     accuracy = Accuracy().measure(Built(model_bytes, cand, target, workload.test))["accuracy"]

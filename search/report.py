@@ -22,7 +22,7 @@ from search.files import write_atomically
 from search.history import hypervolume_history
 from search.html import write_pareto_html
 from search.plots import plot_front, plot_history, plot_importance
-from search.results import pareto_table, trials_table, write_tables
+from search.results import pareto_table, target_fronts, trials_table, write_tables
 from search.study import final_figures, load_run_study
 
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA fits a forest on the trials: fewer say nothing
@@ -55,7 +55,7 @@ def render(run_dir: Path, study: optuna.Study, objectives: Sequence[tuple[str, s
            intervals: dict[str, tuple[str, str, float]]) -> None:
     table = trials_table(study.get_trials(deepcopy=False), final_figures(study))
     front = pareto_table(table, objectives, intervals)
-    write_tables(run_dir, table, front)
+    write_tables(run_dir, table, front, target_fronts(table, objectives, intervals))
     write_atomically(run_dir / "trials.parquet", lambda p: table.to_parquet(p, index=False))
     if len(front):
         plot_front(run_dir / "pareto.png", table, front, objectives, intervals)

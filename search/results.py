@@ -16,7 +16,7 @@ from search.session_settings import runtime_settings
 from search.study import OUTCOME
 
 CANDIDATE_COLUMNS = ["target", "quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
-                     "parallelism", "threads", "batch_size"]
+                     "parallelism", "threads", "micro_batches", "batch_size"]
 METRIC_COLUMNS = ["prune_removed", "accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "latency_p95_ms", "latency_cv",
                   "latency_repeats", "throughput_ips", "energy_mj", "energy_ci_low_mj", "energy_ci_high_mj",
                   "energy_source", "size_bytes", "peak_memory_bytes"]
@@ -25,7 +25,7 @@ METRIC_COLUMNS = ["prune_removed", "accuracy", "latency_ms", "latency_ci_low_ms"
 COLUMNS = ["trial", "state", *CANDIDATE_COLUMNS, *METRIC_COLUMNS, "final", "search_latency_ms", "duration_s", "node",
            "baseline", "started_at", "completed_at", "error"]
 # Integers that may be blank (failed trials, unpruned models): nullable, so "8" is not written "8.0".
-INTEGER_COLUMNS = ["quant_bits", "prune_round_to", "threads", "batch_size", "latency_repeats", "size_bytes",
+INTEGER_COLUMNS = ["quant_bits", "prune_round_to", "threads", "micro_batches", "batch_size", "latency_repeats", "size_bytes",
                    "peak_memory_bytes"]
 
 
@@ -63,14 +63,36 @@ def pareto_table(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], int
     return done[pareto_mask(done, objectives, intervals)] if len(done) else done
 
 
-def write_tables(run_dir: Path, table: pd.DataFrame, front: pd.DataFrame) -> None:
+def target_fronts(table: pd.DataFrame, objectives: Sequence[tuple[str, str]],
+                  intervals: Intervals | None = None) -> dict[str, pd.DataFrame]:
+    """Each target's own front, for a study across several targets ({} for one target)."""
+    done = table[table["state"] == "COMPLETE"]
+    names = sorted(done["target"].dropna().unique())
+    if len(names) < 2:
+        return {}
+    return {name: pareto_table(table[table["target"] == name], objectives, intervals) for name in names}
+
+
+def front_members(front: pd.DataFrame, per_target: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Trials on the overall front or on their target's: the models a run keeps and re-times."""
+    if not per_target:
+        return front
+    return pd.concat([front, *per_target.values()]).drop_duplicates("trial").sort_values("trial")
+
+
+def write_tables(run_dir: Path, table: pd.DataFrame, front: pd.DataFrame,
+                 per_target: dict[str, pd.DataFrame] | None = None) -> None:
+    """trials.csv, pareto.csv and, across several targets, pareto-<target>.csv for each."""
     write_atomically(run_dir / "trials.csv", lambda p: table.to_csv(p, index=False))
     write_atomically(run_dir / "pareto.csv", lambda p: front.to_csv(p, index=False))
+    for name, target_front in (per_target or {}).items():
+        write_atomically(run_dir / f"pareto-{name}.csv", lambda p, f=target_front: f.to_csv(p, index=False))
 
 
 def model_card(row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """What a caller needs to run the model, and how its figures were measured."""
-    target, evaluators, workload = run["target"], run["evaluators"], run["workload_info"]
+    target = (run.get("target_configs") or {}).get(row.get("target"), run["target"])
+    evaluators, workload = run["evaluators"], run["workload_info"]
     latency = evaluators.get("latency", {})
     clean = {k: (None if pd.api.types.is_scalar(v) and pd.isna(v) else v) for k, v in row.items()}
     return {
@@ -81,8 +103,10 @@ def model_card(row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
                   "dtype": "float32", "preprocessing": workload["preprocessing"]},
         "output": {"name": workload["output_name"], "meaning": workload["output_meaning"]},
         "parameters": {k: clean[k] for k in ("quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha")},
-        "runtime": {"target": target["name"], "provider": target["provider"], "parallelism": clean["parallelism"],
-                    **runtime_settings(clean["threads"] or 1), "batch_size": clean["batch_size"]},
+        "runtime": {"target": target["name"], "provider": target["provider"],
+                    **runtime_settings(clean["parallelism"] or "sequential", clean["threads"] or 1,
+                                       clean.get("micro_batches")),
+                    "batch_size": clean["batch_size"]},
         "metrics": {k: clean[k] for k in METRIC_COLUMNS},
         "final": bool(clean.get("final")),
         "measured": {

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial
 from evaluators import Evaluator
 from evaluators._base import noise_intervals
 from search.config import Settings
-from search.results import pareto_table, sync_models, trials_table, write_tables
+from search.results import front_members, pareto_table, sync_models, target_fronts, trials_table, write_tables
 from search.target import Target
 from spaces import Knob
 
@@ -30,6 +30,13 @@ class Search:
     run_dir: Path
     finals: dict[int, dict[str, Any]] = field(default_factory=dict)  # the quiet phase's figures, by trial
     meter_note: str = ""  # which energy meter runs, said once at start
+    targets: dict[str, Target] = field(default_factory=dict)  # every target of the study, by name; target is the first
+
+    def target_of(self, candidate: dict[str, Any]) -> Target:
+        return self.targets.get(candidate["target"], self.target)
+
+    def target_config(self, name: str) -> dict[str, Any]:
+        return self.config["target_configs"].get(name, self.config["target"])
 
     @property
     def intervals(self) -> dict[str, tuple[str, str, float]]:
@@ -41,13 +48,16 @@ def update_run_folder(search: Search, trials: list[FrozenTrial], new_models: dic
                refresh_cards: bool = False):
     """Bring the tables and models up to date (plots are drawn once, at the end, by the report).
     New front members' models are written at once (the bytes exist only in memory); the CSV
-    views of study.db may be skipped between intervals."""
+    views of study.db may be skipped between intervals. Returns the table and the members:
+    the overall front, plus each target's front in a study across targets."""
     table = trials_table(trials, search.finals)
     front = pareto_table(table, search.objectives, search.intervals)
+    per_target = target_fronts(table, search.objectives, search.intervals)
     if tables:
-        write_tables(search.run_dir, table, front)
-    sync_models(search.run_dir, front, new_models, search.config, refresh_cards)
-    return table, front
+        write_tables(search.run_dir, table, front, per_target)
+    members = front_members(front, per_target)
+    sync_models(search.run_dir, members, new_models, search.config, refresh_cards)
+    return table, members
 
 
 def say(message: str) -> None:

@@ -1,7 +1,7 @@
 """The ONNX Runtime settings a candidate runs under, as plain data, and the session options they make.
 
-One source for three readers: the evaluators' sessions, the memory probe's fresh process
-(which imports only this module and onnxruntime, not torch), and the model card.
+One source for three readers: the evaluators' runners, the memory probe's fresh process
+(which imports onnxruntime and onnx, not torch), and the model card.
 """
 
 from __future__ import annotations
@@ -10,10 +10,33 @@ from typing import Any
 
 import onnxruntime as ort
 
+PARALLELISM = ("sequential", "intra_op", "inter_op", "data_parallel", "pipeline")
+DEFAULT_MICRO_BATCHES = 4
 
-def runtime_settings(threads: int) -> dict[str, Any]:
-    """``sequential`` is 1 thread; ``intra_op`` is ``threads`` threads inside each operator."""
-    return {"intra_op_num_threads": int(threads), "inter_op_num_threads": 1, "execution_mode": "sequential"}
+
+def runtime_settings(parallelism: str = "sequential", degree: int = 1,
+                     micro_batches: int | None = None) -> dict[str, Any]:
+    """How a mode of ``degree`` runs: every mode but ``intra_op`` keeps one thread per operator.
+
+    * ``sequential``: one session, one thread.
+    * ``intra_op``: one session, ``degree`` threads inside each operator.
+    * ``inter_op``: one session running independent graph branches on ``degree`` threads.
+    * ``data_parallel``: ``degree`` sessions (replicas), each taking a share of the batch at once.
+    * ``pipeline``: the graph cut into ``degree`` stage sessions, running at once over micro-batches.
+    """
+    if parallelism not in PARALLELISM:
+        raise ValueError(f"parallelism must be one of {PARALLELISM}, got {parallelism!r}")
+    degree = 1 if parallelism == "sequential" else int(degree)
+    return {
+        "parallelism": parallelism,
+        "degree": degree,
+        "intra_op_num_threads": degree if parallelism == "intra_op" else 1,
+        "inter_op_num_threads": degree if parallelism == "inter_op" else 1,
+        "execution_mode": "parallel" if parallelism == "inter_op" else "sequential",
+        "replicas": degree if parallelism == "data_parallel" else 1,
+        "stages": degree if parallelism == "pipeline" else 1,
+        "micro_batches": (micro_batches or DEFAULT_MICRO_BATCHES) if parallelism == "pipeline" else 1,
+    }
 
 
 def session_options(settings: dict[str, Any]) -> ort.SessionOptions:

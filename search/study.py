@@ -16,7 +16,6 @@ STUDY_NAME = "search"
 RERUN_PREFIX = "re-run as"
 FINAL = "final:"  # study user attribute per re-timed trial: Optuna freezes a finished trial's own attributes
 OUTCOME = "outcome"  # the user attribute that holds a finished trial's metrics, node, timings and error
-BASELINE_PARAMS = {"quant_bits": 32, "prune_rate": 0.0, "parallelism": "sequential"}
 
 
 def _fast_commits(dbapi_connection, _record) -> None:
@@ -40,7 +39,9 @@ def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
     return storage
 
 
-def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: optuna.samplers.BaseSampler,
+               baseline: dict[str, Any]) -> optuna.Study:
+    """Create or resume the run's study; a new one gets the ``baseline`` params as its first trial."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=sqlite_storage(run_dir / "study.db"), sampler=sampler, load_if_exists=True,
@@ -51,7 +52,7 @@ def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: op
         study.set_metric_names([metric for metric, _ in objectives])
     if not study.get_trials(deepcopy=False):
         # The unoptimized fp32 model, measured like any candidate: the row every ratio is against.
-        study.enqueue_trial(BASELINE_PARAMS, user_attrs={"baseline": True})
+        study.enqueue_trial(baseline, user_attrs={"baseline": True})
     return study
 
 
@@ -102,6 +103,17 @@ def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], obj
         return False
     study.tell(trial, [float(v) for v in values])
     return True
+
+
+def skip(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """A drawn candidate its target cannot run: kept with the reason as PRUNED, never built.
+
+    PRUNED, not FAIL: it does not count towards ``trials`` (nothing was tried), and samplers
+    learn nothing from it either way.
+    """
+    trial.set_user_attr(OUTCOME, {"metrics": {}, "node": None, "duration_s": 0.0, "stage_s": {},
+                                  "error": f"not applicable: {reason}"})
+    study.tell(trial, state=TrialState.PRUNED)
 
 
 def store_final(study: optuna.Study, number: int, result: dict[str, Any]) -> dict[str, Any]:

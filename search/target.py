@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 from search.errors import ConfigError
 
+if TYPE_CHECKING:
+    from search.candidate import Candidate
+
 KNOWN_PRECISIONS = (32, 16, 8, 4)
-KNOWN_PARALLELISM = ("sequential", "intra_op")
+KNOWN_PARALLELISM = ("sequential", "intra_op", "inter_op", "data_parallel", "pipeline")
+KNOWN_HALF = ("fp16", "bf16")  # the 16-bit float formats (quant_mode of 16 bits)
 
 
 @dataclass(frozen=True)
@@ -19,10 +24,14 @@ class Target:
     Attributes:
         name: the target's name, written into every row it measured.
         provider: ONNX Runtime execution provider the evaluators run on.
+        provider_options: that provider's options (TensorRT's engine cache, a CUDA device id).
+        provider_options_by_bits: options added for models of some precision (TensorRT's int8 flag).
         torch_device: device for the distillation step (``cpu`` or ``cuda``).
         precisions: quantization bits this target runs.
+        half_formats: which 16-bit floats it runs (``fp16``, ``bf16``) when 16 is among them.
         parallelism: runtime modes this target runs.
-        max_threads: upper bound for ``intra_op`` threads (None: the machine's cores).
+        max_threads: upper bound for a mode's degree: threads, replicas or stages (None: the
+            machine's cores).
         num_cpus: Ray CPUs one trial reserves.
         num_gpus: Ray GPUs one trial reserves.
         energy_meter: ``auto`` picks nvml, rapl or estimate from what the machine exposes.
@@ -32,8 +41,11 @@ class Target:
 
     name: str
     provider: str = "CPUExecutionProvider"
+    provider_options: dict[str, Any] = field(default_factory=dict)
+    provider_options_by_bits: dict[int, dict[str, Any]] = field(default_factory=dict)
     torch_device: str = "cpu"
     precisions: tuple[int, ...] = (32, 16, 8)
+    half_formats: tuple[str, ...] = ("fp16",)
     parallelism: tuple[str, ...] = KNOWN_PARALLELISM
     max_threads: int | None = None
     num_cpus: float = 1
@@ -47,6 +59,9 @@ class Target:
         bad = [b for b in self.precisions if b not in KNOWN_PRECISIONS]
         if bad:
             raise ConfigError(f"target {self.name}: precisions {bad} unknown; choose from {list(KNOWN_PRECISIONS)}")
+        bad_half = [h for h in self.half_formats if h not in KNOWN_HALF]
+        if bad_half:
+            raise ConfigError(f"target {self.name}: half_formats {bad_half} unknown; choose from {list(KNOWN_HALF)}")
         bad_modes = [m for m in self.parallelism if m not in KNOWN_PARALLELISM]
         if bad_modes:
             raise ConfigError(f"target {self.name}: parallelism {bad_modes} unknown; choose from {list(KNOWN_PARALLELISM)}")
@@ -60,13 +75,33 @@ class Target:
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Target:
         cfg = dict(cfg)
-        for key in ("precisions", "parallelism"):
+        for key in ("precisions", "parallelism", "half_formats"):
             if key in cfg:
                 cfg[key] = tuple(cfg[key])
+        if "provider_options_by_bits" in cfg:
+            cfg["provider_options_by_bits"] = {int(k): dict(v) for k, v in cfg["provider_options_by_bits"].items()}
         try:
             return cls(**cfg)
         except TypeError as exc:
             raise ConfigError(f"target config: {exc}") from None
+
+    def refuses(self, candidate: Candidate) -> str:
+        """Why this target cannot run ``candidate`` (a study across targets draws knobs from all
+        of theirs), or "" when it can."""
+        if candidate.quant_bits not in self.precisions:
+            return f"target {self.name} does not run {candidate.quant_bits}-bit models (it runs {list(self.precisions)})"
+        if candidate.quant_bits == 16 and candidate.quant_mode not in self.half_formats:
+            return f"target {self.name} does not run {candidate.quant_mode} (it runs {list(self.half_formats)})"
+        if candidate.parallelism not in self.parallelism:
+            return f"target {self.name} does not run {candidate.parallelism} (it runs {list(self.parallelism)})"
+        if candidate.threads > self.thread_budget:
+            return f"target {self.name} has {self.thread_budget} thread(s); {candidate.parallelism} x{candidate.threads} needs more"
+        return ""
+
+    def providers(self, bits: int | None = None) -> list[Any]:
+        """ONNX Runtime's ``providers`` argument for this target's sessions of a ``bits`` model."""
+        options = {**self.provider_options, **self.provider_options_by_bits.get(bits, {})}
+        return [(self.provider, options)] if options else [self.provider]
 
     def check_available(self) -> None:
         """Fail fast when this machine cannot serve the target (never a silent CPU fallback)."""
@@ -75,10 +110,49 @@ class Target:
         if self.provider not in ort.get_available_providers():
             raise ConfigError(
                 f"target {self.name} needs ONNX Runtime's {self.provider}, which this machine lacks "
-                f"(available: {', '.join(ort.get_available_providers())})"
+                f"(available: {', '.join(ort.get_available_providers())}; a GPU build is the onnxruntime-gpu package)"
             )
+        _check_provider_starts(self)
         if self.torch_device.startswith("cuda"):
             import torch
 
             if not torch.cuda.is_available():
                 raise ConfigError(f"target {self.name} needs a CUDA device for torch; none is visible here")
+
+
+def widest(targets: Sequence[Target]) -> Target:
+    """What any of ``targets`` runs: the knobs of a study across targets are narrowed to it."""
+    if len(targets) == 1:
+        return targets[0]
+
+    def union(values: list[tuple], order: tuple) -> tuple:
+        return tuple(v for v in order if any(v in t for t in values))
+
+    return Target(name="+".join(t.name for t in targets),
+                  precisions=union([t.precisions for t in targets], KNOWN_PRECISIONS),
+                  half_formats=union([t.half_formats for t in targets], KNOWN_HALF),
+                  parallelism=union([t.parallelism for t in targets], KNOWN_PARALLELISM),
+                  max_threads=max(t.thread_budget for t in targets))
+
+
+def _check_provider_starts(target: Target) -> None:
+    """A provider ORT lists may still not start (CUDA or TensorRT libraries missing): ORT then
+    warns and runs the session on the CPU. Open a one-node session and refuse that fallback."""
+    if target.provider == "CPUExecutionProvider":
+        return
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=target.providers())
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types; the message is what matters
+        raise ConfigError(f"target {target.name}: {target.provider} failed to start: {' '.join(str(exc).split())[:300]}") from None
+    if target.provider not in session.get_providers():
+        raise ConfigError(f"target {target.name}: {target.provider} is installed but did not start (its CUDA/TensorRT "
+                          "libraries are missing or no device is visible); refusing to fall back to the CPU")

@@ -81,7 +81,7 @@ def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: i
     fp32 = _student(workload, cand, seed, target.torch_device, timings, {} if facts is None else facts)
     start = time.perf_counter()
     calibration = workload.train.x[:CALIBRATION_SAMPLES]  # calibration never sees the test split
-    model_bytes = quantize(fp32, cand.quant_bits, calibration, cand.batch_size, cand.quant_mode or "minmax")
+    model_bytes = quantize(fp32, cand.quant_bits, calibration, cand.batch_size, cand.quant_mode)
     check_onnx(model_bytes, workload.train.x[:cand.batch_size])
     timings["quantize+check"] = time.perf_counter() - start
     return model_bytes
@@ -134,10 +134,13 @@ def _build_and_measure(workload: Workload, evaluators: list[Evaluator], target_c
             with building():
                 result.model_bytes = build_candidate(workload, cand, target, seed, result.stage_s, facts)
         built = Built(result.model_bytes, cand, target, workload.test)
-        with building():  # accuracy, size, memory: what other trials do on the node cannot change them
-            measure(built, [e for e in evaluators if not e.timed], result)
-        with measuring_alone():  # timings and energy are only true on a node nothing else is using
-            measure(built, [e for e in evaluators if e.timed], result)
+        try:
+            with building():  # accuracy, size, memory: what other trials do on the node cannot change them
+                measure(built, [e for e in evaluators if not e.timed], result)
+            with measuring_alone():  # timings and energy are only true on a node nothing else is using
+                measure(built, [e for e in evaluators if e.timed], result)
+        finally:
+            built.close()  # a pipeline's stage threads, a replica pool
         result.metrics.update(facts)
     except NotApplicable as exc:
         result.error = f"not applicable: {exc}"

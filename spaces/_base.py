@@ -28,6 +28,10 @@ class Knob(abc.ABC):
     def narrow(self, target: Target) -> None:  # noqa: B027 - most knobs need no narrowing
         """Restrict the knob's choices to what ``target`` runs; raise ConfigError if none remain."""
 
+    def baseline(self) -> dict[str, Any]:
+        """This knob's params in the unoptimized baseline trial (trial 0); {} leaves them to the sampler."""
+        return {}
+
     @abc.abstractmethod
     def distributions(self) -> dict[str, BaseDistribution]:
         """The Optuna params this knob searches, after narrowing; the same on every trial."""
@@ -84,6 +88,14 @@ def space(knobs: Sequence[Knob]) -> dict[str, BaseDistribution]:
     for knob in knobs:
         merged.update(knob.distributions())
     return merged
+
+
+def baseline_params(knobs: Sequence[Knob]) -> dict[str, Any]:
+    """The baseline trial's fixed params: fp32, unpruned, sequential, on the first target."""
+    fixed: dict[str, Any] = {}
+    for knob in knobs:
+        fixed.update(knob.baseline())
+    return fixed
 
 
 def suggest_candidate(knobs: Sequence[Knob], trial: optuna.Trial, target: Target, batch_size: int) -> Candidate:

@@ -32,6 +32,9 @@ class PruneRate(Knob):
         self.high, self.step = float(high), float(step)
         self.round_to = [int(r) for r in round_to]
 
+    def baseline(self) -> dict[str, Any]:
+        return {"prune_rate": 0.0}
+
     def distributions(self) -> dict[str, BaseDistribution]:
         found: dict[str, BaseDistribution] = {"prune_rate": FloatDistribution(0.0, self.high, step=self.step)}
         if len(self.round_to) > 1:

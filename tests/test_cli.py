@@ -14,7 +14,14 @@ from search.__main__ import main
 REPO = Path(__file__).resolve().parent.parent
 
 BAD_INPUT = [
-    (["+target=tpu"], "known targets: cpu, gpu"),
+    (["+target=tpu"], "known targets: cpu, cpu_1t, gpu, tensorrt"),
+    (["+target=tensorrt"], "needs ONNX Runtime's TensorrtExecutionProvider"),
+    (["targets=[cpu,tpu]"], "unknown target(s) ['tpu'] (known targets: cpu, cpu_1t, gpu, tensorrt)"),
+    (["targets=[cpu,cpu]"], "targets lists a target twice"),
+    (["targets=[cpu,cpu_1t]", "+target=gpu"], "give either +target=NAME"),
+    (["space.knobs.quant_bits.half=[bf16]"], "quant_bits 16-bit format: none of ['bf16'] runs on target cpu"),
+    (["space.knobs.parallelism.modes=[model_parallel]"], "parallelism: ['model_parallel'] not allowed"),
+    (["space.knobs.batch_size.choices=[0,8]"], "batch_size: sizes must be integers >= 1"),
     (["sampler=foo"], "known samplers: nsga2, random, tpe"),
     (["workload=nope"], "known workloads: digits"),
     (["trialz=3"], "trialz"),

@@ -14,6 +14,7 @@ import torch
 from evaluators import Accuracy, Built, Energy, Latency, PeakMemory, Size, objectives
 from evaluators.energy import choose_meter
 from evaluators.memory import peak_session_memory
+from search.session_settings import runtime_settings
 from evaluators.meters import EstimateMeter, PowerSampler, RaplMeter, counter_delta, integrate_power, rapl_domains
 from evaluators.spread import median_ci, relative_half_width
 from evaluators.quiet import building, measuring_alone
@@ -329,9 +330,18 @@ def test_peak_memory_grows_with_the_weights_a_session_loads():
         return export_onnx(torch.nn.Linear(width, width), torch.zeros(1, width))
 
     batch = np.zeros((4, 2048), dtype=np.float32)
-    small = peak_session_memory(linear(64), np.zeros((4, 64), dtype=np.float32), 1, "CPUExecutionProvider", 2)
-    large = peak_session_memory(linear(2048), batch, 1, "CPUExecutionProvider", 2)
+    one = runtime_settings()
+    small = peak_session_memory(linear(64), np.zeros((4, 64), dtype=np.float32), one, ["CPUExecutionProvider"], 2)
+    large = peak_session_memory(linear(2048), batch, one, ["CPUExecutionProvider"], 2)
     assert large - small > 2048 * 2048 * 4 * 0.9  # at least the 16 MiB of float32 weights more
+
+
+def test_peak_memory_counts_every_data_parallel_replica():
+    model = export_onnx(torch.nn.Linear(2048, 2048), torch.zeros(1, 2048))
+    batch = np.zeros((6, 2048), dtype=np.float32)
+    one = peak_session_memory(model, batch, runtime_settings(), ["CPUExecutionProvider"], 2)
+    three = peak_session_memory(model, batch, runtime_settings("data_parallel", 3), ["CPUExecutionProvider"], 2)
+    assert three - one > 2 * 2048 * 2048 * 4 * 0.9  # two more copies of the 16 MiB of weights
 
 
 def test_peak_memory_evaluator_fills_its_column_and_is_no_objective_by_default(built):
@@ -418,8 +428,17 @@ def test_the_session_runs_with_the_candidates_threads(tiny_cnn, tiny_workload):
     model_bytes = export_onnx(tiny_cnn, torch.from_numpy(tiny_workload.test.x[:8]))
     two = Built(model_bytes, Candidate(target="cpu", parallelism="intra_op", threads=2), Target(name="cpu"),
                 tiny_workload.test)
-    options = two.session.get_session_options()
+    options = two.runner.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+
+
+def test_inter_op_runs_one_session_in_parallel_execution_mode(tiny_cnn, tiny_workload):
+    model_bytes = export_onnx(tiny_cnn, torch.from_numpy(tiny_workload.test.x[:8]))
+    built = Built(model_bytes, Candidate(target="cpu", parallelism="inter_op", threads=2), Target(name="cpu"),
+                  tiny_workload.test)
+    options = built.runner.session.get_session_options()
+    assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 2)
 
 
 def test_a_queued_measurement_keeps_new_builds_out(tmp_path):

@@ -9,8 +9,9 @@ from hydra.utils import instantiate
 from search.candidate import Candidate
 from search.config import compose_config
 from search.errors import ConfigError
-from search.target import Target
-from spaces import Distillation, Parallelism, PruneRate, QuantBits, suggest_candidate
+from search.target import KNOWN_PARALLELISM, Target, widest
+from spaces import (BatchSize, Distillation, Parallelism, PruneRate, QuantBits, TargetChoice, baseline_params,
+                    suggest_candidate)
 
 CPU = Target(name="cpu", precisions=(32, 16, 8, 4), max_threads=4)
 
@@ -146,11 +147,26 @@ def test_distillation_refuses_bad_arguments(kwargs):
 
 # --- Parallelism -------------------------------------------------------------------------------
 
-def test_parallelism_on_a_one_thread_target_drops_intra_op():
-    knob = Parallelism(["sequential", "intra_op"])
+def test_parallelism_on_a_one_thread_target_keeps_only_sequential():
+    knob = Parallelism()
     knob.narrow(Target(name="one", max_threads=1))
-    assert knob.modes == ["sequential"]
-    assert all(knob.suggest(trial, {}) == {"parallelism": "sequential", "threads": 1} for trial in asks(10))
+    assert knob.modes == ["sequential"] and "threads" not in knob.distributions()
+    assert all(knob.suggest(trial, {}) == {"parallelism": "sequential", "threads": 1, "micro_batches": None}
+               for trial in asks(10))
+
+
+def test_parallelism_visits_every_mode_with_a_degree_within_the_budget():
+    knob = Parallelism(micro_batches=6)
+    knob.narrow(Target(name="four", max_threads=4, parallelism=KNOWN_PARALLELISM))
+    picks = [knob.suggest(trial, {}) for trial in asks(80)]
+    assert {p["parallelism"] for p in picks} == set(KNOWN_PARALLELISM)
+    assert all(2 <= p["threads"] <= 4 for p in picks if p["parallelism"] != "sequential")
+    assert all(p["micro_batches"] == (6 if p["parallelism"] == "pipeline" else None) for p in picks)
+
+
+def test_parallelism_refuses_a_bad_micro_batch_count():
+    with pytest.raises(ConfigError, match="micro_batches"):
+        Parallelism(micro_batches=0)
 
 
 def test_parallelism_threads_stay_within_the_target_budget():
@@ -175,7 +191,7 @@ def test_parallelism_narrow_with_no_supported_mode_is_a_config_error():
         knob.narrow(Target(name="seq", parallelism=("sequential",)))
 
 
-@pytest.mark.parametrize("modes", [["warp_speed"], [], ["sequential", "inter_op"]])
+@pytest.mark.parametrize("modes", [["warp_speed"], [], ["sequential", "model_parallel"]])
 def test_parallelism_refuses_unknown_modes(modes):
     with pytest.raises(ConfigError, match="parallelism"):
         Parallelism(modes)
@@ -213,9 +229,82 @@ def test_every_knob_in_the_default_space_instantiates_and_narrows_to_cpu():
     cfg = compose_config([])
     target = Target.from_config(dict(cfg.target))
     knobs = [instantiate(node) for node in cfg.space.knobs.values()]
-    assert [type(k) for k in knobs] == [QuantBits, PruneRate, Distillation, Parallelism]
+    assert [type(k) for k in knobs] == [QuantBits, PruneRate, Distillation, Parallelism, BatchSize]
     for knob in knobs:
         knob.narrow(target)
     assert set(knobs[0].choices) <= set(target.precisions)
     cand = suggest_candidate(knobs, study().ask(), target, batch_size=32)
     assert cand.target == "cpu" and cand.batch_size == 32
+
+
+def test_the_full_space_searches_every_int8_mode_and_batch_size_and_keeps_fp16_on_cpu():
+    cfg = compose_config(["space=full"])
+    target = Target.from_config(dict(cfg.target))
+    knobs = [instantiate(node) for node in cfg.space.knobs.values()]
+    for knob in knobs:
+        knob.narrow(target)
+    params = {name: d.choices for knob in knobs for name, d in knob.distributions().items() if hasattr(d, "choices")}
+    assert params["quant_mode"] == ("minmax", "entropy", "percentile", "dynamic")
+    assert params["batch_size"] == (8, 32, 128)
+    assert params["parallelism"] == ("sequential", "intra_op", "inter_op", "data_parallel", "pipeline")
+    assert "half_format" not in params  # bf16 is dropped on cpu, so fp16 is fixed
+
+
+# --- 16-bit formats, batch size, targets -------------------------------------------------------
+
+def test_half_format_is_searched_and_recorded_only_for_16_bits():
+    knob = QuantBits([32, 16, 8], modes=["minmax"], half=["fp16", "bf16"])
+    knob.narrow(Target(name="gpu-like", precisions=(32, 16, 8), half_formats=("fp16", "bf16")))
+    picks = [knob.suggest(trial, {}) for trial in asks(60)]
+    assert {p["quant_mode"] for p in picks if p["quant_bits"] == 16} == {"fp16", "bf16"}
+    assert {p["quant_mode"] for p in picks if p["quant_bits"] == 8} == {"minmax"}
+    assert all(p["quant_mode"] is None for p in picks if p["quant_bits"] == 32)
+
+
+def test_bf16_alone_on_a_target_without_it_is_a_config_error():
+    knob = QuantBits([32, 16], half=["bf16"])
+    with pytest.raises(ConfigError, match="bf16"):
+        knob.narrow(Target(name="cpu", precisions=(32, 16), half_formats=("fp16",)))
+
+
+def test_batch_size_is_fixed_to_the_baseline_unless_several_are_declared():
+    fixed = BatchSize(None, baseline=16)
+    assert fixed.distributions() == {} and fixed.baseline() == {}
+    assert fixed.suggest(study().ask(), {}) == {"batch_size": 16}
+    searched = BatchSize([8, 128], baseline=32)
+    assert searched.choices == [32, 8, 128]  # the baseline's size joins, so trial 0 belongs to the space
+    assert {searched.suggest(trial, {})["batch_size"] for trial in asks(40)} == {8, 32, 128}
+    assert searched.baseline() == {"batch_size": 32}
+
+
+def test_baseline_params_are_fp32_unpruned_sequential_on_the_first_target():
+    targets = [Target(name="a"), Target(name="b")]
+    knobs = [TargetChoice(targets), QuantBits(), PruneRate(), Distillation(), Parallelism(), BatchSize([8, 32], 32)]
+    assert baseline_params(knobs) == {"target": "a", "quant_bits": 32, "prune_rate": 0.0,
+                                      "parallelism": "sequential", "batch_size": 32}
+
+
+def test_target_choice_draws_every_target_and_the_candidate_carries_it():
+    targets = [Target(name="cpu"), Target(name="cpu_1t", max_threads=1)]
+    knobs = narrowed(TargetChoice(targets), QuantBits([32, 8]), Parallelism(), target=widest(targets))
+    drawn = {suggest_candidate(knobs, trial, targets[0], 32).target for trial in asks(20)}
+    assert drawn == {"cpu", "cpu_1t"}
+
+
+def test_widest_is_what_any_target_runs():
+    wide = widest([Target(name="a", precisions=(32, 8), parallelism=("sequential",), max_threads=1),
+                   Target(name="b", precisions=(32, 16), half_formats=("fp16", "bf16"), max_threads=3)])
+    assert wide.precisions == (32, 16, 8) and wide.half_formats == ("fp16", "bf16")
+    assert wide.parallelism == KNOWN_PARALLELISM and wide.thread_budget == 3
+
+
+@pytest.mark.parametrize(("candidate", "says"), [
+    (Candidate(target="t", quant_bits=4), "does not run 4-bit"),
+    (Candidate(target="t", quant_bits=16, quant_mode="bf16"), "does not run bf16"),
+    (Candidate(target="t", parallelism="pipeline", threads=2), "does not run pipeline"),
+    (Candidate(target="t", parallelism="intra_op", threads=3), "has 2 thread(s)"),
+])
+def test_a_target_says_why_it_refuses_a_candidate(candidate, says):
+    target = Target(name="t", precisions=(32, 16, 8), parallelism=("sequential", "intra_op"), max_threads=2)
+    assert says in target.refuses(candidate)
+    assert target.refuses(Candidate(target="t", quant_bits=8, parallelism="intra_op", threads=2)) == ""

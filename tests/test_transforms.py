@@ -217,6 +217,39 @@ def test_int4_turns_linear_layers_into_matmul_nbits(fp32):
     check_onnx(int4, BATCH)
 
 
+def test_int4_really_applies_to_linear_layers_the_size_says_so(mlp):
+    fp32 = export_onnx(mlp, torch.from_numpy(BATCH))
+    assert "Gemm" in ops(fp32)  # nn.Linear exports as Gemm, which the int4 quantizer alone skips
+    int4 = quantize(fp32, 4, BATCH)
+    assert len(int4) < 0.2 * len(fp32)  # 4 of 32 bits per weight, plus a scale per block of 32
+    np.testing.assert_allclose(run(int4), run(fp32), atol=0.15)
+
+
+def test_bf16_halves_the_weights_keeps_float32_io_and_computes_the_same_classes(fp32):
+    from onnx.reference import ReferenceEvaluator
+
+    bf16 = quantize(fp32, 16, BATCH, mode="bf16")
+    model = onnx.load_from_string(bf16)
+    onnx.checker.check_model(model)  # typed and topologically sorted
+    assert all(i.data_type == onnx.TensorProto.BFLOAT16 for i in model.graph.initializer if i.dims)
+    assert abs(len(bf16) - len(quantize(fp32, 16, BATCH))) < 0.05 * len(bf16)  # 16 bits a weight, as fp16
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # ORT's CPU provider has no bf16 kernels; ONNX's reference evaluator runs every op in bf16.
+    got = ReferenceEvaluator(model).run(None, {"input": BATCH})[0]
+    want = ReferenceEvaluator(onnx.load_from_string(fp32)).run(None, {"input": BATCH})[0]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=0.05, rtol=0.02)  # bf16 keeps ~3 significant digits
+
+
+def test_bf16_is_refused_by_the_cpu_provider_rather_than_run_in_float32(fp32):
+    with pytest.raises(Exception, match="(?i)implementation|bfloat16"):
+        run(quantize(fp32, 16, BATCH, mode="bf16"))
+
+
+def test_fp16_models_are_topologically_sorted(fp32):
+    onnx.checker.check_model(onnx.load_from_string(quantize(fp32, 16, BATCH)))
+
+
 def test_int4_on_a_graph_without_matmul_is_not_applicable(conv_only):
     fp32 = export_onnx(conv_only, torch.from_numpy(BATCH))
     with pytest.raises(NotApplicable, match="int4"):

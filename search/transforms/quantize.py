@@ -7,19 +7,22 @@ import io
 import logging
 import tempfile
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from search.errors import NotApplicable
+from search.graph_split import sort_topologically
 from search.transforms.export import INPUT_NAME
 
 SUPPORTED_BITS = (32, 16, 8, 4)
 # How 8 bits are reached: static QDQ calibrated by one of ORT's methods, or dynamic (activations
 # quantized at run time from each batch's own range; no calibration data).
 INT8_MODES = ("minmax", "entropy", "percentile", "dynamic")
+HALF_FORMATS = ("fp16", "bf16")
+BF16_OPSET = 22  # Conv, Relu, MaxPool and most other ops take bfloat16 from opset 22 on
 
 
 @contextlib.contextmanager
@@ -37,8 +40,11 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def quantize(model_bytes: bytes, bits: int, calibration: np.ndarray, batch_size: int = 32,
-             mode: str = "minmax") -> bytes:
-    """Return the model quantized to ``bits``; 32 returns it unchanged. ``mode`` applies to 8 bits.
+             mode: str | None = None) -> bytes:
+    """Return the model quantized to ``bits``; 32 returns it unchanged.
+
+    ``mode`` is the int8 method for 8 bits (minmax when None) and the float format for 16
+    bits (``fp16`` when None, or ``bf16``).
 
     Raises:
         NotApplicable: when the requested precision would change nothing in this graph.
@@ -46,7 +52,10 @@ def quantize(model_bytes: bytes, bits: int, calibration: np.ndarray, batch_size:
     if bits == 32:
         return model_bytes
     if bits == 16:
-        return _to_fp16(model_bytes)
+        if mode not in (None, *HALF_FORMATS):
+            raise ValueError(f"16-bit format must be one of {HALF_FORMATS}, got {mode!r}")
+        return _to_bf16(model_bytes) if mode == "bf16" else _to_fp16(model_bytes)
+    mode = mode or "minmax"
     if bits == 8 and mode == "dynamic":
         return _to_int8_dynamic(model_bytes)
     if bits == 8:
@@ -58,12 +67,79 @@ def quantize(model_bytes: bytes, bits: int, calibration: np.ndarray, batch_size:
     raise ValueError(f"quant_bits must be one of {SUPPORTED_BITS}, got {bits}")
 
 
-def _to_fp16(model_bytes: bytes) -> bytes:
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+def _to_fp16(model_bytes: bytes, keep_float32: Sequence[str] = ()) -> bytes:
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     # keep_io_types: callers keep feeding float32 and reading float32.
-    model = convert_float_to_float16(onnx.load_from_string(model_bytes), keep_io_types=True)
+    model = convert_float_to_float16(onnx.load_from_string(model_bytes), keep_io_types=True,
+                                     op_block_list=[*DEFAULT_OP_BLOCK_LIST, *keep_float32])
+    sort_topologically(model)  # the converter appends its input and output Casts at the end
     return model.SerializeToString()
+
+
+def _to_bf16(model_bytes: bytes) -> bytes:
+    """bfloat16 weights and arithmetic, float32 at the model's input and output.
+
+    The model is first raised to opset 22, where most ops take bfloat16; ops that still do
+    not stay float32. ORT's fp16 converter decides which ops may change type and where casts
+    go; the result is then re-typed from float16 to bfloat16, whose 8 exponent bits keep
+    float32's range. ONNX Runtime's CPU provider has no bfloat16 kernels: targets declare it.
+    """
+    original = _at_least_opset(onnx.load_from_string(model_bytes), BF16_OPSET)
+    model = onnx.load_from_string(_to_fp16(original.SerializeToString(), keep_float32=_ops_without_bf16(original)))
+    for init in model.graph.initializer:
+        _retype_tensor(init)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT16:
+                attr.i = onnx.TensorProto.BFLOAT16
+            if attr.type == onnx.AttributeProto.TENSOR:
+                _retype_tensor(attr.t)
+    for value in (*model.graph.value_info, *model.graph.input, *model.graph.output):
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+            value.type.tensor_type.elem_type = onnx.TensorProto.BFLOAT16
+    return model.SerializeToString()
+
+
+def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """The model converted up to ``opset``, or as it was if the converter cannot."""
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset:
+        return model
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(model, opset)
+    except Exception:  # noqa: BLE001 - an op the converter lacks an adapter for: keep the model
+        return model
+
+
+def _ops_without_bf16(model: onnx.ModelProto) -> list[str]:
+    """Ops whose ONNX schema, at the model's opset, does not take bfloat16 (Conv before opset 22):
+    they stay float32, with casts around them."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    blocked = set()
+    for op in {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")}:
+        schema = onnx.defs.get_schema(op, opset, "")
+        if not schema.inputs:
+            continue
+        allowed = {t for c in schema.type_constraints if c.type_param_str == schema.inputs[0].type_str
+                   for t in c.allowed_type_strs} or {schema.inputs[0].type_str}
+        if "tensor(bfloat16)" not in allowed:
+            blocked.add(op)
+    return sorted(blocked)
+
+
+def _retype_tensor(tensor: onnx.TensorProto) -> None:
+    """A float16 tensor rewritten in place as bfloat16 (round to nearest even)."""
+    if tensor.data_type != onnx.TensorProto.FLOAT16:
+        return
+    bits = numpy_helper.to_array(tensor).astype(np.float32).view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    tensor.ClearField("float_data")
+    tensor.ClearField("int32_data")
+    tensor.data_type = onnx.TensorProto.BFLOAT16
+    tensor.raw_data = rounded.tobytes()
 
 
 class _Calibration:

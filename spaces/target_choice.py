@@ -1,0 +1,36 @@
+"""The hardware target, searched when a study spans several (``targets=[cpu,cpu_1t]``)."""
+
+from __future__ import annotations
+
+from typing import Any
+from collections.abc import Sequence
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+
+from search.target import Target
+from spaces._base import Knob
+
+
+class TargetChoice(Knob):
+    """Searches ``target`` over the study's targets; the baseline runs on the first.
+
+    The driver adds it (first, before the other knobs) when several targets are given; the
+    other knobs are narrowed to what any of the targets runs, and a drawn combination one
+    target cannot run (4 bits on a target without int4, 4 threads on a 2-core target) is
+    recorded as a failed trial with that reason, without being built.
+    """
+
+    name = "target"
+
+    def __init__(self, targets: Sequence[Target]) -> None:
+        self.names = [t.name for t in targets]
+
+    def baseline(self) -> dict[str, Any]:
+        return {"target": self.names[0]}
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {"target": CategoricalDistribution(self.names)}
+
+    def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
+        return {"target": self.draw(trial, "target")}

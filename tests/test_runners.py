@@ -1,0 +1,151 @@
+"""Parallelism modes executed for real: every runner gives the whole model's outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from search.errors import NotApplicable
+from search.graph_split import cut_points, sort_topologically, split_model
+from search.runners import DataParallelRunner, PipelineRunner, SessionRunner, make_runner
+from search.session_settings import PARALLELISM, runtime_settings
+from search.transforms import export_onnx, quantize
+
+from tests.conftest import TinyCNN
+
+CPU = ["CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class Data:
+    train: np.ndarray
+    test: np.ndarray
+
+
+class Residual(nn.Module):
+    """conv -> (conv branch + skip) -> head: nothing inside the branch separates the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.head = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stem = self.stem(x)
+        return self.head(stem + self.branch(stem))
+
+
+@pytest.fixture(scope="module")
+def data() -> Data:
+    rng = np.random.default_rng(0)
+    return Data(train=rng.random((64, 1, 8, 8), dtype=np.float32), test=rng.random((16, 1, 8, 8), dtype=np.float32))
+
+
+@pytest.fixture(scope="module")
+def models(data) -> dict[str, bytes]:
+    torch.manual_seed(0)
+    fp32 = export_onnx(TinyCNN().eval(), torch.from_numpy(data.train[:8]))
+    return {"fp32": fp32, "int8": quantize(fp32, 8, data.train, 16), "fp16": quantize(fp32, 16, data.train)}
+
+
+def whole(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    return SessionRunner(model_bytes, runtime_settings(), CPU).run(x)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("mode", PARALLELISM)
+def test_every_mode_gives_the_whole_models_outputs(models, data, precision, mode):
+    x = data.test[:13]  # shares and micro-batches of unequal size
+    runner = make_runner(models[precision], runtime_settings(mode, 3), CPU)
+    try:
+        np.testing.assert_allclose(runner.run(x), whole(models[precision], x), rtol=1e-5, atol=1e-5)
+    finally:
+        runner.close()
+
+
+def test_fp16_pipeline_matches_the_whole_model_to_fp16_precision(models, data):
+    x = data.test[:16]
+    runner = PipelineRunner(models["fp16"], runtime_settings("pipeline", 2), CPU)
+    try:
+        got, want = runner.run(x), whole(models["fp16"], x)
+    finally:
+        runner.close()
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)  # a stage boundary rounds to fp16
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_runners_use_the_degree_they_are_given(models):
+    replicas = DataParallelRunner(models["fp32"], runtime_settings("data_parallel", 3), CPU)
+    stages = PipelineRunner(models["fp32"], runtime_settings("pipeline", 3, micro_batches=5), CPU)
+    try:
+        assert len(replicas.replicas) == 3
+        assert len(stages.stages) == 3 and stages.micro_batches == 5
+        assert sum(t.is_alive() for t in stages.threads) == 3
+    finally:
+        replicas.close()
+        stages.close()
+    assert not any(t.is_alive() for t in stages.threads)
+
+
+def test_a_batch_smaller_than_the_replicas_still_runs(models, data):
+    x = data.test[:2]
+    runner = make_runner(models["fp32"], runtime_settings("data_parallel", 4), CPU)
+    try:
+        np.testing.assert_allclose(runner.run(x), whole(models["fp32"], x), rtol=1e-6)
+    finally:
+        runner.close()
+
+
+def test_a_failing_stage_raises_to_the_caller_and_the_pipeline_goes_on(models, data):
+    runner = PipelineRunner(models["fp32"], runtime_settings("pipeline", 2), CPU)
+    try:
+        with pytest.raises(Exception, match="(?i)invalid|dimension|shape"):
+            runner.run(np.zeros((4, 1, 5, 5), dtype=np.float32))
+        x = data.test[:4]
+        np.testing.assert_allclose(runner.run(x), whole(models["fp32"], x), rtol=1e-6)
+    finally:
+        runner.close()
+
+
+def test_stages_chain_into_the_whole_model(models, data):
+    x = data.test[:8]
+    for stages in (2, 3):
+        parts = split_model(models["int8"], stages)
+        assert len(parts) == stages
+        y = x
+        for part in parts:
+            session = ort.InferenceSession(part, providers=CPU)
+            y = session.run(None, {session.get_inputs()[0].name: y})[0]
+        np.testing.assert_allclose(y, whole(models["int8"], x), rtol=1e-6)
+
+
+def test_int8_stages_are_cut_on_quantized_tensors(models):
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(models["int8"]))
+    sort_topologically(model)
+    cuts = cut_points(model)
+    assert cuts and all(model.graph.node[c.after].op_type == "QuantizeLinear" for c in cuts)
+
+
+def test_no_cut_falls_inside_a_residual_branch():
+    torch.manual_seed(0)
+    model_bytes = export_onnx(Residual().eval(), torch.zeros(2, 1, 8, 8))
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(model_bytes))
+    sort_topologically(model)
+    names = [n.op_type for n in model.graph.node]
+    add = names.index("Add")
+    cuts = cut_points(model)
+    assert cuts, "the stem and the head can be cut off"
+    assert all(c.after == 0 or c.after >= add for c in cuts)  # after the stem, or after the branches meet
+
+
+def test_more_stages_than_cut_points_is_not_applicable():
+    model_bytes = export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval(), torch.zeros(2, 1, 8, 8))
+    with pytest.raises(NotApplicable, match="single-tensor"):
+        split_model(model_bytes, 4)
