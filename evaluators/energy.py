@@ -64,7 +64,8 @@ class Energy(Evaluator):
 
     def _window(self, meter: Meter, runner: Runner, batch: np.ndarray) -> float:
         """mJ per input over one part of the window (at least one call)."""
-        calls, deadline = 0, time.perf_counter() + self.window_s / self.windows
+        part_s = max(self.window_s / self.windows, getattr(meter, "min_part_s", 0.0))  # NVML ticks coarsely
+        calls, deadline = 0, time.perf_counter() + part_s
         meter.start()
         while calls == 0 or time.perf_counter() < deadline:
             runner.run(batch)

@@ -96,7 +96,13 @@ class PowerSampler:
 
 class NvmlMeter:
     """The GPU's total-energy counter (millijoules since driver load); GPUs older than Volta
-    lack it, and there the board's power reading is sampled every 10 ms and integrated."""
+    lack it, and there the board's power reading is sampled every 10 ms and integrated.
+
+    The counter moves every 20-100 ms, so a part of the energy window shorter than
+    ``min_part_s`` could read 0 or one tick: the evaluator stretches parts to at least that.
+    """
+
+    min_part_s = 0.5
 
     def __init__(self, device_index: int = 0) -> None:
         import pynvml

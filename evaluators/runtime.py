@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from search.candidate import Candidate
 from search.runners import Runner, make_runner
-from search.target import Target
+from search.target import Target, load_provider_libraries
 
 
 def runner_for(model_bytes: bytes, target: Target, candidate: Candidate) -> Runner:
+    load_provider_libraries(target.provider)
     return make_runner(model_bytes, candidate.runtime, target.providers(candidate.quant_bits))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import CategoricalDistribution
 import ray
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -169,9 +170,11 @@ class Dispatcher:
         trial = study.ask(fixed_distributions=self.space)
         candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
         trial.set_user_attr("candidate", candidate.to_dict())
-        reason = self.search.targets[candidate.target].refuses(candidate)
-        if reason:
-            studies.skip(study, trial, reason)
+        target = self.search.targets[candidate.target]
+        reason = target.refuses(candidate)
+        if reason:  # re-asked at once, moved to what the target runs; the draw is kept as PRUNED
+            study.enqueue_trial(_within_space(target.project(trial.params), self.space))
+            studies.skip(study, trial, f"{reason}; re-asked with the nearest settings it runs")
             self.skipped += 1
             return False
         # One seed for the run, not one per trial: the same settings build the same model, so
@@ -203,6 +206,18 @@ class Dispatcher:
 
     def _pop(self, ref: ray.ObjectRef) -> optuna.Trial:
         return self.in_flight.pop(ref)[0]
+
+
+def _within_space(params: dict[str, Any], distributions: dict[str, Any]) -> dict[str, Any]:
+    """The params the space holds; one it does not (the target's nearest precision was not
+    declared) is left to the sampler, and a refused draw again is re-asked again."""
+    def holds(name: str, value: Any) -> bool:
+        dist = distributions.get(name)
+        if isinstance(dist, CategoricalDistribution):
+            return value in dist.choices
+        return dist is not None and dist.low <= value <= dist.high
+
+    return {name: value for name, value in params.items() if holds(name, value)}
 
 
 def run_search(cfg: DictConfig) -> Path:

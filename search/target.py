@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,23 @@ class Target:
             return f"target {self.name} has {self.thread_budget} thread(s); {candidate.parallelism} x{candidate.threads} needs more"
         return ""
 
+    def project(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Trial params moved to the nearest this target runs: another precision (the nearest
+        in bits, the higher on a tie), its first 16-bit format, sequential for a mode it lacks,
+        a degree within its thread budget. A study across targets re-asks a refused draw so."""
+        found = dict(params)
+        bits = found.get("quant_bits")
+        if bits is not None and bits not in self.precisions:
+            found["quant_bits"] = min(self.precisions, key=lambda b: (abs(math.log2(b / bits)), -b))
+        if "half_format" in found and found["half_format"] not in self.half_formats:
+            found["half_format"] = self.half_formats[0]
+        mode = found.get("parallelism")
+        if mode is not None and (mode not in self.parallelism or self.thread_budget < 2):
+            found["parallelism"] = "sequential"
+        if found.get("threads") is not None and found.get("parallelism") != "sequential":
+            found["threads"] = min(found["threads"], self.thread_budget)
+        return found
+
     def providers(self, bits: int | None = None) -> list[Any]:
         """ONNX Runtime's ``providers`` argument for this target's sessions of a ``bits`` model."""
         options = {**self.provider_options, **self.provider_options_by_bits.get(bits, {})}
@@ -135,22 +153,38 @@ def widest(targets: Sequence[Target]) -> Target:
                   max_threads=max(t.thread_budget for t in targets))
 
 
-def _check_provider_starts(target: Target) -> None:
-    """A provider ORT lists may still not start (CUDA or TensorRT libraries missing): ORT then
-    warns and runs the session on the CPU. Open a one-node session and refuse that fallback."""
-    if target.provider == "CPUExecutionProvider":
-        return
-    import onnxruntime as ort
+def load_provider_libraries(provider: str) -> None:
+    """onnxruntime-gpu finds CUDA and cuDNN from the nvidia-* pip packages (or torch's) only once
+    told to; a provider that cannot load them would fall back to the CPU."""
+    if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        import onnxruntime as ort
+
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
+
+
+def probe_model() -> bytes:
+    """A one-node model any ONNX Runtime reads (IR 8, opset 17: onnx's own defaults can be newer)."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def _check_provider_starts(target: Target) -> None:
+    """A provider ORT lists may still not start (CUDA or TensorRT libraries missing): ORT then
+    warns and runs the session on the CPU. Open a one-node session and refuse that fallback."""
+    if target.provider == "CPUExecutionProvider":
+        return
+    load_provider_libraries(target.provider)
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 4
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=target.providers())
+        session = ort.InferenceSession(probe_model(), options, providers=target.providers())
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types; the message is what matters
         raise ConfigError(f"target {target.name}: {target.provider} failed to start: {' '.join(str(exc).split())[:300]}") from None
     if target.provider not in session.get_providers():

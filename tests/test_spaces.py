@@ -308,3 +308,15 @@ def test_a_target_says_why_it_refuses_a_candidate(candidate, says):
     target = Target(name="t", precisions=(32, 16, 8), parallelism=("sequential", "intra_op"), max_threads=2)
     assert says in target.refuses(candidate)
     assert target.refuses(Candidate(target="t", quant_bits=8, parallelism="intra_op", threads=2)) == ""
+
+
+def test_a_target_projects_params_onto_the_nearest_it_runs():
+    gpu = Target(name="gpu", precisions=(32, 16, 8), parallelism=("sequential",), max_threads=1)
+    assert gpu.project({"quant_bits": 4, "parallelism": "pipeline", "threads": 6, "half_format": "bf16"}) == {
+        "quant_bits": 8, "parallelism": "sequential", "threads": 6, "half_format": "fp16"}
+    two = Target(name="two", precisions=(32, 8), max_threads=2)
+    assert two.project({"quant_bits": 16, "parallelism": "intra_op", "threads": 6}) == {
+        "quant_bits": 32, "parallelism": "intra_op", "threads": 2}  # 16 sits between 8 and 32: the higher
+    projected = two.project({"quant_bits": 16, "parallelism": "intra_op", "threads": 6})
+    assert two.refuses(Candidate(target="two", quant_bits=projected["quant_bits"], parallelism="intra_op",
+                                 threads=projected["threads"])) == ""
