@@ -86,16 +86,17 @@ def prepare(cfg: DictConfig) -> Search:
         knob.narrow(widest(targets))
     evaluators = [_instantiate(node, f"evaluator {name}") for name, node in cfg.evaluators.items()]
     config = to_container(cfg)
-    config["target"], config["target_configs"] = configs[0], dict(zip(names, configs))
+    config["target"], config["target_configs"] = configs[0], dict(zip(names, configs, strict=True))
     return Search(settings, config, targets[0], knobs, evaluators, objectives(evaluators), run_dir,
-                  meter_note=_meter_note(evaluators, targets, address), targets=dict(zip(names, targets)))
+                  meter_note=_meter_note(evaluators, targets, address), targets=dict(zip(names, targets, strict=True)))
 
 
 def _with_engine_cache(target: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """TensorRT builds an engine per model and shape (seconds to minutes): cache them in the run folder."""
     if target.get("provider") != "TensorrtExecutionProvider":
         return target
-    options = {"trt_engine_cache_path": str((run_dir / "trt-engines").resolve()), **(target.get("provider_options") or {})}
+    cache = str((run_dir / "trt-engines").resolve())
+    options = {"trt_engine_cache_path": cache, **(target.get("provider_options") or {})}
     return {**target, "provider_options": options}
 
 

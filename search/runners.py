@@ -60,7 +60,8 @@ class DataParallelRunner:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         shares = [s for s in np.array_split(x, len(self.replicas)) if len(s)]
-        futures = [self.pool.submit(_run_one, replica, share) for replica, share in zip(self.replicas, shares)]
+        pairs = zip(self.replicas, shares, strict=False)  # fewer shares than replicas when the batch is small
+        futures = [self.pool.submit(_run_one, replica, share) for replica, share in pairs]
         return np.concatenate([f.result() for f in futures])
 
     def close(self) -> None:

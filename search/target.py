@@ -90,13 +90,15 @@ class Target:
         """Why this target cannot run ``candidate`` (a study across targets draws knobs from all
         of theirs), or "" when it can."""
         if candidate.quant_bits not in self.precisions:
-            return f"target {self.name} does not run {candidate.quant_bits}-bit models (it runs {list(self.precisions)})"
+            return (f"target {self.name} does not run {candidate.quant_bits}-bit models "
+                    f"(it runs {list(self.precisions)})")
         if candidate.quant_bits == 16 and candidate.quant_mode not in self.half_formats:
             return f"target {self.name} does not run {candidate.quant_mode} (it runs {list(self.half_formats)})"
         if candidate.parallelism not in self.parallelism:
             return f"target {self.name} does not run {candidate.parallelism} (it runs {list(self.parallelism)})"
         if candidate.threads > self.thread_budget:
-            return f"target {self.name} has {self.thread_budget} thread(s); {candidate.parallelism} x{candidate.threads} needs more"
+            return (f"target {self.name} has {self.thread_budget} thread(s); "
+                    f"{candidate.parallelism} x{candidate.threads} needs more")
         return ""
 
     def project(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +188,8 @@ def _check_provider_starts(target: Target) -> None:
     try:
         session = ort.InferenceSession(probe_model(), options, providers=target.providers())
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types; the message is what matters
-        raise ConfigError(f"target {target.name}: {target.provider} failed to start: {' '.join(str(exc).split())[:300]}") from None
+        reason = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"target {target.name}: {target.provider} failed to start: {reason}") from None
     if target.provider not in session.get_providers():
         raise ConfigError(f"target {target.name}: {target.provider} is installed but did not start (its CUDA/TensorRT "
                           "libraries are missing or no device is visible); refusing to fall back to the CPU")

@@ -154,11 +154,11 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
 def test_existing_run_is_resumed_and_earlier_trials_kept(tmp_path, teacher_cache):
     first = search(tmp_path, teacher_cache, "trials=2", "workers=2", "run=r")
     assert first.returncode == 0, first.stderr[-2000:]
-    before = pd.read_csv(tmp_path / "r" / "trials.csv")
+    before = pd.read_csv(tmp_path / "r" / "trials.csv", dtype=str)  # as written: a later row may change a dtype
     again = search(tmp_path, teacher_cache, "trials=3", "workers=2", "run=r")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming" in again.stderr
-    after = pd.read_csv(tmp_path / "r" / "trials.csv")
+    after = pd.read_csv(tmp_path / "r" / "trials.csv", dtype=str)
     assert len(after) == 3
     pd.testing.assert_frame_equal(after.iloc[:2].reset_index(drop=True), before)
 
