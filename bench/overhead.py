@@ -27,6 +27,7 @@ from search.driver import Dispatcher, _loop, _workload_info, prepare
 from search.interrupt import StopRequest
 from search.progress import Progress
 from search.workloads import digits
+from spaces import baseline_params
 
 
 def no_work(workload, evaluators, target_cfg, candidate, seed) -> dict:
@@ -57,7 +58,7 @@ def driver_ms_per_trial(workers: int, trials: int, results: str, sampler: str) -
                           f"run=overhead-{sampler}-{workers}", f"sampler={sampler}"])
     search = prepare(cfg)
     search.run_dir.mkdir(parents=True)
-    study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler))
+    study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler), baseline_params(search.knobs))
     workload = digits.load(seed=0)
     search.config["workload_info"] = _workload_info(workload)
     with StopRequest() as stop:
@@ -74,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     target = prepare(compose_config([])).target
     with tempfile.TemporaryDirectory() as results:
-        start_ray({"object_store_memory": 200_000_000}, 2, target)
+        start_ray({"object_store_memory": 200_000_000}, 2, [target])
         try:
             rows = [(s, w, *driver_ms_per_trial(w, args.trials, results, s)) for s in args.samplers for w in (1, 2)]
         finally:

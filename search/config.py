@@ -81,6 +81,7 @@ class Settings:
     trial_timeout_s: float | None
     max_retries: int
     remeasure: bool
+    cover: bool
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -107,6 +108,7 @@ class Settings:
             trial_timeout_s=None if timeout is None else float(timeout),
             max_retries=integer("max_retries", 0),
             remeasure=_boolean(cfg, "remeasure"),
+            cover=_boolean(cfg, "cover"),
         )
 
 

@@ -31,7 +31,7 @@ from search.transforms.export import INPUT_NAME, OUTPUT_NAME
 from search.worker import run_trial
 from search.workloads import Workload, check_exportable, check_workload
 from search.workloads._base import predict_classes
-from spaces import TargetChoice, baseline_params, space, suggest_candidate
+from spaces import TargetChoice, baseline_params, cover_params, space, suggest_candidate
 
 RESUME_CHECKED = ("workload", "space", "target", "targets", "evaluators", "batch_size")
 # trials.csv and pareto.csv are views of study.db (the durable record, told after every trial):
@@ -231,7 +231,8 @@ def run_search(cfg: DictConfig) -> Path:
     search.config["workload_info"] = _workload_info(workload)
     sampler = _instantiate(cfg.sampler, "sampler")
     resuming = _open_run_dir(search)
-    study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs))
+    cover = cover_params(search.knobs) if search.settings.cover else []
+    study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs), cover)
     search.finals.update(studies.final_figures(study))
     rerun = studies.requeue_stale(study)
     done, _ = studies.finished(study.get_trials(deepcopy=False))

@@ -40,8 +40,9 @@ def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
 
 
 def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: optuna.samplers.BaseSampler,
-               baseline: dict[str, Any]) -> optuna.Study:
-    """Create or resume the run's study; a new one gets the ``baseline`` params as its first trial."""
+               baseline: dict[str, Any], cover: Sequence[dict[str, Any]] = ()) -> optuna.Study:
+    """Create or resume the run's study; a new one gets the ``baseline`` params as its first
+    trial, then the ``cover`` trials (every declared mode once), then what the sampler proposes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=sqlite_storage(run_dir / "study.db"), sampler=sampler, load_if_exists=True,
@@ -53,6 +54,8 @@ def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: op
     if not study.get_trials(deepcopy=False):
         # The unoptimized fp32 model, measured like any candidate: the row every ratio is against.
         study.enqueue_trial(baseline, user_attrs={"baseline": True})
+        for fixed in cover:
+            study.enqueue_trial(fixed)
     return study
 
 

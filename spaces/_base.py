@@ -32,6 +32,10 @@ class Knob(abc.ABC):
         """This knob's params in the unoptimized baseline trial (trial 0); {} leaves them to the sampler."""
         return {}
 
+    def cover(self) -> list[dict[str, Any]]:
+        """Params that, tried once each, measure every mode this knob declares ([]: nothing to cover)."""
+        return []
+
     @abc.abstractmethod
     def distributions(self) -> dict[str, BaseDistribution]:
         """The Optuna params this knob searches, after narrowing; the same on every trial."""
@@ -96,6 +100,25 @@ def baseline_params(knobs: Sequence[Knob]) -> dict[str, Any]:
     for knob in knobs:
         fixed.update(knob.baseline())
     return fixed
+
+
+def cover_params(knobs: Sequence[Knob]) -> list[dict[str, Any]]:
+    """The fewest trials' fixed params in which every knob's every declared mode occurs once.
+
+    Trial i takes entry i (round robin) of each knob's cover list; params no list fixes are
+    left to the sampler. Without this a 40-trial search could leave a declared mode (a
+    calibration method, a pipeline) unmeasured by chance.
+    """
+    lists = [c for c in (knob.cover() for knob in knobs) if c]
+    if not lists:
+        return []
+    trials = []
+    for i in range(max(len(c) for c in lists)):
+        fixed: dict[str, Any] = {}
+        for entries in lists:
+            fixed.update(entries[i % len(entries)])
+        trials.append(fixed)
+    return trials
 
 
 def suggest_candidate(knobs: Sequence[Knob], trial: optuna.Trial, target: Target, batch_size: int) -> Candidate:

@@ -35,6 +35,9 @@ class BatchSize(Knob):
     def baseline(self) -> dict[str, Any]:
         return {"batch_size": self.baseline_size} if len(self.choices) > 1 else {}
 
+    def cover(self) -> list[dict[str, Any]]:
+        return [{"batch_size": b} for b in self.choices] if len(self.choices) > 1 else []
+
     def distributions(self) -> dict[str, BaseDistribution]:
         return {"batch_size": CategoricalDistribution(self.choices)} if len(self.choices) > 1 else {}
 

@@ -47,6 +47,9 @@ class Parallelism(Knob):
     def baseline(self) -> dict[str, Any]:
         return {"parallelism": "sequential"}
 
+    def cover(self) -> list[dict[str, Any]]:
+        return [{"parallelism": mode} for mode in self.modes]
+
     def distributions(self) -> dict[str, BaseDistribution]:
         found: dict[str, BaseDistribution] = {"parallelism": CategoricalDistribution(self.modes)}
         if self.modes != ["sequential"]:

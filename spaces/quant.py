@@ -48,6 +48,19 @@ class QuantBits(Knob):
     def baseline(self) -> dict[str, Any]:
         return {"quant_bits": 32}
 
+    def cover(self) -> list[dict[str, Any]]:
+        """Every precision; 8 bits once per int8 mode and 16 bits once per format when they are searched."""
+        searched = self.distributions()
+        found = []
+        for bits in self.choices:
+            if bits == 8 and "quant_mode" in searched:
+                found += [{"quant_bits": 8, "quant_mode": m} for m in self.modes]
+            elif bits == 16 and "half_format" in searched:
+                found += [{"quant_bits": 16, "half_format": h} for h in self.half]
+            else:
+                found.append({"quant_bits": bits})
+        return found
+
     def distributions(self) -> dict[str, BaseDistribution]:
         found: dict[str, BaseDistribution] = {"quant_bits": CategoricalDistribution(self.choices)}
         if len(self.modes) > 1 and 8 in self.choices:

@@ -29,6 +29,9 @@ class TargetChoice(Knob):
     def baseline(self) -> dict[str, Any]:
         return {"target": self.names[0]}
 
+    def cover(self) -> list[dict[str, Any]]:
+        return [{"target": name} for name in self.names]
+
     def distributions(self) -> dict[str, BaseDistribution]:
         return {"target": CategoricalDistribution(self.names)}
 

@@ -36,6 +36,7 @@ BAD_INPUT = [
     (["trial_timeout_s=-1"], "trial_timeout_s must be a number of seconds > 0"),
     (["max_retries=-1"], "max_retries must be an integer >= 0"),
     (["remeasure=sometimes"], "remeasure must be true or false"),
+    (["cover=maybe"], "cover must be true or false"),
     (["space.knobs.quant_bits.modes=[fuzzy]"], "quant_bits: modes ['fuzzy'] not allowed"),
     (["workload=onnx_file"], "Missing mandatory value: workload.model_path"),
     (["evaluators.latency.noise_floor=2"], "latency: noise_floor must be in [0, 1)"),

@@ -10,7 +10,7 @@ from search.candidate import Candidate
 from search.config import compose_config
 from search.errors import ConfigError
 from search.target import KNOWN_PARALLELISM, Target, widest
-from spaces import (BatchSize, Distillation, Parallelism, PruneRate, QuantBits, TargetChoice, baseline_params,
+from spaces import (BatchSize, Distillation, Parallelism, PruneRate, QuantBits, TargetChoice, baseline_params, cover_params,
                     suggest_candidate)
 
 CPU = Target(name="cpu", precisions=(32, 16, 8, 4), max_threads=4)
@@ -320,3 +320,26 @@ def test_a_target_projects_params_onto_the_nearest_it_runs():
     projected = two.project({"quant_bits": 16, "parallelism": "intra_op", "threads": 6})
     assert two.refuses(Candidate(target="two", quant_bits=projected["quant_bits"], parallelism="intra_op",
                                  threads=projected["threads"])) == ""
+
+
+def test_cover_trials_measure_every_declared_mode_once():
+    cfg = compose_config(["space=full"])
+    target = Target.from_config(dict(cfg.target))
+    knobs = [instantiate(node) for node in cfg.space.knobs.values()]
+    for knob in knobs:
+        knob.narrow(target)
+    cover = cover_params(knobs)
+    assert len(cover) == 7  # 32, 16, 4 and 8 bits x 4 int8 modes: the longest list
+    assert {c["parallelism"] for c in cover} == set(KNOWN_PARALLELISM)
+    assert {c["batch_size"] for c in cover} == {8, 32, 128}
+    assert {c.get("quant_mode") for c in cover if c["quant_bits"] == 8} == {"minmax", "entropy", "percentile", "dynamic"}
+    assert {c["quant_bits"] for c in cover} == {32, 16, 8, 4}
+    space_ = {name: d for knob in knobs for name, d in knob.distributions().items()}
+    assert all(value in space_[name].choices for c in cover for name, value in c.items())
+
+
+def test_cover_across_targets_includes_each_target():
+    targets = [Target(name="a"), Target(name="b")]
+    knobs = narrowed(TargetChoice(targets), QuantBits([32, 8]), target=widest(targets))
+    assert {c["target"] for c in cover_params(knobs)} == {"a", "b"}
+    assert cover_params(narrowed(PruneRate(), Distillation())) == []
