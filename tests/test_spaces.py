@@ -237,12 +237,18 @@ def test_every_knob_in_the_default_space_instantiates_and_narrows_to_cpu():
     assert cand.target == "cpu" and cand.batch_size == 32
 
 
-def test_the_full_space_searches_every_int8_mode_and_batch_size_and_keeps_fp16_on_cpu():
-    cfg = compose_config(["space=full"])
+def shipped_knobs(space_name: str) -> list:
+    """The knobs of conf/space/<space_name>.yaml, narrowed to the cpu target."""
+    cfg = compose_config([f"space={space_name}"])
     target = Target.from_config(dict(cfg.target))
     knobs = [instantiate(node) for node in cfg.space.knobs.values()]
     for knob in knobs:
         knob.narrow(target)
+    return knobs
+
+
+def test_the_full_space_searches_every_int8_mode_and_batch_size_and_keeps_fp16_on_cpu():
+    knobs = shipped_knobs("full")
     params = {name: d.choices for knob in knobs for name, d in knob.distributions().items() if hasattr(d, "choices")}
     assert params["quant_mode"] == ("minmax", "entropy", "percentile", "dynamic")
     assert params["batch_size"] == (8, 32, 128)
@@ -323,11 +329,7 @@ def test_a_target_projects_params_onto_the_nearest_it_runs():
 
 
 def test_cover_trials_measure_every_declared_mode_once():
-    cfg = compose_config(["space=full"])
-    target = Target.from_config(dict(cfg.target))
-    knobs = [instantiate(node) for node in cfg.space.knobs.values()]
-    for knob in knobs:
-        knob.narrow(target)
+    knobs = shipped_knobs("full")
     cover = cover_params(knobs)
     assert len(cover) == 7  # 32, 16, 4 and 8 bits x 4 int8 modes: the longest list
     assert {c["parallelism"] for c in cover} == set(KNOWN_PARALLELISM)
