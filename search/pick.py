@@ -38,8 +38,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def candidates(run: Path, everything: bool) -> pd.DataFrame:
-    name = "trials.csv" if everything else "pareto.csv"
+def candidates(run: Path, everything: bool, target: str | None = None) -> pd.DataFrame:
+    """The completed trials to choose from: the front (that target's own front, in a study across
+    targets: one of its members may be beaten overall by another target), or every trial."""
+    per_target = f"pareto-{target}.csv"
+    name = "trials.csv" if everything else per_target if target and (run / per_target).exists() else "pareto.csv"
     if not (run / name).exists():
         raise PickError(f"{run} has no {name}: is it a finished run folder?")
     table = pd.read_csv(run / name)
@@ -102,7 +105,7 @@ def copy_model(run: Path, row: pd.Series, out: Path) -> None:
 
 def pick(argv: Sequence[str]) -> pd.Series | None:
     args = parse_args(argv)
-    table = candidates(args.run, args.all)
+    table = candidates(args.run, args.all, args.target)
     chosen = qualifying(table, args)
     if args.list:
         print(chosen[[c for c in LIST_COLUMNS if c in chosen.columns]].to_string(index=False))

@@ -52,3 +52,12 @@ def test_parallel_modes_run_end_to_end_with_their_degree_in_the_card(tmp_path, t
     assert (parallel["threads"] >= 2).all() and (parallel["latency_ms"] > 0).all() and (parallel["energy_mj"] > 0).all()
     assert (done.loc[done["parallelism"] == "pipeline", "micro_batches"] == 4).all()
     assert done["accuracy"].min() > 0.9  # scored through the mode's own runner: replicas and stages give real answers
+
+
+def test_pick_for_a_target_chooses_from_that_targets_own_front(two_target_run, tmp_path):
+    from search.pick import pick
+
+    row = pick([str(two_target_run), "--target", "cpu_1t", "--sort", "latency_ms", "--out", str(tmp_path)])
+    own_front = pd.read_csv(two_target_run / "pareto-cpu_1t.csv")
+    assert row["target"] == "cpu_1t" and row["latency_ms"] == own_front["latency_ms"].min()
+    assert (tmp_path / f"trial-{int(row['trial'])}.onnx").exists()
