@@ -231,7 +231,8 @@ def run_search(cfg: DictConfig) -> Path:
     search.config["workload_info"] = _workload_info(workload)
     sampler = _instantiate(cfg.sampler, "sampler")
     resuming = _open_run_dir(search)
-    cover = cover_params(search.knobs) if search.settings.cover else []
+    # only what fits in the trials asked for: an enqueued trial never asked would stay WAITING
+    cover = cover_params(search.knobs)[:search.settings.trials - 1] if search.settings.cover else []
     study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs), cover)
     search.finals.update(studies.final_figures(study))
     rerun = studies.requeue_stale(study)

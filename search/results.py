@@ -53,7 +53,8 @@ def _iso(moment) -> str | None:
 
 def trials_table(trials: Sequence[optuna.trial.FrozenTrial], finals: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
     finals = finals or {}
-    rows = [trial_row(t, finals.get(t.number)) for t in trials]
+    # WAITING: queued params (a cover trial, a re-asked draw) not yet asked for: not a trial yet
+    rows = [trial_row(t, finals.get(t.number)) for t in trials if t.state != optuna.trial.TrialState.WAITING]
     return pd.DataFrame(rows, columns=COLUMNS).astype({c: "Int64" for c in INTEGER_COLUMNS})
 
 
