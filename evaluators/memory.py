@@ -25,18 +25,23 @@ def kib(field):
         if line.startswith(field + ":"):
             return int(line.split()[1])
 
-from search.runners import make_runner  # onnxruntime and onnx only: no torch in this process
+from search.graph_split import split_model  # onnxruntime and onnx only: no torch in this process
+from search.runners import make_runner
 
-model, batch, settings, providers, calls = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+model, batch, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+providers, calls = json.loads(sys.argv[4]), int(sys.argv[5])
 providers = [tuple(p) if isinstance(p, list) else p for p in providers]  # JSON made (name, options) a list
 feed_x = np.load(batch)
+model_bytes = open(model, "rb").read()
+# a pipeline's stages are cut before the mark is reset: cutting is the build's work, not the session's
+parts = split_model(model_bytes, settings["stages"]) if settings["parallelism"] == "pipeline" else None
 try:  # reset the high-water mark to now, so import-time peaks do not count (Linux >= 4.0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 except OSError:
     pass
 before = kib("VmRSS")
-runner = make_runner(open(model, "rb").read(), settings, providers)  # every replica or stage counts
+runner = make_runner(model_bytes, settings, providers, parts)  # every replica or stage counts
 for _ in range(calls):
     runner.run(feed_x)
 runner.close()

@@ -174,8 +174,11 @@ class Dispatcher:
         target = self.search.targets[candidate.target]
         reason = target.refuses(candidate)
         if reason:  # re-asked at once, moved to what the target runs; the draw is kept as PRUNED
-            study.enqueue_trial(_within_space(target.project(trial.params), self.space))
-            studies.skip(study, trial, f"{reason}; re-asked with the nearest settings it runs")
+            moved = _within_space(target.project(trial.params), self.space)
+            if moved != trial.params:  # the same params would be refused again: leave it to the sampler
+                study.enqueue_trial(moved)
+            studies.skip(study, trial, f"{reason}; re-asked with the nearest settings it runs" if moved != trial.params
+                         else reason)
             self.skipped += 1
             return False
         # One seed for the run, not one per trial: the same settings build the same model, so
@@ -209,6 +212,20 @@ class Dispatcher:
         return self.in_flight.pop(ref)[0]
 
 
+def _runnable(cover: list[dict[str, Any]], targets: dict[str, Target]) -> list[dict[str, Any]]:
+    """Cover trials across targets: each mode on a target that runs it (the round robin may pair
+    a pipeline with a one-core target), and every target in at least one."""
+    if len(targets) < 2:
+        return cover
+    placed = []
+    for fixed in cover:
+        mode = fixed.get("parallelism", "sequential")
+        runs = [name for name, t in targets.items() if mode in t.parallelism and fixed.get("quant_bits", 32) in
+                t.precisions and (t.thread_budget > 1 or mode == "sequential")]
+        placed.append({**fixed, "target": fixed["target"] if fixed["target"] in runs or not runs else runs[0]})
+    return placed + [{"target": name} for name in targets if name not in {f["target"] for f in placed}]
+
+
 def _within_space(params: dict[str, Any], distributions: dict[str, Any]) -> dict[str, Any]:
     """The params the space holds; one it does not (the target's nearest precision was not
     declared) is left to the sampler, and a refused draw again is re-asked again."""
@@ -232,7 +249,8 @@ def run_search(cfg: DictConfig) -> Path:
     sampler = _instantiate(cfg.sampler, "sampler")
     resuming = _open_run_dir(search)
     # only what fits in the trials asked for: an enqueued trial never asked would stay WAITING
-    cover = cover_params(search.knobs)[:search.settings.trials - 1] if search.settings.cover else []
+    cover = _runnable(cover_params(search.knobs), search.targets) if search.settings.cover else []
+    cover = cover[:search.settings.trials - 1]
     study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs), cover)
     search.finals.update(studies.final_figures(study))
     rerun = studies.requeue_stale(study)

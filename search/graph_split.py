@@ -8,6 +8,7 @@ stage k+1 needs: running the stages in turn computes exactly what the whole grap
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from dataclasses import dataclass
@@ -44,16 +45,30 @@ def sort_topologically(model: onnx.ModelProto) -> None:
     and output Casts at the end of the graph.
     """
     graph = model.graph
-    ready = {init.name for init in graph.initializer} | {i.name for i in graph.input} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        runnable = [n for n in pending if all(name in ready for name in n.input)]
-        if not runnable:
-            raise NotApplicable("the graph has a cycle or reads a value nothing produces")
-        for node in runnable:
-            ready.update(node.output)
-        ordered += runnable
-        pending = [n for n in pending if all(n is not r for r in runnable)]
+    nodes = list(graph.node)
+    available = {init.name for init in graph.initializer} | {i.name for i in graph.input} | {""}
+    producer = {name: index for index, node in enumerate(nodes) for name in node.output}
+    consumers: dict[int, list[int]] = {}
+    waiting = []
+    for index, node in enumerate(nodes):
+        needs = {producer[name] for name in node.input if name not in available and name in producer}
+        if any(name not in available and name not in producer for name in node.input):
+            raise NotApplicable(f"node {node.name or node.op_type} reads a value nothing produces")
+        waiting.append(len(needs))
+        for source in needs:
+            consumers.setdefault(source, []).append(index)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)  # among runnable nodes, the earliest first: the order changes only where it must
+    ordered = []
+    while ready:
+        index = heapq.heappop(ready)
+        ordered.append(nodes[index])
+        for consumer in consumers.get(index, []):
+            waiting[consumer] -= 1
+            if waiting[consumer] == 0:
+                heapq.heappush(ready, consumer)
+    if len(ordered) != len(nodes):
+        raise NotApplicable("the graph has a cycle")
     del graph.node[:]
     graph.node.extend(ordered)
 
@@ -75,14 +90,18 @@ def cut_points(model: onnx.ModelProto) -> list[Cut]:
                 last_use[name] = index
     for output in graph.output:
         last_use[output.name] = len(graph.node)
-    live = {i.name for i in graph.input if i.name not in constant}
-    found = []
+    inputs = {i.name for i in graph.input}
+    live = inputs - constant
+    found: list[Cut] = []
     for index, node in enumerate(graph.node[:-1]):
         live.update(name for name in node.output if name and name not in constant)
         live = {name for name in live if last_use.get(name, -1) > index}
         if len(live) == 1:
             (tensor,) = live
-            if tensor in typed and tensor not in {o.name for o in graph.output}:
+            # not the input (a stage with no work), not a tensor already cut on (constant nodes
+            # in between keep it the only live value for several positions)
+            fresh = not found or found[-1].tensor != tensor
+            if tensor in typed and tensor not in inputs and fresh and tensor not in {o.name for o in graph.output}:
                 found.append(Cut(index, tensor))
     quantized = [c for c in found if graph.node[c.after].op_type == "QuantizeLinear"]
     return quantized or found

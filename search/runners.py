@@ -78,8 +78,11 @@ class PipelineRunner:
     while stage 2 works on part 1, stage 1 already works on part 2.
     """
 
-    def __init__(self, model_bytes: bytes, settings: dict[str, Any], providers: Providers) -> None:
-        self.stages = [_session(part, settings, providers) for part in split_model(model_bytes, settings["stages"])]
+    def __init__(self, model_bytes: bytes, settings: dict[str, Any], providers: Providers,
+                 parts: list[bytes] | None = None) -> None:
+        parts = parts or split_model(model_bytes, settings["stages"])
+        self.stages = [_session(part, settings, providers) for part in parts]
+        self.closed = False
         self.micro_batches = settings["micro_batches"]
         self.queues: list[queue.Queue] = [queue.Queue() for _ in range(len(self.stages) + 1)]
         self.threads = [threading.Thread(target=self._stage_loop, args=(k,), daemon=True, name=f"stage-{k}")
@@ -103,6 +106,8 @@ class PipelineRunner:
             outbox.put((index, value))
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        if self.closed:
+            raise RuntimeError("the pipeline is closed: its stage threads have stopped")
         parts = [p for p in np.array_split(x, self.micro_batches) if len(p)]
         for index, part in enumerate(parts):
             self.queues[0].put((index, part))
@@ -113,13 +118,18 @@ class PipelineRunner:
         return np.concatenate([done[i] for i in range(len(parts))])
 
     def close(self) -> None:
-        self.queues[0].put(_STOP)
+        if not self.closed:
+            self.closed = True
+            self.queues[0].put(_STOP)
         for thread in self.threads:
             thread.join()
 
 
-def make_runner(model_bytes: bytes, settings: dict[str, Any], providers: Providers) -> Runner:
-    """The runner of ``settings["parallelism"]`` (see search/session_settings.py)."""
-    kind = {"data_parallel": DataParallelRunner, "pipeline": PipelineRunner}.get(settings["parallelism"],
-                                                                                SessionRunner)
+def make_runner(model_bytes: bytes, settings: dict[str, Any], providers: Providers,
+                pipeline_parts: list[bytes] | None = None) -> Runner:
+    """The runner of ``settings["parallelism"]`` (see search/session_settings.py); a pipeline
+    takes its stage models from ``pipeline_parts`` when they were cut already."""
+    if settings["parallelism"] == "pipeline":
+        return PipelineRunner(model_bytes, settings, providers, pipeline_parts)
+    kind = DataParallelRunner if settings["parallelism"] == "data_parallel" else SessionRunner
     return kind(model_bytes, settings, providers)

@@ -149,3 +149,37 @@ def test_more_stages_than_cut_points_is_not_applicable():
     model_bytes = export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval(), torch.zeros(2, 1, 8, 8))
     with pytest.raises(NotApplicable, match="single-tensor"):
         split_model(model_bytes, 4)
+
+
+def test_cuts_are_never_on_the_input_nor_twice_on_one_tensor(data):
+    torch.manual_seed(0)
+    dynamic = quantize(export_onnx(TinyCNN().eval(), torch.from_numpy(data.train[:8])), 8, data.train, mode="dynamic")
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(dynamic))
+    sort_topologically(model)
+    tensors = [c.tensor for c in cut_points(model)]
+    assert tensors and "input" not in tensors and len(tensors) == len(set(tensors))
+
+
+def test_sorting_restores_the_order_of_a_reversed_chain_in_linear_time():
+    nodes = [onnx.helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(3000)]
+    graph = onnx.helper.make_graph(list(reversed(nodes)), "chain",
+                                   [onnx.helper.make_tensor_value_info("t0", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("t3000", onnx.TensorProto.FLOAT, [1])])
+    model = onnx.helper.make_model(graph)
+    sort_topologically(model)
+    assert [n.input[0] for n in model.graph.node] == [f"t{i}" for i in range(3000)]
+
+
+def test_a_closed_pipeline_refuses_to_run_instead_of_waiting_forever(models, data):
+    runner = PipelineRunner(models["fp32"], runtime_settings("pipeline", 2), CPU)
+    runner.close()
+    runner.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.run(data.test[:4])
+
+
+def test_the_memory_probe_runs_every_mode(models, data):
+    from evaluators.memory import peak_session_memory
+
+    for mode in PARALLELISM:
+        assert peak_session_memory(models["int8"], data.test[:8], runtime_settings(mode, 2), CPU, 2) > 0, mode

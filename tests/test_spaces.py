@@ -345,3 +345,16 @@ def test_cover_across_targets_includes_each_target():
     knobs = narrowed(TargetChoice(targets), QuantBits([32, 8]), target=widest(targets))
     assert {c["target"] for c in cover_params(knobs)} == {"a", "b"}
     assert cover_params(narrowed(PruneRate(), Distillation())) == []
+
+
+def test_cover_across_targets_puts_each_mode_on_a_target_that_runs_it():
+    from search.driver import _runnable
+
+    targets = {"cpu": Target(name="cpu", max_threads=2), "cpu_1t": Target(name="cpu_1t", max_threads=1,
+                                                                         parallelism=("sequential",))}
+    knobs = narrowed(TargetChoice(list(targets.values())), QuantBits([32, 8]), Parallelism(),
+                     target=widest(list(targets.values())))
+    placed = _runnable(cover_params(knobs), targets)
+    assert {c["parallelism"] for c in placed if "parallelism" in c} == set(KNOWN_PARALLELISM)
+    assert all(c["target"] == "cpu" for c in placed if c.get("parallelism", "sequential") != "sequential")
+    assert {c["target"] for c in placed} == {"cpu", "cpu_1t"}

@@ -348,3 +348,13 @@ def test_quantizing_leaves_the_root_log_level_as_it_was(tiny_cnn):
         assert root.level == logging.INFO
     finally:
         root.setLevel(level)
+
+
+def test_bf16_keeps_float32_range_that_fp16_would_clamp():
+    big = nn.Linear(4, 2)
+    with torch.no_grad():
+        big.weight.fill_(1e5)  # beyond fp16's 65504
+    fp32 = export_onnx(nn.Sequential(nn.Flatten(), big).eval(), torch.zeros(1, 1, 2, 2))
+    weights = [onnx.numpy_helper.to_array(i) for i in onnx.load_from_string(quantize(fp32, 16, BATCH, mode="bf16"))
+               .graph.initializer if i.data_type == onnx.TensorProto.BFLOAT16 and i.dims and i.dims[-1] == 4]
+    assert weights and np.allclose(np.asarray(weights[0], dtype=np.float32), 1e5, rtol=1e-2)

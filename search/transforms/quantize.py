@@ -82,13 +82,20 @@ def _to_bf16(model_bytes: bytes) -> bytes:
 
     The model is first raised to opset 22, where most ops take bfloat16; ops that still do
     not stay float32. ORT's fp16 converter decides which ops may change type and where casts
-    go; the result is then re-typed from float16 to bfloat16, whose 8 exponent bits keep
-    float32's range. ONNX Runtime's CPU provider has no bfloat16 kernels: targets declare it.
+    go; the result is then re-typed from float16 to bfloat16. Weights are rounded from their
+    original float32 values, so they keep float32's range (fp16 would clamp them at 65504);
+    constants inside nodes go through fp16. A model the opset converter cannot raise is
+    refused rather than left mostly float32 under a bf16 label. ONNX Runtime's CPU provider
+    has no bfloat16 kernels: targets declare it.
     """
     original = _at_least_opset(onnx.load_from_string(model_bytes), BF16_OPSET)
+    if _opset(original) < BF16_OPSET:
+        raise NotApplicable(f"bf16 needs the graph at opset {BF16_OPSET}, and ONNX's converter could not raise it")
+    float32 = {i.name: numpy_helper.to_array(i) for i in original.graph.initializer
+               if i.data_type == onnx.TensorProto.FLOAT}
     model = onnx.load_from_string(_to_fp16(original.SerializeToString(), keep_float32=_ops_without_bf16(original)))
     for init in model.graph.initializer:
-        _retype_tensor(init)
+        _retype_tensor(init, float32.get(init.name))
     for node in model.graph.node:
         for attr in node.attribute:
             if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT16:
@@ -101,10 +108,13 @@ def _to_bf16(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """The model converted up to ``opset``, or as it was if the converter cannot."""
-    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
-    if current >= opset:
+    if _opset(model) >= opset:
         return model
     from onnx import version_converter
 
@@ -130,11 +140,13 @@ def _ops_without_bf16(model: onnx.ModelProto) -> list[str]:
     return sorted(blocked)
 
 
-def _retype_tensor(tensor: onnx.TensorProto) -> None:
-    """A float16 tensor rewritten in place as bfloat16 (round to nearest even)."""
+def _retype_tensor(tensor: onnx.TensorProto, float32: np.ndarray | None = None) -> None:
+    """A float16 tensor rewritten in place as bfloat16 (round to nearest even), from its
+    float32 values where they are known."""
     if tensor.data_type != onnx.TensorProto.FLOAT16:
         return
-    bits = numpy_helper.to_array(tensor).astype(np.float32).view(np.uint32)
+    values = numpy_helper.to_array(tensor).astype(np.float32) if float32 is None else float32.astype(np.float32)
+    bits = np.ascontiguousarray(values).view(np.uint32)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     tensor.ClearField("float_data")
     tensor.ClearField("int32_data")
