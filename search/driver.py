@@ -177,8 +177,8 @@ class Dispatcher:
             moved = _within_space(target.project(trial.params), self.space)
             if moved != trial.params:  # the same params would be refused again: leave it to the sampler
                 study.enqueue_trial(moved)
-            studies.skip(study, trial, f"{reason}; re-asked with the nearest settings it runs" if moved != trial.params
-                         else reason)
+                reason += "; re-asked with the nearest settings it runs"
+            studies.skip(study, trial, reason)
             self.skipped += 1
             return False
         # One seed for the run, not one per trial: the same settings build the same model, so
@@ -219,9 +219,7 @@ def _runnable(cover: list[dict[str, Any]], targets: dict[str, Target]) -> list[d
         return cover
     placed = []
     for fixed in cover:
-        mode = fixed.get("parallelism", "sequential")
-        runs = [name for name, t in targets.items() if mode in t.parallelism and fixed.get("quant_bits", 32) in
-                t.precisions and (t.thread_budget > 1 or mode == "sequential")]
+        runs = [name for name, t in targets.items() if t.project(fixed) == fixed]  # nothing to move: it runs there
         placed.append({**fixed, "target": fixed["target"] if fixed["target"] in runs or not runs else runs[0]})
     return placed + [{"target": name} for name in targets if name not in {f["target"] for f in placed}]
 

@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 import onnx
-from onnx import numpy_helper
 
 from search.errors import NotApplicable
 
@@ -90,7 +89,7 @@ def cut_points(model: onnx.ModelProto) -> list[Cut]:
                 last_use[name] = index
     for output in graph.output:
         last_use[output.name] = len(graph.node)
-    inputs = {i.name for i in graph.input}
+    inputs, outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
     live = inputs - constant
     found: list[Cut] = []
     for index, node in enumerate(graph.node[:-1]):
@@ -101,7 +100,7 @@ def cut_points(model: onnx.ModelProto) -> list[Cut]:
             # not the input (a stage with no work), not a tensor already cut on (constant nodes
             # in between keep it the only live value for several positions)
             fresh = not found or found[-1].tensor != tensor
-            if tensor in typed and tensor not in inputs and fresh and tensor not in {o.name for o in graph.output}:
+            if tensor in typed and fresh and tensor not in inputs | outputs:
                 found.append(Cut(index, tensor))
     quantized = [c for c in found if graph.node[c.after].op_type == "QuantizeLinear"]
     return quantized or found
@@ -120,7 +119,7 @@ def node_costs(model: onnx.ModelProto) -> list[float]:
     """Work per node, estimated: multiply-adds for convolutions and matrix products, else output elements."""
     graph = model.graph
     values = {v.name: v for v in (*graph.value_info, *graph.input, *graph.output)}
-    weights = {init.name: numpy_helper.to_array(init).shape for init in graph.initializer}
+    weights = {init.name: tuple(init.dims) for init in graph.initializer}
     costs = []
     for node in graph.node:
         out = _elements(values, node.output[0]) if node.output else 1

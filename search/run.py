@@ -32,9 +32,6 @@ class Search:
     meter_note: str = ""  # which energy meter runs, said once at start
     targets: dict[str, Target] = field(default_factory=dict)  # every target of the study, by name; target is the first
 
-    def target_of(self, candidate: dict[str, Any]) -> Target:
-        return self.targets.get(candidate["target"], self.target)
-
     def target_config(self, name: str) -> dict[str, Any]:
         return self.config["target_configs"].get(name, self.config["target"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -155,6 +156,7 @@ def widest(targets: Sequence[Target]) -> Target:
                   max_threads=max(t.thread_budget for t in targets))
 
 
+@functools.cache  # once per process: every runner of a trial asks
 def load_provider_libraries(provider: str) -> None:
     """onnxruntime-gpu finds CUDA and cuDNN from the nvidia-* pip packages (or torch's) only once
     told to; a provider that cannot load them would fall back to the CPU."""

@@ -127,7 +127,7 @@ def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def _ops_without_bf16(model: onnx.ModelProto) -> list[str]:
     """Ops whose ONNX schema, at the model's opset, does not take bfloat16 (Conv before opset 22):
     they stay float32, with casts around them."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    opset = _opset(model) or 17
     blocked = set()
     for op in {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")}:
         schema = onnx.defs.get_schema(op, opset, "")
