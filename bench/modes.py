@@ -21,9 +21,9 @@ import torch
 
 from evaluators import Built, Energy, Latency
 from search.candidate import Candidate
-from search.session_settings import PARALLELISM
-from search.target import Target
-from search.worker import build_candidate
+from search.runtime.session_settings import PARALLELISM
+from search.runtime.target import Target
+from search.run.worker import build_candidate
 from search.workloads import digits
 
 MODELS = {"baseline": {}, "small": {"prune_rate": 0.5, "prune_round_to": 8, "distill_temperature": 4.0,

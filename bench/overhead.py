@@ -21,11 +21,11 @@ import ray
 from hydra.utils import instantiate
 
 from search import study as studies
-from search.cluster import start_ray, stop_ray
+from search.run.cluster import start_ray, stop_ray
 from search.config import compose_config
-from search.driver import Dispatcher, _loop, _workload_info, prepare
-from search.interrupt import StopRequest
-from search.progress import Progress
+from search.run.driver import Dispatcher, _loop, _workload_info, prepare
+from search.run.interrupt import StopRequest
+from search.results.progress import Progress
 from search.workloads import digits
 from spaces import baseline_params
 

@@ -22,8 +22,8 @@ import torch
 
 from evaluators import Accuracy, Built, Latency
 from search.candidate import Candidate
-from search.target import Target
-from search.worker import build_candidate
+from search.runtime.target import Target
+from search.run.worker import build_candidate
 from search.workloads import digits
 
 torch.set_num_threads(1)

@@ -11,8 +11,8 @@ import numpy as np
 
 from search.candidate import Candidate
 from search.errors import ConfigError
-from search.runners import Runner
-from search.target import Target
+from search.runtime.runners import Runner
+from search.runtime.target import Target
 from search.workloads._base import Split
 
 DIRECTIONS = ("maximize", "minimize")

@@ -10,8 +10,8 @@ import numpy as np
 from evaluators._base import Built, Evaluator, check_noise_floor
 from evaluators.meters import EstimateMeter, Meter, NvmlMeter, RaplMeter, rapl_domains
 from search.errors import ConfigError
-from search.runners import Runner
-from search.target import Target
+from search.runtime.runners import Runner
+from search.runtime.target import Target
 
 
 def choose_meter(target: Target) -> Meter:

@@ -25,8 +25,8 @@ def kib(field):
         if line.startswith(field + ":"):
             return int(line.split()[1])
 
-from search.graph_split import split_model  # onnxruntime and onnx only: no torch in this process
-from search.runners import make_runner
+from search.runtime.graph_split import split_model  # onnxruntime and onnx only: no torch in this process
+from search.runtime.runners import make_runner
 
 model, batch, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 providers, calls = json.loads(sys.argv[4]), int(sys.argv[5])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from search.candidate import Candidate
-from search.runners import Runner, make_runner
-from search.target import Target, load_provider_libraries
+from search.runtime.runners import Runner, make_runner
+from search.runtime.target import Target, load_provider_libraries
 
 
 def runner_for(model_bytes: bytes, target: Target, candidate: Candidate) -> Runner:

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0
     from search.config import compose_config
-    from search.driver import run_search
+    from search.run.driver import run_search
 
     try:
         run_dir = run_search(compose_config(args))

@@ -58,6 +58,6 @@ class Candidate:
     @property
     def runtime(self) -> dict[str, Any]:
         """The ONNX Runtime settings it runs under (plain data: the card and the memory probe read it)."""
-        from search.session_settings import runtime_settings
+        from search.runtime.session_settings import runtime_settings
 
         return runtime_settings(self.parallelism, self.threads, self.micro_batches)

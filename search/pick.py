@@ -88,8 +88,8 @@ def copy_model(run: Path, row: pd.Series, out: Path) -> None:
             shutil.copy2(source, out / source.name)
         print(f"copied trial-{trial}.onnx and trial-{trial}.json to {out}")
         return
-    from search.rebuild import rebuild
-    from search.results import model_card
+    from search.run.rebuild import rebuild
+    from search.results.tables import model_card
 
     print(f"trial {trial} was not kept (not on the front); rebuilding it from its parameters ...", flush=True)
     rebuilt = rebuild(run, trial)

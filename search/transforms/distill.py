@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from search.training import train_classifier
+from search.transforms.training import train_classifier
 from search.workloads._base import Workload
 
 

@@ -14,7 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from search.errors import NotApplicable
-from search.graph_split import sort_topologically
+from search.runtime.graph_split import sort_topologically
 from search.transforms.export import INPUT_NAME
 
 SUPPORTED_BITS = (32, 16, 8, 4)

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from search.training import train_classifier
+from search.transforms.training import train_classifier
 from search.workloads._base import Split, Workload
 
 ARCH_VERSION = "digits-cnn-v1"  # bump when DigitsCNN changes, so old cached weights are not loaded into it

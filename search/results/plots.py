@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from search.files import write_atomically  # noqa: E402
-from search.pareto import Intervals  # noqa: E402
+from search.results.pareto import Intervals  # noqa: E402
 
 UNITS = {"accuracy": "accuracy (test split)", "latency_ms": "latency p50 (ms / batch)",
          "size_bytes": "model size (KB)", "throughput_ips": "throughput (inputs/s)"}

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from evaluators import Accuracy, Built
 from search.candidate import Candidate
 from search.study import load_run_study
-from search.target import Target
-from search.worker import build_candidate
+from search.runtime.target import Target
+from search.run.worker import build_candidate
 from search.workloads import check_workload
 
 

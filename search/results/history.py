@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from optuna._hypervolume import compute_hypervolume  # private, but Optuna is pinned < 6; tests exercise it
 
-from search.pareto import pareto_mask
+from search.results.pareto import pareto_mask
 
 REFERENCE = 1.1  # the reference point, per objective, in the normalized space below
 

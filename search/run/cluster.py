@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import ray
 
 from search.errors import ConfigError
-from search.target import Target
+from search.runtime.target import Target
 
 
 def cluster_address(cluster: dict[str, Any]) -> str | None:

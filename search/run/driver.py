@@ -17,18 +17,18 @@ from omegaconf import DictConfig, OmegaConf
 from evaluators import Evaluator, objectives
 from evaluators.energy import choose_meter
 from search import study as studies
-from search.cluster import check_reachable, cluster_address, start_ray, stop_ray, task_result
+from search.run.cluster import check_reachable, cluster_address, start_ray, stop_ray, task_result
 from search.config import Settings, target_configs, to_container
 from search.errors import ConfigError
 from search.files import write_text
-from search.interrupt import StopRequest
-from search.quiet_phase import quiet_phase
-from search.run import Search, say, update_run_folder
-from search.report import render
-from search.progress import Progress
-from search.target import Target, widest
+from search.run.interrupt import StopRequest
+from search.run.retime import retime_front
+from search.run.state import Search, say, update_run_folder
+from search.results.render import render
+from search.results.progress import Progress
+from search.runtime.target import Target, widest
 from search.transforms.export import INPUT_NAME, OUTPUT_NAME
-from search.worker import run_trial
+from search.run.worker import run_trial
 from search.workloads import Workload, check_exportable, check_workload
 from search.workloads._base import predict_classes
 from spaces import TargetChoice, baseline_params, cover_params, space, suggest_candidate
@@ -169,7 +169,7 @@ class Dispatcher:
     def submit(self, study: optuna.Study) -> bool:
         """Ask for a candidate and dispatch it; False when its target cannot run it (kept, as PRUNED)."""
         trial = study.ask(fixed_distributions=self.space)
-        candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
+        candidate = suggest_candidate(self.search.knobs, trial, self.search.runtime.target, self.search.settings.batch_size)
         trial.set_user_attr("candidate", candidate.to_dict())
         target = self.search.targets[candidate.target]
         reason = target.refuses(candidate)
@@ -267,7 +267,7 @@ def run_search(cfg: DictConfig) -> Path:
                 _loop(search, study, dispatcher, progress, stop)
                 progress.finish()
                 if search.settings.remeasure and not stop.requested:
-                    quiet_phase(search, study, dispatcher, stop)
+                    retime_front(search, study, dispatcher, stop)
         except KeyboardInterrupt:
             stop.requested = True
         finally:

@@ -16,8 +16,8 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from search.files import write_atomically
-from search.plots import axis_label, panel_grid, plotted_values
-from search.results import CANDIDATE_COLUMNS
+from search.results.plots import axis_label, panel_grid, plotted_values
+from search.results.tables import CANDIDATE_COLUMNS
 
 HOVER_METRICS = ["accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "throughput_ips", "energy_mj",
                  "energy_source", "size_bytes", "peak_memory_bytes", "final"]

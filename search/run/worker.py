@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from evaluators._base import Built, Evaluator
-from evaluators.quiet import building, measuring_alone
-from search.cache import STAGES, stage_key
+from search.runtime.node_lock import building, measuring_alone
+from search.run.cache import STAGES, stage_key
 from search.candidate import Candidate
 from search.errors import NotApplicable
-from search.target import Target
+from search.runtime.target import Target
 from search.transforms import check_onnx, distill, export_onnx, prune, quantize
 from search.transforms.prune import removed_share
 from search.workloads._base import Workload

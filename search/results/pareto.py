@@ -7,7 +7,7 @@ overlap or lie lower) and clearly better on at least one (exact: <; intervals: d
 A faster-looking time inside the other's noise therefore never knocks a model off the front.
 
 An interval from one measurement understates how much a second measurement of the same
-model moves (bench/quiet.py: the p50's run-to-run CV is about twice its CI half-width), so
+model moves (bench/timing_isolation.py: the p50's run-to-run CV is about twice its CI half-width), so
 each interval is widened to at least +-``floor`` of the value (the evaluator's noise_floor).
 """
 

@@ -1,6 +1,6 @@
 """Is a latency figure taken during a search as true as one taken on an idle machine?
 
-    python bench/quiet.py [--measurements 15] [--model baseline|small] [--threads 1|2]
+    python bench/timing_isolation.py [--measurements 15] [--model baseline|small] [--threads 1|2]
 
 Times the same model (the fp32 digits CNN, or a pruned one with --model small) with the
 search's own Latency evaluator: (a) on an idle machine, (b) while a 2-worker search runs
@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from evaluators import Built, Latency
-from evaluators.quiet import measuring_alone
+from search.runtime.node_lock import measuring_alone
 from search.candidate import Candidate
-from search.target import Target
-from search.worker import build_candidate
+from search.runtime.target import Target
+from search.run.worker import build_candidate
 from search.workloads import digits
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,8 +12,8 @@ from optuna.trial import FrozenTrial
 from evaluators import Evaluator
 from evaluators._base import noise_intervals
 from search.config import Settings
-from search.results import front_members, pareto_table, sync_models, target_fronts, trials_table, write_tables
-from search.target import Target
+from search.results.tables import front_members, pareto_table, sync_models, target_fronts, trials_table, write_tables
+from search.runtime.target import Target
 from spaces import Knob
 
 

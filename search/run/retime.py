@@ -8,18 +8,18 @@ import optuna
 import ray
 
 from search import study as studies
-from search.cluster import task_result
-from search.interrupt import StopRequest
-from search.run import Search, say, update_run_folder
-from search.worker import remeasure_trial
+from search.run.cluster import task_result
+from search.run.interrupt import StopRequest
+from search.run.state import Search, say, update_run_folder
+from search.run.worker import remeasure_trial
 
 if TYPE_CHECKING:
-    from search.driver import Dispatcher
+    from search.run.driver import Dispatcher
 
 QUIET_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow re-time newcomers
 
 
-def quiet_phase(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest) -> None:
+def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest) -> None:
     """Re-time every Pareto member with its node to itself, until the front is all final.
 
     New figures can reshape the front, so this repeats for members not yet re-timed; one

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from search.graph_split import split_model
-from search.session_settings import session_options
+from search.runtime.graph_split import split_model
+from search.runtime.session_settings import session_options
 
 Providers = list[Any]  # ONNX Runtime's providers argument: names or (name, options) pairs
 

@@ -11,8 +11,8 @@ import optuna
 import pandas as pd
 
 from search.files import write_atomically, write_bytes, write_text
-from search.pareto import Intervals, pareto_mask
-from search.session_settings import runtime_settings
+from search.results.pareto import Intervals, pareto_mask
+from search.runtime.session_settings import runtime_settings
 from search.study import OUTCOME
 
 CANDIDATE_COLUMNS = ["target", "quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
