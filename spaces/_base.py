@@ -12,7 +12,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from search.candidate import Candidate
 from search.errors import ConfigError
-from search.target import Target
+from search.runtime.target import Target
 
 
 class Knob(abc.ABC):

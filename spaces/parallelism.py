@@ -9,8 +9,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from search.errors import ConfigError
-from search.session_settings import DEFAULT_MICRO_BATCHES
-from search.target import KNOWN_PARALLELISM, Target
+from search.runtime.session_settings import DEFAULT_MICRO_BATCHES
+from search.runtime.target import KNOWN_PARALLELISM, Target
 from spaces._base import Knob, check_choices, with_baseline
 
 

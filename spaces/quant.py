@@ -9,7 +9,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from search.errors import ConfigError
-from search.target import KNOWN_HALF, KNOWN_PRECISIONS, Target
+from search.runtime.target import KNOWN_HALF, KNOWN_PRECISIONS, Target
 from search.transforms.quantize import INT8_MODES
 from spaces._base import Knob, check_choices, with_baseline
 

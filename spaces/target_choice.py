@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from search.target import Target
+from search.runtime.target import Target
 from spaces._base import Knob
 
 

@@ -14,13 +14,13 @@ import torch
 from evaluators import Accuracy, Built, Energy, Latency, PeakMemory, Size, objectives
 from evaluators.energy import choose_meter
 from evaluators.memory import peak_session_memory
-from search.session_settings import runtime_settings
+from search.runtime.session_settings import runtime_settings
 from evaluators.meters import EstimateMeter, PowerSampler, RaplMeter, counter_delta, integrate_power, rapl_domains
 from evaluators.spread import median_ci, relative_half_width
-from evaluators.quiet import building, measuring_alone
+from search.runtime.node_lock import building, measuring_alone
 from search.candidate import Candidate
 from search.errors import ConfigError
-from search.target import Target
+from search.runtime.target import Target
 from search.transforms import export_onnx
 
 CPU = Target(name="cpu")

@@ -22,9 +22,9 @@ def test_gpu_search_measures_on_cuda_with_nvml(tmp_path, teacher_cache):
 
 def test_cuda_runs_every_precision_the_gpu_target_declares_like_the_cpu(digits_workload):
     from search.config import compose_config
-    from search.runners import SessionRunner
-    from search.session_settings import runtime_settings
-    from search.target import Target, load_provider_libraries
+    from search.runtime.runners import SessionRunner
+    from search.runtime.session_settings import runtime_settings
+    from search.runtime.target import Target, load_provider_libraries
     from search.transforms import export_onnx, quantize
 
     target = Target.from_config(dict(compose_config(["+target=gpu"]).target))

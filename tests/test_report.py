@@ -9,9 +9,9 @@ import optuna
 import pandas as pd
 import pytest
 
-from search.history import hypervolume_history
-from search.html import pareto_figure
-from search.report import importances
+from search.results.history import hypervolume_history
+from search.results.html import pareto_figure
+from search.results.render import importances
 from search.report import main as report_main
 
 TWO = [("accuracy", "maximize"), ("latency_ms", "minimize")]

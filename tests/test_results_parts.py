@@ -10,13 +10,13 @@ import pytest
 import optuna
 
 from evaluators import Accuracy, Latency, Size
-from search.cache import StageCache, stage_key
+from search.run.cache import StageCache, stage_key
 from search.files import write_atomically, write_bytes, write_text
-from search.pareto import pareto_mask
+from search.results.pareto import pareto_mask
 from search.candidate import Candidate
-from search.results import trials_table
-from search.target import Target
-from search.worker import TrialResult, build_candidate, remeasure_trial, run_trial
+from search.results.tables import trials_table
+from search.runtime.target import Target
+from search.run.worker import TrialResult, build_candidate, remeasure_trial, run_trial
 from search.workloads import Workload
 from search.workloads._base import Split
 

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from search.errors import NotApplicable
-from search.graph_split import cut_points, sort_topologically, split_model
-from search.runners import DataParallelRunner, PipelineRunner, SessionRunner, make_runner
-from search.session_settings import PARALLELISM, runtime_settings
+from search.runtime.graph_split import cut_points, sort_topologically, split_model
+from search.runtime.runners import DataParallelRunner, PipelineRunner, SessionRunner, make_runner
+from search.runtime.session_settings import PARALLELISM, runtime_settings
 from search.transforms import export_onnx, quantize
 
 from tests.conftest import TinyCNN
