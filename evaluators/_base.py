@@ -11,6 +11,7 @@ import numpy as np
 
 from search.candidate import Candidate
 from search.errors import ConfigError
+from search.schema import Column
 from search.runtime.runners import Runner
 from search.runtime.target import Target
 from search.workloads._base import Split
@@ -51,21 +52,24 @@ class Built:
 
 
 class Evaluator(abc.ABC):
-    """Measures one thing of a built candidate.
+    """Measures one thing of a built candidate, and declares what it fills.
 
     Attributes:
         name: the evaluator's name in config.
+        columns: every column ``measure`` returns, with units and labels (the first is usually
+            ``metric``); trials.csv, pareto.csv, the plots, the page, the card and pick show them.
         metric: the column its objective value comes from.
         direction: ``maximize`` or ``minimize``.
         objective: whether the study optimizes ``metric`` (else it is only recorded).
         timed: whether the figure depends on what else runs on the node: timed evaluators run
-            with the node to themselves, and are run again on the front in the quiet phase.
+            with the node to themselves, and are run again on the front in the re-timing phase.
         interval: the columns holding a confidence interval of ``metric``, if it has one; the
             front treats values whose intervals overlap as ties.
         noise_floor: the front widens the interval to at least +- this fraction of the value.
     """
 
     name: str = ""
+    columns: tuple[Column, ...] = ()
     metric: str = ""
     direction: str = "minimize"
     timed: bool = False
@@ -78,6 +82,18 @@ class Evaluator(abc.ABC):
     @abc.abstractmethod
     def measure(self, built: Built) -> dict[str, Any]:
         """Return the columns this evaluator fills, including ``metric``."""
+
+    def card_note(self, row: dict[str, Any], target: dict[str, Any]) -> str:
+        """How ``row``'s figure was measured, for the model card (``target``: its target's config)."""
+        return ""
+
+    def start_note(self, targets: Sequence[Target], on_cluster: bool) -> str:
+        """Said once when the run starts (which meter runs); may refuse the run with a ConfigError."""
+        return ""
+
+    def declared_columns(self) -> tuple[Column, ...]:
+        """``columns``, or just ``metric`` for an evaluator that declares none."""
+        return self.columns or (Column(self.metric),)
 
 
 def noise_intervals(evaluators: Sequence[Evaluator]) -> dict[str, tuple[str, str, float]]:

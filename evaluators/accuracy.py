@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from evaluators._base import Built, Evaluator
+from search.schema import Column
 
 
 def predict(built: Built) -> np.ndarray:
@@ -23,7 +24,11 @@ class Accuracy(Evaluator):
     name = "accuracy"
     metric = "accuracy"
     direction = "maximize"
+    columns = (Column("accuracy", unit="", label="accuracy (test split)", doc="top-1 on the held-out test split"),)
 
     def measure(self, built: Built) -> dict[str, Any]:
         predictions = predict(built).argmax(axis=1)
         return {"accuracy": float((predictions == built.test.y).mean())}
+
+    def card_note(self, row: dict[str, Any], target: dict[str, Any]) -> str:
+        return "top-1 on the workload's held-out test split, through this ONNX model"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from evaluators._base import Built, Evaluator, check_noise_floor
 from evaluators.meters import EstimateMeter, Meter, NvmlMeter, RaplMeter, rapl_domains
 from search.errors import ConfigError
+from search.schema import Column
 from search.runtime.runners import Runner
 from search.runtime.target import Target
 
@@ -45,6 +47,13 @@ class Energy(Evaluator):
     direction = "minimize"
     timed = True
     interval = ("energy_ci_low_mj", "energy_ci_high_mj")
+    columns = (
+        Column("energy_mj", unit="mJ / input", label="energy", label_from="energy_source",
+               doc="energy per input: the median of the metered parts of the run"),
+        Column("energy_ci_low_mj", unit="mJ", doc="lowest part: low end of a ~94 % interval for that median"),
+        Column("energy_ci_high_mj", unit="mJ", doc="highest part"),
+        Column("energy_source", kind="str", doc="rapl, nvml or nvml-power (measured), or estimate"),
+    )
 
     def __init__(self, window_s: float = 0.5, windows: int = 5, noise_floor: float = 0.02,
                  objective: bool = True) -> None:
@@ -71,3 +80,19 @@ class Energy(Evaluator):
             runner.run(batch)
             calls += 1
         return meter.stop() * 1e3 / (calls * len(batch))
+
+    def card_note(self, row: dict[str, Any], target: dict[str, Any]) -> str:
+        if row.get("energy_source") == "estimate":
+            return (f"ESTIMATE, not a measurement: process CPU seconds x {target.get('watts_per_core')} W per core "
+                    f"+ {target.get('idle_watts')} W x wall time, per input")
+        return (f"measured by {row.get('energy_source')} counters over a window of calls, per input "
+                "(rapl counts the whole CPU package)")
+
+    def start_note(self, targets: Sequence[Target], on_cluster: bool) -> str:
+        """Which meter runs: decided here for a local run, so a meter the machine lacks is refused before any trial."""
+        if on_cluster:
+            return "energy: each worker uses what its machine exposes (nvml, rapl or the estimate); every row names it"
+        notes = {t.name: choose_meter(t).describe() for t in targets}
+        if len(set(notes.values())) == 1:
+            return f"energy: {next(iter(notes.values()))}"
+        return "\n".join(f"energy on {name}: {note}" for name, note in notes.items())

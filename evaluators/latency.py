@@ -10,6 +10,7 @@ import numpy as np
 from evaluators._base import Built, Evaluator, check_noise_floor
 from evaluators.spread import median_ci, relative_half_width
 from search.errors import ConfigError
+from search.schema import Column
 
 CHUNK = 10  # timed calls between two looks at the interval: checking is cheap, but not free
 
@@ -58,6 +59,16 @@ class Latency(Evaluator):
     direction = "minimize"
     timed = True
     interval = ("latency_ci_low_ms", "latency_ci_high_ms")
+    columns = (
+        Column("latency_ms", unit="ms / batch", label="latency p50", per_batch=True,
+               doc="p50 wall time of one call on batch_size inputs"),
+        Column("latency_ci_low_ms", unit="ms", doc="low end of the ~95 % interval of that p50"),
+        Column("latency_ci_high_ms", unit="ms", doc="high end of that interval"),
+        Column("latency_p95_ms", unit="ms", label="latency p95", doc="p95 of the same calls"),
+        Column("latency_cv", doc="standard deviation / mean of the timed calls"),
+        Column("latency_repeats", kind="int", doc="timed calls after warm-up"),
+        Column("throughput_ips", unit="inputs/s", label="throughput", doc="batch_size / latency p50"),
+    )
 
     def __init__(
         self, warmup: int = 20, min_repeats: int = 50, max_repeats: int = 2000, budget_s: float = 1.0,
@@ -86,3 +97,11 @@ class Latency(Evaluator):
             "latency_repeats": int(len(times)),
             "throughput_ips": built.candidate.batch_size / p50,
         }
+
+    def card_note(self, row: dict[str, Any], target: dict[str, Any]) -> str:
+        return (f"p50 (with a distribution-free ~95 % interval) and p95 of timed calls on a batch of "
+                f"{row.get('batch_size')} after {self.warmup} warm-up calls, repeated until the interval was within "
+                f"+-{self.ci_rel} of the p50 or {self.budget_s} s passed, on node {row.get('node')} with no other trial "
+                "building or measuring there"
+                + ("; re-measured in the re-timing phase after the search" if row.get("final")
+                   else "; measured during the search (not re-measured)"))

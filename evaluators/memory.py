@@ -13,6 +13,7 @@ import numpy as np
 
 from evaluators._base import Built, Evaluator
 from search.errors import ConfigError
+from search.schema import Column
 
 # Runs in a fresh interpreter: the worker's own heap (torch, the workload, other sessions)
 # would hide a session's memory, and a peak cannot be reset inside one process.
@@ -74,6 +75,8 @@ class PeakMemory(Evaluator):
     name = "memory"
     metric = "peak_memory_bytes"
     direction = "minimize"
+    columns = (Column("peak_memory_bytes", kind="int", unit="bytes", label="peak session memory", plot_scale=1024 ** 2,
+                      doc="resident memory a fresh process gains from loading the model and running 3 calls"),)
 
     def __init__(self, calls: int = 3, objective: bool = False) -> None:
         super().__init__(objective)
@@ -83,5 +86,9 @@ class PeakMemory(Evaluator):
 
     def measure(self, built: Built) -> dict[str, Any]:
         peak = peak_session_memory(built.model_bytes, built.batch(), built.candidate.runtime,
-                                   built.target.providers(built.candidate.quant_bits), self.calls)
+                                   built.target.providers(built.candidate.get("quant_bits")), self.calls)
         return {"peak_memory_bytes": peak}
+
+    def card_note(self, row: dict[str, Any], target: dict[str, Any]) -> str:
+        return (f"peak resident memory a fresh process gained from creating the session(s) through {self.calls} calls "
+                "(CPU memory; every replica or stage counts)")

@@ -9,4 +9,4 @@ from search.runtime.target import Target, load_provider_libraries
 
 def runner_for(model_bytes: bytes, target: Target, candidate: Candidate) -> Runner:
     load_provider_libraries(target.provider)
-    return make_runner(model_bytes, candidate.runtime, target.providers(candidate.quant_bits))
+    return make_runner(model_bytes, candidate.runtime, target.providers(candidate.get("quant_bits")))

@@ -13,40 +13,50 @@ USAGE = """usage: python -m search [key=value ...] [+target=NAME]
 
 
 def summary(run_dir) -> str:
+    """The front, and each objective's best against the baseline, in the columns the run's plugins declare."""
     import pandas as pd
+    from omegaconf import OmegaConf
 
+    from search.plugins import plugins_from_config
+
+    schema = plugins_from_config(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)).schema
     front = pd.read_csv(run_dir / "pareto.csv")
     table = pd.read_csv(run_dir / "trials.csv")
     base = table[table["baseline"] & (table["state"] == "COMPLETE")]
-    varied = [c for c in ("target", "batch_size") if table[c].nunique() > 1]
-    cols = ["trial", *varied[:1], "quant_bits", "quant_mode", "prune_rate", "distill_temperature", "parallelism",
-            "threads", *varied[1:], "accuracy", "latency_ms", "energy_mj", "size_bytes"]
+    varied = [f for f in schema.field_names if table[f].nunique() > 1]
+    metrics = [m for m, _ in schema.objectives]
+    first, direction = schema.objectives[0]
     lines = [f"\nPareto front ({len(front)} of {int((table['state'] == 'COMPLETE').sum())} completed trials):",
-             front[cols].sort_values("latency_ms").to_string(index=False)]
+             front[["trial", *varied, *metrics]].sort_values(first, ascending=direction == "minimize")
+             .to_string(index=False)]
     lines += [f"front on target {path.stem.split('-', 1)[1]}: {len(pd.read_csv(path))} member(s), {path.name}"
               for path in sorted(run_dir.glob("pareto-*.csv"))]
-    if len(base):
-        lines.append(_versus_baseline(base.iloc[0], front))
+    if len(base) and len(front):
+        lines.append(_versus_baseline(base.iloc[0], front, schema))
     lines.append(f"results: {run_dir}/  (pareto.png, pareto.html, history.png, importance.png, trials.csv, models/)")
-    lines.append(f"pick one: python -m search.pick {run_dir} --min-accuracy 0.97 --sort latency_ms")
+    sort = next((m for m, d in schema.objectives if d == "minimize"), first)
+    lines.append(f"pick one: python -m search.pick {run_dir} --sort {sort}")
     return "\n".join(lines)
 
 
-def _versus_baseline(b, front) -> str:
-    """Ratios against the fp32 baseline; latency only at the baseline's batch size (a call on
-    fewer inputs is sooner, not faster), throughput across batch sizes."""
-    same_batch = front[front["batch_size"] == b["batch_size"]]
-    smallest = front.loc[front["size_bytes"].idxmin()]
+def _versus_baseline(b, front, schema) -> str:
+    """Each minimized objective's best member against the fp32 baseline, with the first maximized
+    objective beside it. A figure per call (latency) is compared at the baseline's batch size only:
+    a call on fewer inputs is sooner, not faster."""
+    quality = next((m for m, d in schema.objectives if d == "maximize"), None)
     parts = []
-    if len(same_batch):
-        fastest = same_batch.loc[same_batch["latency_ms"].idxmin()]
-        parts.append(f"fastest {b['latency_ms'] / fastest['latency_ms']:.2f}x faster at batch {int(b['batch_size'])} "
-                     f"(trial {int(fastest['trial'])}, accuracy {fastest['accuracy']:.4f} vs {b['accuracy']:.4f})")
-    if front["batch_size"].nunique() > 1:
-        busiest = front.loc[front["throughput_ips"].idxmax()]
-        parts.append(f"most throughput {busiest['throughput_ips'] / b['throughput_ips']:.2f}x "
-                     f"(trial {int(busiest['trial'])}, batch {int(busiest['batch_size'])})")
-    parts.append(f"smallest {b['size_bytes'] / smallest['size_bytes']:.1f}x smaller (accuracy {smallest['accuracy']:.4f})")
+    for metric, direction in schema.objectives:
+        if direction != "minimize":
+            continue
+        column = schema.column(metric)
+        rows = front[front["batch_size"] == b["batch_size"]] if column is not None and column.per_batch else front
+        rows = rows.dropna(subset=[metric])
+        if rows.empty or not b[metric]:
+            continue
+        best = rows.loc[rows[metric].idxmin()]
+        extra = f", {quality} {best[quality]:.4f} vs {b[quality]:.4f}" if quality else ""
+        at_batch = f" at batch {int(b['batch_size'])}" if column is not None and column.per_batch else ""
+        parts.append(f"{metric} {b[metric] / best[metric]:.2f}x lower{at_batch} (trial {int(best['trial'])}{extra})")
     return f"vs fp32 baseline (trial {int(b['trial'])}): " + "; ".join(parts)
 
 

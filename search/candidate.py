@@ -1,63 +1,85 @@
-"""The candidate a trial builds: one value per knob, plain data that crosses the Ray boundary."""
+"""The candidate a trial builds: the fields the configured knobs declare, plain data across the Ray boundary."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+CORE_FIELDS = ("target", "batch_size")  # every candidate has them, whatever knobs are configured
+RUNTIME_KEY = "runtime"  # the ONNX Runtime settings the knobs composed, stored with the fields
 
-@dataclass(frozen=True)
+
+class UnknownField(ValueError):
+    """A candidate field no configured knob declares: an error, never silently dropped."""
+
+
 class Candidate:
-    """What to build and how to run it.
+    """What to build and how to run it: one value per declared field, read as attributes.
 
-    Attributes:
-        target: name of the hardware target the candidate is measured on.
-        quant_bits: 32 (fp32), 16 (fp16), 8 (int8) or 4 (int4 weight-only).
-        quant_mode: how 8 bits are reached (static QDQ calibrated by ``minmax``, ``entropy`` or
-            ``percentile``, or ``dynamic``) or which 16-bit float (``fp16``, ``bf16``); None
-            for 32 and 4 bits.
-        prune_rate: fraction of channels removed from every prunable layer.
-        prune_round_to: remaining channels are a multiple of this (None when nothing was pruned).
-        distill_temperature: distillation temperature; 0 is plain fine-tuning on labels,
-            None when nothing was pruned and so nothing was fine-tuned.
-        distill_alpha: weight of the teacher's soft targets in the loss (None as above).
-        parallelism: runtime mode: ``sequential``, ``intra_op``, ``inter_op``, ``data_parallel``
-            or ``pipeline`` (see search/session_settings.py).
-        threads: the mode's degree, which is also the cores it keeps busy: threads inside
-            operators (intra_op), threads running graph branches (inter_op), replicas
-            (data_parallel) or stages (pipeline); 1 for ``sequential``.
-        batch_size: inputs per inference call.
-        micro_batches: parts a batch is split into as it flows through the pipeline's stages
-            (None for other modes).
+    ``target`` and ``batch_size`` are always there; every other field is a knob's (the
+    default space: quant_bits, quant_mode, prune_rate, prune_round_to, distill_temperature,
+    distill_alpha, parallelism, degree, micro_batches). ``runtime`` is the ONNX Runtime
+    settings the knobs composed for it (see search/runtime/session_settings.py). A field a
+    candidate lacks reads as AttributeError; ``get`` gives a default.
     """
 
-    target: str
-    quant_bits: int = 32
-    quant_mode: str | None = None
-    prune_rate: float = 0.0
-    prune_round_to: int | None = None
-    distill_temperature: float | None = None
-    distill_alpha: float | None = None
-    parallelism: str = "sequential"
-    threads: int = 1
-    batch_size: int = 32
-    micro_batches: int | None = None
+    __slots__ = ("_values", "runtime")
+
+    def __init__(self, target: str, runtime: Mapping[str, Any] | None = None, **values: Any) -> None:
+        values.setdefault("batch_size", 32)
+        object.__setattr__(self, "_values", {"target": target, **values})
+        object.__setattr__(self, "runtime", dict(runtime) if runtime is not None else _default_runtime(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"candidate has no field {name!r} (no configured knob sets it)") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a Candidate is immutable; use replace()")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Candidate) and self._values == other._values and self.runtime == other.runtime
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self._values.items())))
+
+    def __repr__(self) -> str:
+        return f"Candidate({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
+
+    def replace(self, **changes: Any) -> Candidate:
+        values = {**self._values, **changes}
+        runtime = None if any(k in changes for k in ("parallelism", "degree", "micro_batches")) else self.runtime
+        return Candidate(runtime=runtime, **values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat fields plus ``runtime``: how it is stored in study.db and sent to workers."""
+        return {**self._values, RUNTIME_KEY: dict(self.runtime)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Mapping[str, Any], declared: Iterable[str] | None = None) -> Candidate:
+        """The candidate ``data`` holds; with ``declared`` (the configured knobs' fields), a field
+        outside it is an :class:`UnknownField` error."""
+        values = {k: v for k, v in data.items() if k != RUNTIME_KEY}
+        if declared is not None:
+            unknown = sorted(set(values) - set(declared) - set(CORE_FIELDS))
+            if unknown:
+                raise UnknownField(f"candidate field(s) {', '.join(unknown)} are declared by no configured knob "
+                                   f"(declared: {', '.join(sorted(set(declared) | set(CORE_FIELDS)))})")
+        return cls(runtime=data.get(RUNTIME_KEY), **values)
 
-    @property
-    def is_baseline(self) -> bool:
-        return self.quant_bits == 32 and self.prune_rate == 0 and self.parallelism == "sequential"
 
-    @property
-    def runtime(self) -> dict[str, Any]:
-        """The ONNX Runtime settings it runs under (plain data: the card and the memory probe read it)."""
-        from search.runtime.session_settings import runtime_settings
+def _default_runtime(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings of a candidate made by hand (tests, benches): its parallelism fields, else sequential."""
+    from search.runtime.session_settings import runtime_settings
 
-        return runtime_settings(self.parallelism, self.threads, self.micro_batches)
+    degree = values.get("degree", values.get("threads", 1))
+    return runtime_settings(values.get("parallelism") or "sequential", degree or 1, values.get("micro_batches"))

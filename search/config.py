@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from search.errors import ConfigError
@@ -28,7 +28,7 @@ def _explain(exc: Exception) -> str:
     if text.startswith("Could not override '"):
         key = text.split("'")[1]
         return f"unknown override key '{key}' (not in the config; python -m search --help lists the common ones)"
-    for group in ("target", "workload", "sampler", "space", "cluster"):
+    for group in ("target", "workload", "sampler", "space", "cluster", "evaluators"):
         if f"'{group}/" in text or f"group {group}" in text or f"{group}=" in text.split("In '")[0]:
             return f"{text.split('Available options')[0].strip()} (known {group}s: {', '.join(known_choices(group))})"
     return text
@@ -43,28 +43,56 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError("give either +target=NAME (one target) or targets=[A,B] (a study across several), not both")
     if not names_target:
         overrides.append(f"+target={DEFAULT_TARGET}")
+    cfg = _compose(overrides)
+    names = cfg.get("targets")
+    if names:
+        _check_target_names(names)
+        # each target composed by Hydra like +target=NAME: found on hydra.searchpath, with its defaults
+        others = [o for o in overrides if not o.lstrip("+~").startswith(("target=", "targets="))]
+        configs = _each_target(others, names)
+        with open_dict(cfg):
+            cfg.target = configs[names[0]]
+            cfg.target_configs = configs
+    return cfg
+
+
+def _each_target(overrides: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
+    """Each target as ``+target=NAME`` composes it; names Hydra cannot find are one error naming all of them."""
+    configs, unknown = {}, []
+    for name in names:
+        try:
+            configs[name] = _compose([*overrides, f"+target={name}"]).target
+        except ConfigError as exc:
+            if f"'target/{name}'" not in str(exc):
+                raise
+            unknown.append(name)
+    if unknown:
+        raise ConfigError(f"unknown target(s) {unknown} (known targets: {', '.join(known_choices('target'))})")
+    return configs
+
+
+def _compose(overrides: Sequence[str]) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose(config_name="search", overrides=overrides)
+            cfg = compose(config_name="search", overrides=list(overrides))
         OmegaConf.resolve(cfg)  # ${...} must be resolved before the config crosses to Ray
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_explain(exc)) from None
     return cfg
 
 
-def target_configs(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The study's targets: ``targets=[a,b]`` loads each conf/target/<name>.yaml; else the one target."""
-    names = cfg.get("targets")
-    if not names:
-        return [to_container(cfg.target)]
+def _check_target_names(names: Any) -> None:
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"targets must be a list of target names, e.g. targets=[cpu,cpu_1t]; got {names!r}")
     if len(set(names)) != len(names):
         raise ConfigError(f"targets lists a target twice: {list(names)}")
-    unknown = [n for n in names if not (CONF_DIR / "target" / f"{n}.yaml").exists()]
-    if unknown:
-        raise ConfigError(f"unknown target(s) {unknown} (known targets: {', '.join(known_choices('target'))})")
-    return [to_container(OmegaConf.load(CONF_DIR / "target" / f"{n}.yaml")) for n in names]
+
+
+def target_configs(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The study's targets: each of ``targets=[a,b]`` as Hydra composed it, else the one target."""
+    if cfg.get("target_configs"):
+        return [to_container(c) for c in cfg.target_configs.values()]
+    return [to_container(cfg.target)]
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,13 @@ from collections.abc import Sequence
 import pandas as pd
 from omegaconf import OmegaConf
 
+from search.errors import ConfigError
+from search.plugins import plugins_from_config
+from search.schema import Schema
+
+# Today's named options, kept: each is the generic --min/--max on a column of the default evaluators.
 LIMITS = (("min_accuracy", "accuracy", ">="), ("max_latency_ms", "latency_ms", "<="),
           ("max_energy_mj", "energy_mj", "<="), ("max_size_bytes", "size_bytes", "<="))
-LIST_COLUMNS = ["trial", "target", "quant_bits", "prune_rate", "distill_temperature", "parallelism", "threads",
-                "accuracy", "latency_ms", "energy_mj", "energy_source", "size_bytes", "final"]
 
 
 class PickError(Exception):
@@ -30,8 +33,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--max-latency-ms", type=float)
     parser.add_argument("--max-energy-mj", type=float)
     parser.add_argument("--max-size-bytes", type=float)
+    parser.add_argument("--min", action="append", default=[], metavar="COLUMN=VALUE", dest="min_limits",
+                        help="keep rows whose COLUMN is at least VALUE (any numeric column; repeatable)")
+    parser.add_argument("--max", action="append", default=[], metavar="COLUMN=VALUE", dest="max_limits",
+                        help="keep rows whose COLUMN is at most VALUE (any numeric column; repeatable)")
     parser.add_argument("--target", help="only models measured on this target")
-    parser.add_argument("--sort", default="latency_ms", help="column to choose by (accuracy: highest; others: lowest)")
+    parser.add_argument("--sort", default="latency_ms",
+                        help="column to choose by: a maximized objective highest first, anything else lowest first")
     parser.add_argument("--all", action="store_true", help="choose among every completed trial, not only the front")
     parser.add_argument("--list", action="store_true", help="print the models that qualify instead of choosing one")
     parser.add_argument("--out", type=Path, help="folder to copy the chosen model and its card to")
@@ -57,28 +65,64 @@ def baseline_accuracy(run: Path) -> float:
     return float(base["accuracy"].iloc[0])
 
 
-def qualifying(table: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+def limits(args: argparse.Namespace, table: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """(column, ">=" or "<=", value) from the named options and every --min/--max COLUMN=VALUE."""
+    found = [(column, op, getattr(args, option)) for option, column, op in LIMITS if getattr(args, option) is not None]
+    for op, texts in ((">=", args.min_limits), ("<=", args.max_limits)):
+        for text in texts:
+            column, sep, value = text.partition("=")
+            flag = "--min" if op == ">=" else "--max"
+            if not sep or column not in table.columns:
+                raise PickError(f"{flag} {text}: expected COLUMN=VALUE with a column of {args.run}/trials.csv "
+                                f"({', '.join(table.columns)})")
+            try:
+                found.append((column, op, float(value)))
+            except ValueError:
+                raise PickError(f"{flag} {text}: {value!r} is not a number") from None
+    return found
+
+
+def qualifying(table: pd.DataFrame, args: argparse.Namespace, schema: Schema) -> pd.DataFrame:
     if args.sort not in table.columns:
         raise PickError(f"--sort {args.sort}: no such column; choose from {', '.join(table.columns)}")
     chosen = table
-    for option, column, op in LIMITS:
-        limit = getattr(args, option)
-        if limit is not None:
-            chosen = chosen[chosen[column] >= limit] if op == ">=" else chosen[chosen[column] <= limit]
+    for column, op, limit in limits(args, table):
+        values = pd.to_numeric(chosen[column], errors="coerce")
+        chosen = chosen[values >= limit] if op == ">=" else chosen[values <= limit]
     if args.max_accuracy_drop is not None:
         chosen = chosen[chosen["accuracy"] >= baseline_accuracy(args.run) - args.max_accuracy_drop]
     if args.target is not None:
         chosen = chosen[chosen["target"] == args.target]
     # ties go to the earliest trial, so the same command always picks the same model
-    return chosen.sort_values([args.sort, "trial"], ascending=[args.sort != "accuracy", True], kind="stable")
+    highest_first = schema.direction(args.sort) == "maximize"
+    return chosen.sort_values([args.sort, "trial"], ascending=[not highest_first, True], kind="stable")
 
 
 def _asked(args: argparse.Namespace) -> str:
     options = [o for o, _, _ in LIMITS] + ["max_accuracy_drop", "target"]
-    return ", ".join(f"--{o.replace('_', '-')} {getattr(args, o)}" for o in options if getattr(args, o) is not None)
+    named = [f"--{o.replace('_', '-')} {getattr(args, o)}" for o in options if getattr(args, o) is not None]
+    generic = [f"--min {t}" for t in args.min_limits] + [f"--max {t}" for t in args.max_limits]
+    return ", ".join(named + generic) or "no limits"
 
 
-def copy_model(run: Path, row: pd.Series, out: Path) -> None:
+def run_schema(run: Path) -> tuple[dict, Schema]:
+    """The run's stored config and the schema its plugins declare."""
+    if not (run / "config.yaml").exists():
+        raise PickError(f"{run} has no config.yaml: is it a run folder (results/<run>)?")
+    config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+    try:
+        return config, plugins_from_config(config).schema
+    except ConfigError as exc:
+        raise PickError(f"{run}/config.yaml: {exc}") from None
+
+
+def list_columns(schema: Schema, table: pd.DataFrame) -> list[str]:
+    """The trial, the knobs' fields that vary, and the objectives."""
+    varied = [f for f in schema.field_names if f in table.columns and table[f].nunique(dropna=False) > 1]
+    return ["trial", *varied, *(m for m, _ in schema.objectives), "final"]
+
+
+def copy_model(run: Path, row: pd.Series, out: Path, config: dict, schema: Schema) -> None:
     """Copies the kept model and card, or rebuilds a model that was not kept and writes its card."""
     trial = int(row["trial"])
     out.mkdir(parents=True, exist_ok=True)
@@ -88,8 +132,8 @@ def copy_model(run: Path, row: pd.Series, out: Path) -> None:
             shutil.copy2(source, out / source.name)
         print(f"copied trial-{trial}.onnx and trial-{trial}.json to {out}")
         return
+    from search.results.card import model_card
     from search.run.rebuild import rebuild
-    from search.results.tables import model_card
 
     print(f"trial {trial} was not kept (not on the front); rebuilding it from its parameters ...", flush=True)
     rebuilt = rebuild(run, trial)
@@ -97,8 +141,8 @@ def copy_model(run: Path, row: pd.Series, out: Path) -> None:
         print(f"warning: the rebuilt model scores accuracy {rebuilt.accuracy:.4f}, the table says "
               f"{float(row['accuracy']):.4f}: it is not the same model (was the teacher retrained?)", file=sys.stderr)
     (out / f"trial-{trial}.onnx").write_bytes(rebuilt.model_bytes)
-    config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
-    card = model_card({**row.to_dict(), "accuracy": rebuilt.accuracy, "size_bytes": len(rebuilt.model_bytes)}, config)
+    card = model_card({**row.to_dict(), "accuracy": rebuilt.accuracy, "size_bytes": len(rebuilt.model_bytes)}, config,
+                      schema)
     (out / f"trial-{trial}.json").write_text(json.dumps(card, indent=2, default=str))
     print(f"rebuilt trial-{trial}.onnx (accuracy {rebuilt.accuracy:.4f}) and wrote its card to {out}")
 
@@ -106,16 +150,17 @@ def copy_model(run: Path, row: pd.Series, out: Path) -> None:
 def pick(argv: Sequence[str]) -> pd.Series | None:
     args = parse_args(argv)
     table = candidates(args.run, args.all, args.target)
-    chosen = qualifying(table, args)
+    config, schema = run_schema(args.run)
+    chosen = qualifying(table, args, schema)
     if args.list:
-        print(chosen[[c for c in LIST_COLUMNS if c in chosen.columns]].to_string(index=False))
+        print(chosen[[c for c in list_columns(schema, table) if c in chosen.columns]].to_string(index=False))
         return None
     if chosen.empty:
         raise PickError(f"no {'completed trial' if args.all else 'Pareto member'} of {len(table)} meets {_asked(args)}")
     row = chosen.iloc[0]
     print(row.to_string())
     if args.out:
-        copy_model(args.run, row, args.out)
+        copy_model(args.run, row, args.out, config, schema)
     return row
 
 

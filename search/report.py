@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from evaluators import objectives as objectives_of
-from evaluators._base import noise_intervals
+from search.errors import ConfigError
+from search.plugins import plugins_from_config
 from search.results.render import render
+from search.schema import Schema
 from search.study import load_run_study
 
 
@@ -24,14 +24,17 @@ class ReportError(Exception):
     """The folder is not a run folder: one line, exit 2."""
 
 
-def load(run_dir: Path) -> tuple[optuna.Study, list[tuple[str, str]], dict[str, tuple[str, str, float]]]:
-    """The run's study and, from its stored config, its objectives and noise intervals."""
+def load(run_dir: Path) -> tuple[optuna.Study, Schema]:
+    """The run's study and, from its stored config, the schema its plugins declare."""
     config_path, db = run_dir / "config.yaml", run_dir / "study.db"
     if not config_path.exists() or not db.exists():
         raise ReportError(f"{run_dir} has no config.yaml and study.db: is it a run folder (results/<run>)?")
-    config = OmegaConf.load(config_path)
-    evaluators = [instantiate(node) for node in config.evaluators.values()]
-    return load_run_study(run_dir), objectives_of(evaluators), noise_intervals(evaluators)
+    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    try:
+        schema = plugins_from_config(config).schema
+    except ConfigError as exc:
+        raise ReportError(f"{run_dir}/config.yaml: {exc}") from None
+    return load_run_study(run_dir), schema
 
 
 def main(argv: Sequence[str] | None = None) -> int:

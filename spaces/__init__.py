@@ -1,6 +1,7 @@
-"""Search-space knobs: each turns an Optuna trial (and the target) into its part of a candidate."""
+"""Search-space knobs: each declares itself in one file and turns an Optuna trial into its part of a candidate."""
 
-from spaces._base import Knob, baseline_params, cover_params, space, suggest_candidate
+from spaces._base import (BuildContext, Knob, baseline_params, compose_runtime, cover_params, declared_fields,
+                          projected, refusal, space, suggest_candidate)
 from spaces.batch import BatchSize
 from spaces.distill import Distillation
 from spaces.parallelism import Parallelism
@@ -8,5 +9,6 @@ from spaces.prune import PruneRate
 from spaces.quant import QuantBits
 from spaces.target_choice import TargetChoice
 
-__all__ = ["BatchSize", "Distillation", "Knob", "Parallelism", "PruneRate", "QuantBits", "TargetChoice",
-           "baseline_params", "cover_params", "space", "suggest_candidate"]
+__all__ = ["BatchSize", "BuildContext", "Distillation", "Knob", "Parallelism", "PruneRate", "QuantBits",
+           "TargetChoice", "baseline_params", "compose_runtime", "cover_params", "declared_fields", "projected",
+           "refusal", "space", "suggest_candidate"]

@@ -1,32 +1,81 @@
-"""The knob interface: narrow to a target once, then suggest values per trial."""
+"""The knob interface: a knob declares itself (distributions, candidate fields, facts, what it changes in the
+build or the runtime, which of its values a target runs), is narrowed to the study's targets once, then
+suggests values per trial."""
 
 from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from search.candidate import Candidate
+from search.candidate import CORE_FIELDS, Candidate, UnknownField
 from search.errors import ConfigError
+from search.runtime.session_settings import merge_settings, runtime_settings
 from search.runtime.target import Target
+from search.schema import Column, Field
+
+STAGES = ("torch", "onnx")  # where a knob's build step runs: on the torch module, or on the exported ONNX model
+
+
+@dataclass
+class BuildContext:
+    """What a knob's build step may use: the workload (model, data, classifier), the target, the
+    seed, the batch size, and where to leave what the build learned (``facts``) and its timings."""
+
+    workload: Any
+    target: Target
+    seed: int
+    batch_size: int
+    facts: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Knob(abc.ABC):
-    """One dimension of the search space.
+    """One dimension of the search space, declared in one file.
 
-    A knob is built from config (``_target_``), narrowed once to what the target supports,
+    A knob is built from config (``_target_``), narrowed once to what the study's targets run,
     and then asked for its values on every trial. Knobs run in config order, so a knob may
     depend on the values suggested before it (distillation only where pruning happened).
+
+    Attributes:
+        name: the knob's name in config.
+        fields: the candidate fields it sets (each a column of trials.csv), with their types, the
+            value meaning "not applied", and whether they change the ``build`` or the ``runtime``.
+        facts: columns its build step fills with what it learned (the share really pruned).
+        stage: where its build step runs: ``torch`` (on the module, before export), ``onnx`` (on
+            the exported model), or None (nothing to build: a runtime setting).
+        needs_torch: a bare ONNX workload has no torch module: such a knob is left out of its space.
     """
 
     name: str = ""
+    fields: tuple[Field, ...] = ()
+    facts: tuple[Column, ...] = ()
+    stage: str | None = None
+    needs_torch: bool = False
 
-    def narrow(self, target: Target) -> None:  # noqa: B027 - most knobs need no narrowing
-        """Restrict the knob's choices to what ``target`` runs; raise ConfigError if none remain."""
+    def narrow(self, targets: Sequence[Target]) -> None:  # noqa: B027 - most knobs need no narrowing
+        """Restrict the choices to what any of ``targets`` runs; raise ConfigError if none remain."""
+
+    def refuses(self, values: Mapping[str, Any], target: Target) -> str:
+        """Why ``target`` cannot run these candidate values of this knob ("" when it can)."""
+        return ""
+
+    def project(self, params: dict[str, Any], target: Target) -> dict[str, Any]:
+        """Trial params moved to the nearest ones ``target`` runs (a refused draw is re-asked so)."""
+        return params
+
+    def runtime(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """What these values add to the ONNX Runtime settings (plain data: threads, session options)."""
+        return {}
+
+    def build(self, model: Any, values: Mapping[str, Any], context: BuildContext) -> Any:
+        """This knob's build step on a torch module (stage ``torch``) or ONNX bytes (stage ``onnx``)."""
+        return model
 
     def baseline(self) -> dict[str, Any]:
         """This knob's params in the unoptimized baseline trial (trial 0); {} leaves them to the sampler."""
@@ -121,8 +170,39 @@ def cover_params(knobs: Sequence[Knob]) -> list[dict[str, Any]]:
     return trials
 
 
-def suggest_candidate(knobs: Sequence[Knob], trial: optuna.Trial, target: Target, batch_size: int) -> Candidate:
-    chosen: dict[str, Any] = {"target": target.name, "batch_size": batch_size}
+def declared_fields(knobs: Sequence[Knob]) -> list[str]:
+    return [*CORE_FIELDS, *(f.name for k in knobs for f in k.fields)]
+
+
+def compose_runtime(knobs: Sequence[Knob], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ONNX Runtime settings the knobs make of ``values``: sequential, then each knob's part."""
+    settings = runtime_settings()
     for knob in knobs:
-        chosen.update(knob.suggest(trial, chosen))
-    return Candidate.from_dict(chosen)
+        settings = merge_settings(settings, knob.runtime(values))
+    return settings
+
+
+def refusal(knobs: Sequence[Knob], values: Mapping[str, Any], target: Target) -> str:
+    """Why ``target`` cannot run a candidate: the first knob that says so ("" when all run it)."""
+    return next((reason for reason in (k.refuses(values, target) for k in knobs) if reason), "")
+
+
+def projected(knobs: Sequence[Knob], params: dict[str, Any], target: Target) -> dict[str, Any]:
+    """Params moved, knob by knob, to the nearest that ``target`` runs."""
+    for knob in knobs:
+        params = knob.project(dict(params), target)
+    return params
+
+
+def suggest_candidate(knobs: Sequence[Knob], trial: optuna.Trial, target: Target, batch_size: int) -> Candidate:
+    """The trial's candidate: each knob's fields (a field no knob declares is an error) and the runtime they make."""
+    chosen: dict[str, Any] = {"target": target.name, "batch_size": batch_size}
+    declared = set(declared_fields(knobs))
+    for knob in knobs:
+        found = knob.suggest(trial, chosen)
+        unknown = sorted(set(found) - {f.name for f in knob.fields} - set(CORE_FIELDS))
+        if unknown:
+            raise UnknownField(f"knob {knob.name} set field(s) {', '.join(unknown)} it does not declare in `fields`")
+        chosen.update(found)
+    values = {k: v for k, v in chosen.items() if k in declared}
+    return Candidate(runtime=compose_runtime(knobs, values), **values)

@@ -9,6 +9,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from search.errors import ConfigError
+from search.schema import Field
 from spaces._base import Knob, with_baseline
 
 
@@ -22,6 +23,8 @@ class BatchSize(Knob):
     """
 
     name = "batch_size"
+    fields = (Field("batch_size", kind="int", unit="inputs", label="batch size", unset=32, applies_to="runtime",
+                    doc="inputs per inference call"),)
 
     def __init__(self, choices: Sequence[int] | None = None, baseline: int = 32) -> None:
         sizes = list(choices) if choices else [baseline]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
-from collections.abc import Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from search.errors import ConfigError
-from spaces._base import Knob
+from search.schema import Field
+from search.transforms.distill import distill
+from spaces._base import BuildContext, Knob
 
 
 class Distillation(Knob):
@@ -22,6 +24,13 @@ class Distillation(Knob):
     """
 
     name = "distillation"
+    stage = "torch"
+    needs_torch = True
+    fields = (
+        Field("distill_temperature", label="distillation temperature",
+              doc="0 is plain fine-tuning on labels; empty when nothing was pruned, so nothing was trained"),
+        Field("distill_alpha", label="distillation weight", doc="weight of the teacher's soft targets in the loss"),
+    )
 
     def __init__(self, temperatures: Sequence[float] = (0, 2, 4, 8), alphas: Sequence[float] = (0.5, 0.9)) -> None:
         if not temperatures or any(t < 0 for t in temperatures):
@@ -40,3 +49,12 @@ class Distillation(Knob):
         if not chosen.get("prune_rate"):
             return {"distill_temperature": None, "distill_alpha": None}
         return {"distill_temperature": temperature, "distill_alpha": alpha if temperature > 0 else 0.0}
+
+    def build(self, model: Any, values: Mapping[str, Any], context: BuildContext) -> Any:
+        """Recover the pruned student by distillation from the workload's model (in place)."""
+        temperature = values.get("distill_temperature")
+        if temperature is None:  # nothing was pruned: the model is the teacher, nothing to recover
+            return model
+        distill(model, context.workload, temperature, values.get("distill_alpha") or 0.0, context.seed,
+                context.target.torch_device)
+        return model

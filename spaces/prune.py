@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
-from collections.abc import Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
+import torch
+
 from search.errors import ConfigError
-from spaces._base import Knob
+from search.schema import Column, Field
+from search.transforms.prune import prune, removed_share
+from spaces._base import BuildContext, Knob
 
 
 class PruneRate(Knob):
@@ -23,6 +27,14 @@ class PruneRate(Knob):
     """
 
     name = "prune_rate"
+    stage = "torch"
+    needs_torch = True
+    fields = (
+        Field("prune_rate", unit="fraction", label="prune rate", unset=0.0,
+              doc="channels removed per prunable layer (before rounding)"),
+        Field("prune_round_to", kind="int", unit="channels", doc="remaining channels are a multiple of this"),
+    )
+    facts = (Column("prune_removed", unit="fraction", doc="share of the prunable layers' channels really removed"),)
 
     def __init__(self, high: float = 0.7, step: float = 0.1, round_to: Sequence[int] = (8, 16)) -> None:
         if not 0 <= high < 1 or step <= 0 or step > high > 0:
@@ -45,3 +57,12 @@ class PruneRate(Knob):
         rate = round(self.draw(trial, "prune_rate"), 6)
         multiple = self.round_to[0] if len(self.round_to) == 1 else self.draw(trial, "prune_round_to")
         return {"prune_rate": rate, "prune_round_to": multiple if rate else None}
+
+    def build(self, model: Any, values: Mapping[str, Any], context: BuildContext) -> Any:
+        """The model with ``prune_rate`` of its channels removed; the share really removed is a fact."""
+        workload = context.workload
+        example = torch.from_numpy(workload.train.x[:1])  # building never reads the test split
+        pruned = prune(model, values.get("prune_rate") or 0.0, example, workload.classifier,
+                       values.get("prune_round_to"))
+        context.facts["prune_removed"] = removed_share(workload.model, pruned, workload.classifier)
+        return pruned

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
-from collections.abc import Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from search.errors import ConfigError
-from search.runtime.target import KNOWN_HALF, KNOWN_PRECISIONS, Target
-from search.transforms.quantize import INT8_MODES
-from spaces._base import Knob, check_choices, with_baseline
+from search.runtime.target import Target
+from search.schema import Field
+from search.transforms.quantize import HALF_FORMATS, INT8_MODES, SUPPORTED_BITS, quantize
+from spaces._base import BuildContext, Knob, check_choices, with_baseline
+
+CALIBRATION_SAMPLES = 256  # int8 ranges come from this many training inputs (never the test split)
+DEFAULT_HALF = ("fp16",)  # a target that declares no half_formats runs fp16
+
+
+def precisions_of(target: Target) -> tuple[int, ...]:
+    return target.precisions if target.precisions is not None else SUPPORTED_BITS
+
+
+def half_formats_of(target: Target) -> tuple[str, ...]:
+    return target.half_formats if target.half_formats is not None else DEFAULT_HALF
 
 
 class QuantBits(Knob):
@@ -20,30 +33,60 @@ class QuantBits(Knob):
 
     Like distillation's params, the mode and format are drawn on every trial (so NSGA-II's
     crossover keeps them) but applied only where the bits are 8 or 16; either is recorded in
-    the ``quant_mode`` column. One choice is fixed; several are searched.
+    the ``quant_mode`` column. One choice is fixed; several are searched. The target's
+    ``precisions`` and ``half_formats`` say which it runs; this knob is where that is decided.
     """
 
     name = "quant_bits"
+    stage = "onnx"
+    fields = (
+        Field("quant_bits", kind="int", unit="bits", label="quantization bits", unset=32,
+              doc="32, 16, 8 or 4"),
+        Field("quant_mode", kind="str", label="quantization mode",
+              doc="8 bits: minmax, entropy, percentile (static QDQ calibration) or dynamic; 16 bits: fp16 or bf16"),
+    )
 
     def __init__(self, choices: Sequence[int] = (32, 16, 8, 4), modes: Sequence[str] = ("minmax",),
                  half: Sequence[str] = ("fp16",)) -> None:
-        bad = [c for c in choices if c not in KNOWN_PRECISIONS]
+        bad = [c for c in choices if c not in SUPPORTED_BITS]
         if bad or not choices:
-            raise ConfigError(f"quant_bits: {bad or 'empty'} not allowed; choose from {list(KNOWN_PRECISIONS)}")
+            raise ConfigError(f"quant_bits: {bad or 'empty'} not allowed; choose from {list(SUPPORTED_BITS)}")
         unknown = [m for m in modes if m not in INT8_MODES]
         if unknown or not modes:
             raise ConfigError(f"quant_bits: modes {unknown or 'empty'} not allowed; choose from {list(INT8_MODES)}")
-        unknown_half = [h for h in half if h not in KNOWN_HALF]
+        unknown_half = [h for h in half if h not in HALF_FORMATS]
         if unknown_half or not half:
-            raise ConfigError(f"quant_bits: half {unknown_half or 'empty'} not allowed; choose from {list(KNOWN_HALF)}")
+            raise ConfigError(f"quant_bits: half {unknown_half or 'empty'} not allowed; choose from {list(HALF_FORMATS)}")
         self.choices = [int(c) for c in choices]
         self.modes = [str(m) for m in modes]
         self.half = [str(h) for h in half]
 
-    def narrow(self, target: Target) -> None:
-        self.choices = with_baseline(self.name, check_choices(self.name, self.choices, target.precisions, target.name), 32)
+    def narrow(self, targets: Sequence[Target]) -> None:
+        for target in targets:
+            _check_declared(target)
+        names = "+".join(t.name for t in targets)
+        runs = [b for b in SUPPORTED_BITS if any(b in precisions_of(t) for t in targets)]
+        self.choices = with_baseline(self.name, check_choices(self.name, self.choices, runs, names), 32)
         if 16 in self.choices:
-            self.half = check_choices(f"{self.name} 16-bit format", self.half, target.half_formats, target.name)
+            halves = [h for h in HALF_FORMATS if any(h in half_formats_of(t) for t in targets)]
+            self.half = check_choices(f"{self.name} 16-bit format", self.half, halves, names)
+
+    def refuses(self, values: Mapping[str, Any], target: Target) -> str:
+        bits, mode = values.get("quant_bits", 32), values.get("quant_mode")
+        if bits not in precisions_of(target):
+            return f"target {target.name} does not run {bits}-bit models (it runs {list(precisions_of(target))})"
+        if bits == 16 and mode not in half_formats_of(target):
+            return f"target {target.name} does not run {mode} (it runs {list(half_formats_of(target))})"
+        return ""
+
+    def project(self, params: dict[str, Any], target: Target) -> dict[str, Any]:
+        """The nearest precision in bits (the higher on a tie) and the target's first 16-bit format."""
+        bits, runs = params.get("quant_bits"), precisions_of(target)
+        if bits is not None and bits not in runs:
+            params["quant_bits"] = min(runs, key=lambda b: (abs(math.log2(b / bits)), -b))
+        if "half_format" in params and params["half_format"] not in half_formats_of(target):
+            params["half_format"] = half_formats_of(target)[0]
+        return params
 
     def baseline(self) -> dict[str, Any]:
         return {"quant_bits": 32}
@@ -75,3 +118,20 @@ class QuantBits(Knob):
         mode = self.draw(trial, "quant_mode") if "quant_mode" in searched else self.modes[0]
         half = self.draw(trial, "half_format") if "half_format" in searched else self.half[0]
         return {"quant_bits": bits, "quant_mode": {8: mode, 16: half}.get(bits)}
+
+    def build(self, model: bytes, values: Mapping[str, Any], context: BuildContext) -> bytes:
+        calibration = context.workload.train.x[:CALIBRATION_SAMPLES]  # calibration never sees the test split
+        return quantize(model, values.get("quant_bits", 32), calibration, context.batch_size, values.get("quant_mode"))
+
+
+def _check_declared(target: Target) -> None:
+    """A target may only declare precisions and 16-bit formats this knob knows."""
+    bad = [b for b in precisions_of(target) if b not in SUPPORTED_BITS]
+    if bad:
+        raise ConfigError(f"target {target.name}: precisions {bad} unknown; choose from {list(SUPPORTED_BITS)}")
+    bad_half = [h for h in half_formats_of(target) if h not in HALF_FORMATS]
+    if bad_half:
+        raise ConfigError(f"target {target.name}: half_formats {bad_half} unknown; choose from {list(HALF_FORMATS)}")
+
+
+__all__ = ["QuantBits"]

@@ -9,6 +9,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from search.runtime.target import Target
+from search.schema import Field
 from spaces._base import Knob
 
 
@@ -17,11 +18,13 @@ class TargetChoice(Knob):
 
     The driver adds it (first, before the other knobs) when several targets are given; the
     other knobs are narrowed to what any of the targets runs, and a drawn combination one
-    target cannot run (4 bits on a target without int4, 4 threads on a 2-core target) is
-    recorded as a failed trial with that reason, without being built.
+    target cannot run (4 bits on a target without int4, 4 threads on a 2-core target) is kept
+    as a PRUNED row with that reason, never built, and re-asked at once with the nearest
+    settings its target runs (each knob's ``project``).
     """
 
     name = "target"
+    fields = (Field("target", kind="str", applies_to="runtime", doc="hardware target name"),)
 
     def __init__(self, targets: Sequence[Target]) -> None:
         self.names = [t.name for t in targets]

@@ -41,6 +41,12 @@ BAD_INPUT = [
     (["workload=onnx_file"], "Missing mandatory value: workload.model_path"),
     (["evaluators.latency.noise_floor=2"], "latency: noise_floor must be in [0, 1)"),
     (["results_dir=/proc/optsearch-cannot-write"], "cannot write results folder"),
+    (["+evaluators.f1._target_=no_such_module.F1"], "evaluator f1 (no_such_module.F1)"),
+    (["+space.knobs.fusion._target_=no_such_module.Fusion"], "knob fusion (no_such_module.Fusion)"),
+    (["+evaluators.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a evaluators.Evaluator"),
+    (["+space.knobs.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a spaces.Knob"),
+    (["evaluators.latency.objective=false", "evaluators.accuracy.objective=false", "evaluators.energy.objective=false",
+      "evaluators.size.objective=false"], "no evaluator is an objective"),
 ]
 
 

@@ -12,22 +12,19 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
 from search.files import write_atomically  # noqa: E402
-from search.results.pareto import Intervals  # noqa: E402
-
-UNITS = {"accuracy": "accuracy (test split)", "latency_ms": "latency p50 (ms / batch)",
-         "size_bytes": "model size (KB)", "throughput_ips": "throughput (inputs/s)"}
+from search.schema import Schema  # noqa: E402
 
 
-def axis_label(metric: str, table: pd.DataFrame) -> str:
-    if metric == "energy_mj":
-        sources = sorted(set(table["energy_source"].dropna()))
-        return f"energy (mJ / input, {'/'.join(sources) or 'n/a'})"
-    return UNITS.get(metric, metric)
+def axis_label(metric: str, table: pd.DataFrame, schema: Schema) -> str:
+    """The column's declared label and unit; a column labelled from another (energy from its source) says its values."""
+    return schema.axis_label(metric, lambda column: table[column].dropna() if column in table.columns else [])
 
 
-def plotted_values(table: pd.DataFrame, metric: str) -> pd.Series:
-    return table[metric].astype(float) / (1024 if metric == "size_bytes" else 1)
+def plotted_values(table: pd.DataFrame, metric: str, schema: Schema) -> pd.Series:
+    return table[metric].astype(float) / schema.plot_scale(metric)
 
 
 def panel_grid(objectives: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], int, int]:
@@ -38,13 +35,15 @@ def panel_grid(objectives: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, s
     return pairs, -(-len(pairs) // cols), cols
 
 
-def _error_bars(table: pd.DataFrame, metric: str, intervals: Intervals):
-    """[below, above] the value from the metric's interval columns, or None where it has none."""
-    columns = intervals.get(metric, ())[:2]
+def _error_bars(table: pd.DataFrame, metric: str, schema: Schema):
+    """[below, above] the plotted value from the metric's interval columns, or None where it has none."""
+    columns = schema.intervals.get(metric, ())[:2]
     if not columns or not all(c in table.columns for c in columns) or table[list(columns)].isna().any().any():
         return None
+    scale = schema.plot_scale(metric)
     value = table[metric].astype(float)
-    return [(value - table[columns[0]].astype(float)).clip(lower=0), (table[columns[1]].astype(float) - value).clip(lower=0)]
+    return [((value - table[columns[0]].astype(float)) / scale).clip(lower=0),
+            ((table[columns[1]].astype(float) - value) / scale).clip(lower=0)]
 
 
 def _save(fig, path: Path) -> None:
@@ -52,24 +51,27 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[tuple[str, str]],
-               intervals: Intervals | None = None) -> None:
-    """``intervals`` (the evaluators' interval columns) draws the front's error bars."""
+def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, schema: Schema) -> None:
+    """One panel per pair of objectives; the evaluators' interval columns draw the front's error bars."""
     done = table[table["state"] == "COMPLETE"]
-    pairs, rows, cols = panel_grid(objectives)
+    pairs, rows, cols = panel_grid(schema.objectives)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.2 * rows), squeeze=False)
     baseline = done[done["baseline"].astype(bool)]
     for ax, (x, y) in zip(axes.flat, pairs):
-        ax.scatter(plotted_values(done, x), plotted_values(done, y), s=18, c="#b0b0b0", label="completed trial")
-        ax.scatter(plotted_values(front, x), plotted_values(front, y), s=36, c="#d62728", label="Pareto member")
+        ax.scatter(plotted_values(done, x, schema), plotted_values(done, y, schema), s=18, c="#b0b0b0",
+                   label="completed trial")
+        ax.scatter(plotted_values(front, x, schema), plotted_values(front, y, schema), s=36, c="#d62728",
+                   label="Pareto member")
         if len(front):  # the front's ~95 % intervals: members whose bars overlap tie on that axis
-            ax.errorbar(plotted_values(front, x), plotted_values(front, y), xerr=_error_bars(front, x, intervals or {}),
-                        yerr=_error_bars(front, y, intervals or {}), fmt="none", ecolor="#d62728", alpha=0.6, capsize=2)
+            ax.errorbar(plotted_values(front, x, schema), plotted_values(front, y, schema),
+                        xerr=_error_bars(front, x, schema), yerr=_error_bars(front, y, schema), fmt="none",
+                        ecolor="#d62728", alpha=0.6, capsize=2)
         if len(baseline):
-            ax.scatter(plotted_values(baseline, x), plotted_values(baseline, y), s=160, marker="*", c="#1f77b4",
-                       edgecolors="black", label="fp32 baseline")
-        ax.set_xlabel(axis_label(x, done))
-        ax.set_ylabel(axis_label(y, done))
+            ax.scatter(plotted_values(baseline, x, schema), plotted_values(baseline, y, schema), s=160, marker="*",
+                       c="#1f77b4", edgecolors="black", label="fp32 baseline")
+        ax.set_xlabel(axis_label(x, done, schema))
+        ax.set_ylabel(axis_label(y, done, schema))
+        _readable_ticks(ax)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
@@ -77,6 +79,15 @@ def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, objectives:
     fig.suptitle(f"{len(done)} completed trials, {len(front)} on the Pareto front")
     fig.tight_layout()
     _save(fig, path)
+
+
+def _readable_ticks(ax) -> None:
+    """At most 5 ticks a side, without an offset: accuracies 0.9725, 0.975, ... ran into each other."""
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=5))
+        formatter = axis.get_major_formatter()
+        if hasattr(formatter, "set_useOffset"):
+            formatter.set_useOffset(False)
 
 
 def plot_history(path: Path, history: pd.DataFrame) -> None:

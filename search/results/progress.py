@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
 import pandas as pd
+
+
+BEST_SHOWN = 2  # objectives whose best value the line shows: more would not fit on one line
+
+
+def _best(front: pd.DataFrame, metric: str, direction: str) -> str:
+    values = front[metric].dropna().astype(float)
+    if values.empty:
+        return f"{metric} n/a"
+    best = values.max() if direction == "maximize" else values.min()
+    return f"{'best' if direction == 'maximize' else 'lowest'} {metric} {best:.4g}"
 
 
 def _clock(seconds: float) -> str:
@@ -19,6 +31,7 @@ def _clock(seconds: float) -> str:
 class Progress:
     total: int
     already_done: int = 0
+    objectives: Sequence[tuple[str, str]] = ()  # the best of the first BEST_SHOWN is shown
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     started: float = field(default_factory=time.perf_counter)
     open_line: bool = False  # a tty line is being rewritten in place
@@ -29,8 +42,7 @@ class Progress:
         left = elapsed / this_run * max(self.total - done, 0)
         best = ""
         if len(front):
-            best = (f" · best accuracy {front['accuracy'].max():.4f}"
-                    f" · fastest {front['latency_ms'].min():.3f} ms")
+            best = "".join(f" · {_best(front, metric, direction)}" for metric, direction in self.objectives[:BEST_SHOWN])
         line = (f"trials {done}/{self.total} · {failed} failed · front {len(front)}{best}"
                 f" · {_clock(elapsed)} elapsed, ~{_clock(left)} left")
         if self.stream.isatty():

@@ -15,6 +15,7 @@ from search.results.history import hypervolume_history
 from search.results.html import write_pareto_html
 from search.results.plots import plot_front, plot_history, plot_importance
 from search.results.tables import pareto_table, target_fronts, trials_table, write_tables
+from search.schema import Schema
 from search.study import final_figures
 
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA fits a forest on the trials: fewer say nothing
@@ -39,14 +40,13 @@ def importances(study: optuna.Study, objectives: Sequence[tuple[str, str]]) -> d
     return found
 
 
-def render(run_dir: Path, study: optuna.Study, objectives: Sequence[tuple[str, str]],
-           intervals: dict[str, tuple[str, str, float]]) -> None:
-    table = trials_table(study.get_trials(deepcopy=False), final_figures(study))
-    front = pareto_table(table, objectives, intervals)
-    write_tables(run_dir, table, front, target_fronts(table, objectives, intervals))
+def render(run_dir: Path, study: optuna.Study, schema: Schema) -> None:
+    table = trials_table(study.get_trials(deepcopy=False), schema, final_figures(study))
+    front = pareto_table(table, schema)
+    write_tables(run_dir, table, front, target_fronts(table, schema))
     write_atomically(run_dir / "trials.parquet", lambda p: table.to_parquet(p, index=False))
     if len(front):
-        plot_front(run_dir / "pareto.png", table, front, objectives, intervals)
-        write_pareto_html(run_dir / "pareto.html", table, front, objectives)
-    plot_history(run_dir / "history.png", hypervolume_history(table, objectives))
-    plot_importance(run_dir / "importance.png", importances(study, objectives))
+        plot_front(run_dir / "pareto.png", table, front, schema)
+        write_pareto_html(run_dir / "pareto.html", table, front, schema)
+    plot_history(run_dir / "history.png", hypervolume_history(table, schema.objectives))
+    plot_importance(run_dir / "importance.png", importances(study, schema.objectives))

@@ -18,10 +18,12 @@ from omegaconf import OmegaConf
 
 from evaluators import Accuracy, Built
 from search.candidate import Candidate
-from search.study import load_run_study
+from search.plugins import plugins_from_config
+from search.run.build import build_candidate
 from search.runtime.target import Target
-from search.run.worker import build_candidate
+from search.study import load_run_study
 from search.workloads import check_workload
+from spaces._base import declared_fields
 
 
 @dataclass
@@ -32,11 +34,13 @@ class Rebuilt:
 
 def rebuild(run_dir: Path, trial_number: int) -> Rebuilt:
     config = OmegaConf.load(run_dir / "config.yaml")
-    cand = Candidate.from_dict(load_run_study(run_dir).trials[trial_number].user_attrs["candidate"])
-    workload = check_workload(instantiate(config.workload), str(config.workload.get("_target_", "?")))
     configs = OmegaConf.to_container(config, resolve=True)
+    knobs = plugins_from_config(configs).knobs
+    stored = load_run_study(run_dir).trials[trial_number].user_attrs["candidate"]
+    cand = Candidate.from_dict(stored, declared_fields(knobs))
+    workload = check_workload(instantiate(config.workload), str(config.workload.get("_target_", "?")))
     target = Target.from_config((configs.get("target_configs") or {}).get(cand.target, configs["target"]))
     torch.set_num_threads(1)  # as in the workers: the same threads give the same float sums
-    model_bytes = build_candidate(workload, cand, target, int(config.seed), timings={})
+    model_bytes = build_candidate(workload, cand, target, int(config.seed), timings={}, knobs=knobs)
     accuracy = Accuracy().measure(Built(model_bytes, cand, target, workload.test))["accuracy"]
     return Rebuilt(model_bytes, accuracy)

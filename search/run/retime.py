@@ -1,22 +1,17 @@
-"""The quiet phase: after the search, every Pareto member is timed again with its node to itself."""
+"""The re-timing phase: after the search, every Pareto member is timed again with its node to itself."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import optuna
 import ray
 
 from search import study as studies
 from search.run.cluster import task_result
+from search.run.dispatcher import Dispatcher
 from search.run.interrupt import StopRequest
 from search.run.state import Search, say, update_run_folder
-from search.run.worker import remeasure_trial
 
-if TYPE_CHECKING:
-    from search.run.driver import Dispatcher
-
-QUIET_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow re-time newcomers
+RETIME_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow re-time newcomers
 
 
 def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest) -> None:
@@ -25,20 +20,16 @@ def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, st
     New figures can reshape the front, so this repeats for members not yet re-timed; one
     whose model left models/ during the search is rebuilt from its parameters.
     """
-    tasks = {name: ray.remote(remeasure_trial).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus)
-             for name, t in search.targets.items()}
     _, front = update_run_folder(search, study.get_trials(deepcopy=False), {})
-    for _ in range(QUIET_ROUNDS):
+    for _ in range(RETIME_ROUNDS):
         todo = [int(n) for n in front["trial"] if int(n) not in search.finals]
         if not todo or stop.requested:
             return
-        say(f"quiet phase: re-timing {len(todo)} Pareto member(s), each alone on its node")
+        say(f"re-timing phase: re-timing {len(todo)} Pareto member(s), each alone on its node")
         trials = study.get_trials(deepcopy=False)
         kept = {n: _kept_model(search, n) for n in todo}
         candidates = {n: trials[n].user_attrs["candidate"] for n in todo}
-        refs = {tasks[c["target"]].remote(dispatcher.workload_ref, dispatcher.evaluators_ref,
-                                          search.target_config(c["target"]), c, search.settings.seed, kept[n]): n
-                for n, c in candidates.items()}
+        refs = {dispatcher.remeasure(c, kept[n]): n for n, c in candidates.items()}
         rebuilt = _collect_finals(search, study, refs, stop, to_rebuild={n for n in todo if not kept[n]})
         _, front = update_run_folder(search, trials, rebuilt, refresh_cards=True)
 
@@ -60,11 +51,11 @@ def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRe
             result = task_result(ref)
             search.finals[number] = studies.store_final(study, number, result)
             if result.get("error"):
-                say(f"quiet phase: trial {number} could not be re-timed ({result['error']}); it keeps its search figures")
+                say(f"re-timing phase: trial {number} could not be re-timed ({result['error']}); it keeps its search figures")
                 continue
             if number in to_rebuild:
                 rebuilt[number] = result["model_bytes"]
-            say(f"quiet phase: {total - len(refs)}/{total} · trial {number}: "
+            say(f"re-timing phase: {total - len(refs)}/{total} · trial {number}: "
                  f"{result['metrics'].get('latency_ms', float('nan')):.3f} ms p50"
                  + (" (rebuilt)" if number in rebuilt else ""))
     return rebuilt

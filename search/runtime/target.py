@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from search.errors import ConfigError
 
-if TYPE_CHECKING:
-    from search.candidate import Candidate
-
-KNOWN_PRECISIONS = (32, 16, 8, 4)
-KNOWN_PARALLELISM = ("sequential", "intra_op", "inter_op", "data_parallel", "pipeline")
-KNOWN_HALF = ("fp16", "bf16")  # the 16-bit float formats (quant_mode of 16 bits)
+ENERGY_METERS = ("auto", "estimate", "rapl", "nvml")
 
 
 @dataclass(frozen=True)
@@ -29,9 +23,11 @@ class Target:
         provider_options: that provider's options (TensorRT's engine cache, a CUDA device id).
         provider_options_by_bits: options added for models of some precision (TensorRT's int8 flag).
         torch_device: device for the distillation step (``cpu`` or ``cuda``).
-        precisions: quantization bits this target runs.
-        half_formats: which 16-bit floats it runs (``fp16``, ``bf16``) when 16 is among them.
-        parallelism: runtime modes this target runs.
+        precisions: quantization bits this target runs (None: every precision the quant knob knows).
+        half_formats: which 16-bit floats it runs (``fp16``, ``bf16``) when 16 is among them (None: fp16).
+        parallelism: runtime modes this target runs (None: every mode the parallelism knob knows).
+            The knobs read these declarations: each knob is the one place that decides which of
+            its values a target runs (spaces/).
         max_threads: upper bound for a mode's degree: threads, replicas or stages (None: the
             machine's cores).
         num_cpus: Ray CPUs one trial reserves.
@@ -39,6 +35,9 @@ class Target:
         energy_meter: ``auto`` picks nvml, rapl or estimate from what the machine exposes.
         watts_per_core: for the estimate: watts one busy core draws.
         idle_watts: for the estimate: watts added per second of wall time (0 to leave out).
+        run_dir_options: provider options whose value is a folder inside the run folder (TensorRT's
+            engine cache: ``{trt_engine_cache_path: trt-engines}``), so a resume reuses what is there.
+        extra: anything else a plugin reads from its target.
     """
 
     name: str
@@ -46,29 +45,22 @@ class Target:
     provider_options: dict[str, Any] = field(default_factory=dict)
     provider_options_by_bits: dict[int, dict[str, Any]] = field(default_factory=dict)
     torch_device: str = "cpu"
-    precisions: tuple[int, ...] = (32, 16, 8)
-    half_formats: tuple[str, ...] = ("fp16",)
-    parallelism: tuple[str, ...] = KNOWN_PARALLELISM
+    precisions: tuple[int, ...] | None = None
+    half_formats: tuple[str, ...] | None = None
+    parallelism: tuple[str, ...] | None = None
     max_threads: int | None = None
     num_cpus: float = 1
     num_gpus: float = 0
     energy_meter: str = "auto"
     watts_per_core: float = 10.0
     idle_watts: float = 0.0
+    run_dir_options: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        bad = [b for b in self.precisions if b not in KNOWN_PRECISIONS]
-        if bad:
-            raise ConfigError(f"target {self.name}: precisions {bad} unknown; choose from {list(KNOWN_PRECISIONS)}")
-        bad_half = [h for h in self.half_formats if h not in KNOWN_HALF]
-        if bad_half:
-            raise ConfigError(f"target {self.name}: half_formats {bad_half} unknown; choose from {list(KNOWN_HALF)}")
-        bad_modes = [m for m in self.parallelism if m not in KNOWN_PARALLELISM]
-        if bad_modes:
-            raise ConfigError(f"target {self.name}: parallelism {bad_modes} unknown; choose from {list(KNOWN_PARALLELISM)}")
-        if self.energy_meter not in ("auto", "estimate", "rapl", "nvml"):
-            raise ConfigError(f"target {self.name}: energy_meter {self.energy_meter!r} unknown; choose from auto, estimate, rapl, nvml")
+        if self.energy_meter not in ENERGY_METERS:
+            raise ConfigError(f"target {self.name}: energy_meter {self.energy_meter!r} unknown; "
+                              f"choose from {', '.join(ENERGY_METERS)}")
 
     @property
     def thread_budget(self) -> int:
@@ -78,7 +70,7 @@ class Target:
     def from_config(cls, cfg: dict[str, Any]) -> Target:
         cfg = dict(cfg)
         for key in ("precisions", "parallelism", "half_formats"):
-            if key in cfg:
+            if cfg.get(key) is not None:
                 cfg[key] = tuple(cfg[key])
         if "provider_options_by_bits" in cfg:
             cfg["provider_options_by_bits"] = {int(k): dict(v) for k, v in cfg["provider_options_by_bits"].items()}
@@ -86,38 +78,6 @@ class Target:
             return cls(**cfg)
         except TypeError as exc:
             raise ConfigError(f"target config: {exc}") from None
-
-    def refuses(self, candidate: Candidate) -> str:
-        """Why this target cannot run ``candidate`` (a study across targets draws knobs from all
-        of theirs), or "" when it can."""
-        if candidate.quant_bits not in self.precisions:
-            return (f"target {self.name} does not run {candidate.quant_bits}-bit models "
-                    f"(it runs {list(self.precisions)})")
-        if candidate.quant_bits == 16 and candidate.quant_mode not in self.half_formats:
-            return f"target {self.name} does not run {candidate.quant_mode} (it runs {list(self.half_formats)})"
-        if candidate.parallelism not in self.parallelism:
-            return f"target {self.name} does not run {candidate.parallelism} (it runs {list(self.parallelism)})"
-        if candidate.threads > self.thread_budget:
-            return (f"target {self.name} has {self.thread_budget} thread(s); "
-                    f"{candidate.parallelism} x{candidate.threads} needs more")
-        return ""
-
-    def project(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Trial params moved to the nearest this target runs: another precision (the nearest
-        in bits, the higher on a tie), its first 16-bit format, sequential for a mode it lacks,
-        a degree within its thread budget. A study across targets re-asks a refused draw so."""
-        found = dict(params)
-        bits = found.get("quant_bits")
-        if bits is not None and bits not in self.precisions:
-            found["quant_bits"] = min(self.precisions, key=lambda b: (abs(math.log2(b / bits)), -b))
-        if "half_format" in found and found["half_format"] not in self.half_formats:
-            found["half_format"] = self.half_formats[0]
-        mode = found.get("parallelism")
-        if mode is not None and (mode not in self.parallelism or self.thread_budget < 2):
-            found["parallelism"] = "sequential"
-        if found.get("threads") is not None and found.get("parallelism") != "sequential":
-            found["threads"] = min(found["threads"], self.thread_budget)
-        return found
 
     def providers(self, bits: int | None = None) -> list[Any]:
         """ONNX Runtime's ``providers`` argument for this target's sessions of a ``bits`` model."""
@@ -141,19 +101,14 @@ class Target:
                 raise ConfigError(f"target {self.name} needs a CUDA device for torch; none is visible here")
 
 
-def widest(targets: Sequence[Target]) -> Target:
-    """What any of ``targets`` runs: the knobs of a study across targets are narrowed to it."""
-    if len(targets) == 1:
-        return targets[0]
-
-    def union(values: list[tuple], order: tuple) -> tuple:
-        return tuple(v for v in order if any(v in t for t in values))
-
-    return Target(name="+".join(t.name for t in targets),
-                  precisions=union([t.precisions for t in targets], KNOWN_PRECISIONS),
-                  half_formats=union([t.half_formats for t in targets], KNOWN_HALF),
-                  parallelism=union([t.parallelism for t in targets], KNOWN_PARALLELISM),
-                  max_threads=max(t.thread_budget for t in targets))
+def in_run_folder(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A target's config with its ``run_dir_options`` as provider options pointing into ``run_dir``
+    (an option the config sets itself wins): TensorRT's engines are then kept with the run."""
+    folders = config.get("run_dir_options") or {}
+    if not folders:
+        return config
+    found = {k: str((run_dir / v).resolve()) for k, v in folders.items()}
+    return {**config, "provider_options": {**found, **(config.get("provider_options") or {})}}
 
 
 @functools.cache  # once per process: every runner of a trial asks

@@ -1,0 +1,67 @@
+"""The Pareto members' models and their cards: what a caller needs to run a model, and how its figures were measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.files import write_bytes, write_text
+from search.runtime.session_settings import runtime_settings
+from search.schema import Schema
+
+
+def _runtime(row: dict[str, Any], schema: Schema) -> dict[str, Any]:
+    """The runtime settings the row's knobs make (a hand-made row: its parallelism columns)."""
+    if schema.runtime is not None:
+        return schema.runtime({f.name: row.get(f.name) for f in schema.fields if row.get(f.name) is not None})
+    return runtime_settings(row.get("parallelism") or "sequential", row.get("degree") or 1, row.get("micro_batches"))
+
+
+def model_card(row: dict[str, Any], run: dict[str, Any], schema: Schema) -> dict[str, Any]:
+    """What a caller needs to run the model, and how its figures were measured."""
+    target = (run.get("target_configs") or {}).get(row.get("target"), run["target"])
+    workload = run["workload_info"]
+    clean = {k: (None if pd.api.types.is_scalar(v) and pd.isna(v) else v) for k, v in row.items()}
+    return {
+        "trial": clean["trial"],
+        "model_file": f"trial-{clean['trial']}.onnx",
+        "workload": workload["name"],
+        "input": {"name": workload["input_name"], "shape": ["batch", *workload["input_shape"]],
+                  "dtype": "float32", "preprocessing": workload["preprocessing"]},
+        "output": {"name": workload["output_name"], "meaning": workload["output_meaning"]},
+        "parameters": {f.name: clean.get(f.name) for f in schema.fields if f.applies_to == "build"},
+        "runtime": {"target": target["name"], "provider": target["provider"], **_runtime(clean, schema),
+                    "batch_size": clean.get("batch_size")},
+        "metrics": {k: clean.get(k) for k in schema.result_columns},
+        "final": bool(clean.get("final")),
+        "measured": {name: note(clean, target) for name, note in schema.notes.items() if note(clean, target)},
+    }
+
+
+def sync_models(run_dir: Path, front: pd.DataFrame, new_models: dict[int, bytes], run: dict[str, Any],
+                schema: Schema, refresh_cards: bool = False) -> None:
+    """Make models/ hold exactly the front: write new members, drop trials that left it.
+
+    During the search a trial that leaves the front never returns to it (the dominating
+    trial stays, with its figures), so only models of trials just finished are held in
+    memory. The re-timing phase changes figures, so a trial may re-enter; it rebuilds that
+    model and hands it in as new, and asks for every card to be rewritten.
+    """
+    models = run_dir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    members = set(front["trial"].astype(int))
+    for row in front.to_dict("records"):
+        trial = int(row["trial"])
+        onnx_path = models / f"trial-{trial}.onnx"
+        card_path = models / f"trial-{trial}.json"
+        if trial in new_models:
+            write_bytes(onnx_path, new_models[trial])
+        if onnx_path.exists() and (refresh_cards or trial in new_models or not card_path.exists()):
+            write_text(card_path, json.dumps(model_card(row, run, schema), indent=2, default=str))
+    for path in models.glob("trial-*.*"):
+        number = path.stem.split("-", 1)[1]
+        if number.isdigit() and int(number) not in members:
+            path.unlink()

@@ -1,0 +1,118 @@
+"""The dispatcher: asks the study for candidates, keeps up to ``workers`` of them in flight on Ray, and
+hands back finished, failed or timed-out ones. The re-timing phase submits through it too."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import ray
+from optuna.distributions import CategoricalDistribution
+
+from search import study as studies
+from search.run.cluster import task_result
+from search.run.state import Search
+from search.run.worker import TrialPlugins, remeasure_trial, run_trial
+from search.runtime.target import Target
+from search.workloads import Workload
+from spaces import Knob, space, suggest_candidate
+from spaces._base import projected, refusal
+
+
+class Dispatcher:
+    """Keeps up to ``workers`` trials in flight and hands back finished, failed or timed-out ones."""
+
+    def __init__(self, search: Search, workload: Workload, task: Callable[..., dict] = run_trial,
+                 remeasure_task: Callable[..., dict] = remeasure_trial) -> None:
+        self.search = search
+        # max_retries re-runs a trial whose worker process died; a Python exception is not retried
+        # (run_trial returns it as the trial's error instead).
+        # Each target's trials reserve its own Ray resources (a GPU target's num_gpus).
+        self.tasks = {name: ray.remote(task).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus,
+                                                     max_retries=search.settings.max_retries)
+                      for name, t in search.targets.items()}
+        self.remeasure_tasks = {name: ray.remote(remeasure_task).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus)
+                                for name, t in search.targets.items()}
+        self.workload_ref = ray.put(workload)  # sent once; workers on other nodes fetch it from the object store
+        self.plugins_ref = ray.put(TrialPlugins(search.knobs, search.evaluators))
+        self.in_flight: dict[ray.ObjectRef, tuple[optuna.Trial, float]] = {}  # ref -> (trial, start time)
+        self.space = space(search.knobs)
+        self.skipped = 0
+
+    def submit(self, study: optuna.Study) -> bool:
+        """Ask for a candidate and dispatch it; False when its target cannot run it (kept, as PRUNED)."""
+        trial = study.ask(fixed_distributions=self.space)
+        candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
+        trial.set_user_attr("candidate", candidate.to_dict())
+        target = self.search.targets[candidate.target]
+        reason = refusal(self.search.knobs, candidate.values, target)
+        if reason:  # re-asked at once, moved to what the target runs; the draw is kept as PRUNED
+            moved = within_space(projected(self.search.knobs, trial.params, target), self.space)
+            if moved != trial.params:  # the same params would be refused again: leave it to the sampler
+                study.enqueue_trial(moved)
+                reason += "; re-asked with the nearest settings it runs"
+            studies.skip(study, trial, reason)
+            self.skipped += 1
+            return False
+        # One seed for the run, not one per trial: the same settings build the same model, so
+        # workers' stage caches serve repeated (prune, distill) prefixes and results reproduce.
+        ref = self.tasks[candidate.target].remote(self.workload_ref, self.plugins_ref,
+                                                  self.search.target_config(candidate.target), candidate.to_dict(),
+                                                  self.search.settings.seed)
+        self.in_flight[ref] = (trial, time.monotonic())
+        return True
+
+    def remeasure(self, candidate: dict[str, Any], model_bytes: bytes) -> ray.ObjectRef:
+        """Re-time a finished trial's model alone on its node (rebuilt first when ``model_bytes`` is empty)."""
+        name = candidate["target"]
+        return self.remeasure_tasks[name].remote(self.workload_ref, self.plugins_ref, self.search.target_config(name),
+                                                 candidate, self.search.settings.seed, model_bytes)
+
+    def next_done(self, timeout_s: float) -> tuple[optuna.Trial, dict[str, Any]] | None:
+        """A finished (or timed-out) trial and its result, or None if none within ``timeout_s``."""
+        overdue = self._overdue()
+        if overdue is not None:
+            ray.cancel(overdue, force=True)  # kills the worker: a stuck native call ignores a polite cancel
+            limit = self.search.settings.trial_timeout_s
+            return self._pop(overdue), {"error": f"timed out: ran past trial_timeout_s={limit:g} and was cancelled"}
+        ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
+        if not ready:
+            return None
+        return self._pop(ready[0]), task_result(ready[0])
+
+    def _overdue(self) -> ray.ObjectRef | None:
+        limit = self.search.settings.trial_timeout_s
+        if limit is None:
+            return None
+        now = time.monotonic()
+        return next((ref for ref, (_, start) in self.in_flight.items() if now - start > limit), None)
+
+    def _pop(self, ref: ray.ObjectRef) -> optuna.Trial:
+        return self.in_flight.pop(ref)[0]
+
+
+def runnable_cover(cover: list[dict[str, Any]], targets: dict[str, Target], knobs: list[Knob]) -> list[dict[str, Any]]:
+    """Cover trials across targets: each mode on a target that runs it (the round robin may pair
+    a pipeline with a one-core target), and every target in at least one. The knobs decide what
+    a target runs: the params run there when projecting them onto it moves nothing."""
+    if len(targets) < 2:
+        return cover
+    placed = []
+    for fixed in cover:
+        runs = [name for name, t in targets.items() if projected(knobs, dict(fixed), t) == fixed]
+        placed.append({**fixed, "target": fixed["target"] if fixed["target"] in runs or not runs else runs[0]})
+    return placed + [{"target": name} for name in targets if name not in {f["target"] for f in placed}]
+
+
+def within_space(params: dict[str, Any], distributions: dict[str, Any]) -> dict[str, Any]:
+    """The params the space holds; one it does not (the target's nearest precision was not
+    declared) is left to the sampler, and a refused draw again is re-asked again."""
+    def holds(name: str, value: Any) -> bool:
+        dist = distributions.get(name)
+        if isinstance(dist, CategoricalDistribution):
+            return value in dist.choices
+        return dist is not None and dist.low <= value <= dist.high
+
+    return {name: value for name, value in params.items() if holds(name, value)}
