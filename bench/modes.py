@@ -23,7 +23,7 @@ from evaluators import Built, Energy, Latency
 from search.candidate import Candidate
 from search.runtime.session_settings import PARALLELISM
 from search.runtime.target import Target
-from search.run.worker import build_candidate
+from search.run.build import build_candidate
 from search.workloads import digits
 
 MODELS = {"baseline": {}, "small": {"prune_rate": 0.5, "prune_round_to": 8, "distill_temperature": 4.0,
@@ -31,8 +31,8 @@ MODELS = {"baseline": {}, "small": {"prune_rate": 0.5, "prune_round_to": 8, "dis
 
 
 def built_for(model_bytes: bytes, base: Candidate, mode: str, degree: int, test) -> Built:
-    cand = Candidate(**{**base.to_dict(), "parallelism": mode, "threads": 1 if mode == "sequential" else degree,
-                        "micro_batches": 4 if mode == "pipeline" else None})
+    cand = base.replace(parallelism=mode, degree=1 if mode == "sequential" else degree,
+                        micro_batches=4 if mode == "pipeline" else None)
     return Built(model_bytes, cand, Target(name="cpu"), test)
 
 

@@ -23,14 +23,15 @@ from hydra.utils import instantiate
 from search import study as studies
 from search.run.cluster import start_ray, stop_ray
 from search.config import compose_config
-from search.run.driver import Dispatcher, _loop, _workload_info, prepare
+from search.run.dispatcher import Dispatcher
+from search.run.driver import prepare, search_loop, workload_info
 from search.run.interrupt import StopRequest
 from search.results.progress import Progress
 from search.workloads import digits
 from spaces import baseline_params
 
 
-def no_work(workload, evaluators, target_cfg, candidate, seed) -> dict:
+def no_work(workload, plugins, target_cfg, candidate, seed) -> dict:
     """A trial that builds nothing: random objective values so the front is realistic."""
     rng = np.random.default_rng()
     metrics = {"accuracy": float(rng.uniform(0.9, 1.0)), "latency_ms": float(rng.uniform(0.1, 1.0)),
@@ -60,9 +61,10 @@ def driver_ms_per_trial(workers: int, trials: int, results: str, sampler: str) -
     search.run_dir.mkdir(parents=True)
     study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler), baseline_params(search.knobs))
     workload = digits.load(seed=0)
-    search.config["workload_info"] = _workload_info(workload)
+    search.config["workload_info"] = workload_info(workload)
     with StopRequest() as stop:
-        _loop(search, study, Dispatcher(search, workload, task=no_work), Progress(trials, stream=io.StringIO()), stop)
+        progress = Progress(trials, objectives=search.objectives, stream=io.StringIO())
+        search_loop(search, study, Dispatcher(search, workload, task=no_work), progress, stop)
     ends = sorted(t.datetime_complete.timestamp() for t in study.trials)
     gaps = np.diff(ends)[trials // 4:] * 1e3  # skip the start: workers spin up, the first generation fills
     return float(np.median(gaps)), bare_round_trip_ms()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import signal
 import sqlite3
@@ -31,7 +30,7 @@ from evaluators import Built, Latency
 from search.runtime.node_lock import measuring_alone
 from search.candidate import Candidate
 from search.runtime.target import Target
-from search.run.worker import build_candidate
+from search.run.build import build_candidate
 from search.workloads import digits
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,11 +89,11 @@ def main() -> None:
     torch.set_num_threads(1)
     workload, cand = digits.load(seed=0), MODELS[args.model]
     if args.threads > 1:
-        cand = dataclasses.replace(cand, parallelism="intra_op", threads=args.threads)
+        cand = cand.replace(parallelism="intra_op", degree=args.threads)
     built = Built(build_candidate(workload, cand, Target(name="cpu"), seed=0, timings={}), cand, Target(name="cpu"),
                   workload.test)
     evaluator = Latency()  # the search's defaults
-    print(f"model: {args.model}, batch {cand.batch_size}, {cand.threads} thread(s); {args.measurements} measurements per condition; "
+    print(f"model: {args.model}, batch {cand.batch_size}, {cand.get('degree', 1)} thread(s); {args.measurements} measurements per condition; "
           f"{os.cpu_count()} cores", flush=True)
     idle = measure(built, evaluator, args.measurements, lock=True, pause_s=args.pause_s)
     with tempfile.TemporaryDirectory(prefix="bench-quiet-") as folder:

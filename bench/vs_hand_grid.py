@@ -23,7 +23,7 @@ import torch
 from evaluators import Accuracy, Built, Latency
 from search.candidate import Candidate
 from search.runtime.target import Target
-from search.run.worker import build_candidate
+from search.run.build import build_candidate
 from search.workloads import digits
 
 torch.set_num_threads(1)
@@ -39,16 +39,17 @@ def from_run(run: Path, workload, max_drop: float, baseline_acc: float, one_thre
     front = pd.read_csv(run / "pareto.csv")
     front = front[front["accuracy"] >= baseline_acc - max_drop].sort_values("latency_ms")
     if one_thread:
-        front = front[front["threads"] == 1]
+        degree = "degree" if "degree" in front.columns else "threads"  # a run from before the rename has threads
+        front = front[front[degree] == 1]
     if front.empty:
         return None
     row = front.iloc[0]
     card = json.loads((run / "models" / f"trial-{int(row['trial'])}.json").read_text())
     cand = Candidate(target="cpu", parallelism=card["runtime"]["parallelism"],
-                     threads=card["runtime"]["degree"], batch_size=card["runtime"]["batch_size"],
+                     degree=card["runtime"]["degree"], batch_size=card["runtime"]["batch_size"],
                      micro_batches=card["runtime"].get("micro_batches"))
     model_bytes = (run / "models" / card["model_file"]).read_bytes()
-    label = f"search trial {int(row['trial'])} ({card['parameters']}, {cand.parallelism} x{cand.threads})"
+    label = f"search trial {int(row['trial'])} ({card['parameters']}, {cand.parallelism} x{cand.degree})"
     return label, Built(model_bytes, cand, Target(name="cpu"), workload.test)
 
 

@@ -424,9 +424,9 @@ def test_a_build_waits_while_a_measurement_holds_the_node(tmp_path):
         assert not thread.is_alive()
 
 
-def test_the_session_runs_with_the_candidates_threads(tiny_cnn, tiny_workload):
+def test_the_session_runs_with_the_candidates_degree(tiny_cnn, tiny_workload):
     model_bytes = export_onnx(tiny_cnn, torch.from_numpy(tiny_workload.test.x[:8]))
-    two = Built(model_bytes, Candidate(target="cpu", parallelism="intra_op", threads=2), Target(name="cpu"),
+    two = Built(model_bytes, Candidate(target="cpu", parallelism="intra_op", degree=2), Target(name="cpu"),
                 tiny_workload.test)
     options = two.runner.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
@@ -434,7 +434,7 @@ def test_the_session_runs_with_the_candidates_threads(tiny_cnn, tiny_workload):
 
 def test_inter_op_runs_one_session_in_parallel_execution_mode(tiny_cnn, tiny_workload):
     model_bytes = export_onnx(tiny_cnn, torch.from_numpy(tiny_workload.test.x[:8]))
-    built = Built(model_bytes, Candidate(target="cpu", parallelism="inter_op", threads=2), Target(name="cpu"),
+    built = Built(model_bytes, Candidate(target="cpu", parallelism="inter_op", degree=2), Target(name="cpu"),
                   tiny_workload.test)
     options = built.runner.session.get_session_options()
     assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL

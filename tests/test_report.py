@@ -9,12 +9,17 @@ import optuna
 import pandas as pd
 import pytest
 
+from evaluators import Accuracy, Latency
+from search.plugins import make_schema
 from search.results.history import hypervolume_history
 from search.results.html import pareto_figure
 from search.results.render import importances
 from search.report import main as report_main
+from spaces import BatchSize, Distillation, Parallelism, PruneRate, QuantBits
 
 TWO = [("accuracy", "maximize"), ("latency_ms", "minimize")]
+TWO_SCHEMA = make_schema([QuantBits(), PruneRate(), Distillation(), Parallelism(), BatchSize()],
+                         [Accuracy(), Latency()])
 
 
 def completed(rows: list[tuple[float, float]]) -> pd.DataFrame:
@@ -73,7 +78,8 @@ def test_interactive_page_plots_every_completed_trial_once():
         trial=[0, 1, 2], baseline=[True, False, False], parallelism=["sequential", "intra_op", "sequential"],
         energy_source="estimate")
     table = pd.concat([table, table.iloc[:1].assign(trial=3, state="FAIL", baseline=False)], ignore_index=True)
-    figure = pareto_figure(table, table[table["trial"] == 1], TWO)
+    assert list(TWO_SCHEMA.objectives) == TWO
+    figure = pareto_figure(table, table[table["trial"] == 1], TWO_SCHEMA)
     assert sum(len(trace.x) for trace in figure.data) == 3  # one panel (one pair); the failed trial is not drawn
     assert {trace.name for trace in figure.data} == {"sequential", "intra_op"}
     member = next(trace for trace in figure.data if trace.name == "intra_op")

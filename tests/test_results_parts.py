@@ -12,17 +12,28 @@ import optuna
 from evaluators import Accuracy, Latency, Size
 from search.run.cache import StageCache, stage_key
 from search.files import write_atomically, write_bytes, write_text
+from search.plugins import make_schema
 from search.results.pareto import pareto_mask
 from search.candidate import Candidate
 from search.results.tables import trials_table
 from search.runtime.target import Target
-from search.run.worker import TrialResult, build_candidate, remeasure_trial, run_trial
+from search.run.build import build_candidate
+from search.run.worker import TrialPlugins, TrialResult, remeasure_trial, run_trial
 from search.workloads import Workload
 from search.workloads._base import Split
+from spaces import BatchSize, Distillation, Parallelism, PruneRate, QuantBits
 
 ACC_LAT = [("accuracy", "maximize"), ("latency_ms", "minimize")]
 CANDIDATE = {"target": "cpu", "quant_bits": 8, "prune_rate": 0.5, "distill_temperature": 2.0,
              "distill_alpha": 0.5, "batch_size": 16}
+# the knobs that build a candidate, in the order the default space runs them
+BUILD_KNOBS = [QuantBits(), PruneRate(), Distillation()]
+ACC_LAT_SCHEMA = make_schema([QuantBits(), PruneRate(), Distillation(), Parallelism(), BatchSize()],
+                             [Accuracy(), Latency()])
+
+
+def plugins(*evaluators) -> TrialPlugins:
+    return TrialPlugins(BUILD_KNOBS, list(evaluators))
 
 
 # --- Pareto front ------------------------------------------------------------------------------
@@ -99,7 +110,7 @@ def test_pareto_rows_without_an_interval_compare_by_value():
     assert pareto_mask(table, ACC_LAT, LAT_CI).tolist() == [True, True]  # 1.00 lies inside [1.00, 1.05]
 
 
-# --- the quiet phase's figures in the table ------------------------------------------------------
+# --- the re-timing phase's figures in the table -------------------------------------------------
 
 def _frozen(number: int, metrics: dict) -> optuna.trial.FrozenTrial:
     trial = optuna.trial.create_trial(values=[metrics["accuracy"], metrics["latency_ms"]],
@@ -112,7 +123,7 @@ def _frozen(number: int, metrics: dict) -> optuna.trial.FrozenTrial:
 def test_final_figures_replace_the_search_figures_and_are_flagged():
     trials = [_frozen(0, {"accuracy": 0.9, "latency_ms": 2.0}), _frozen(1, {"accuracy": 0.8, "latency_ms": 1.0})]
     finals = {1: {"metrics": {"latency_ms": 1.2, "latency_ci_low_ms": 1.1}, "node": "quiet-node", "error": ""}}
-    table = trials_table(trials, finals).set_index("trial")
+    table = trials_table(trials, ACC_LAT_SCHEMA, finals).set_index("trial")
     assert table.loc[1, "latency_ms"] == 1.2 and table.loc[1, "search_latency_ms"] == 1.0
     assert table.loc[1, "final"] and table.loc[1, "node"] == "quiet-node" and table.loc[1, "accuracy"] == 0.8
     assert not table.loc[0, "final"] and table.loc[0, "latency_ms"] == 2.0
@@ -120,8 +131,18 @@ def test_final_figures_replace_the_search_figures_and_are_flagged():
 
 def test_a_failed_remeasurement_leaves_the_search_figures():
     trials = [_frozen(0, {"accuracy": 0.9, "latency_ms": 2.0})]
-    table = trials_table(trials, {0: {"metrics": {}, "node": "n", "error": "boom"}})
+    table = trials_table(trials, ACC_LAT_SCHEMA, {0: {"metrics": {}, "node": "n", "error": "boom"}})
     assert not table.loc[0, "final"] and table.loc[0, "latency_ms"] == 2.0
+
+
+def test_degree_is_written_with_its_old_name_threads_beside_it():
+    trial = _frozen(0, {"accuracy": 0.9, "latency_ms": 2.0})
+    trial.set_user_attr("candidate", {"target": "cpu", "parallelism": "intra_op", "degree": 3})
+    old = _frozen(1, {"accuracy": 0.9, "latency_ms": 2.0})
+    old.set_user_attr("candidate", {"target": "cpu", "parallelism": "intra_op", "threads": 2})  # stored before the rename
+    table = trials_table([trial, old], ACC_LAT_SCHEMA).set_index("trial")
+    assert (table.loc[0, "degree"], table.loc[0, "threads"]) == (3, 3)
+    assert (table.loc[1, "degree"], table.loc[1, "threads"]) == (2, 2)
 
 
 # --- atomic files ------------------------------------------------------------------------------
@@ -209,7 +230,7 @@ def test_stage_key_differs_when_stage_config_input_or_target_differs():
 # --- one trial in a worker ---------------------------------------------------------------------
 
 def test_run_trial_builds_measures_and_returns_a_loadable_model(tiny_workload):
-    result = run_trial(tiny_workload, [Accuracy(), Size()], {"name": "cpu"}, CANDIDATE, seed=0)
+    result = run_trial(tiny_workload, plugins(Accuracy(), Size()), {"name": "cpu"}, CANDIDATE, seed=0)
     assert set(result) == set(TrialResult().to_dict())
     assert result["error"] == ""
     assert set(result["metrics"]) == {"prune_removed", "accuracy", "size_bytes"}
@@ -225,33 +246,42 @@ def test_run_trial_builds_measures_and_returns_a_loadable_model(tiny_workload):
 def test_run_trial_int4_on_a_conv_only_model_is_not_applicable(tiny_workload, conv_only):
     workload = Workload(name="conv-only", model=conv_only, train=tiny_workload.train, val=tiny_workload.val,
                         test=tiny_workload.test, distill_epochs=1, key="conv-only-results-parts")
-    result = run_trial(workload, [Size()], {"name": "cpu"}, {"target": "cpu", "quant_bits": 4}, seed=0)
+    result = run_trial(workload, plugins(Size()), {"name": "cpu"}, {"target": "cpu", "quant_bits": 4}, seed=0)
     assert result["error"].startswith("not applicable")
     assert result["metrics"] == {}
 
 
 def test_run_trial_with_a_bad_prune_rate_returns_an_error_instead_of_raising(tiny_workload):
-    result = run_trial(tiny_workload, [Size()], {"name": "cpu"}, {"target": "cpu", "prune_rate": 1.5}, seed=0)
+    result = run_trial(tiny_workload, plugins(Size()), {"name": "cpu"}, {"target": "cpu", "prune_rate": 1.5},
+                       seed=0)
     assert result["error"].startswith("ValueError") and "prune rate" in result["error"]
     assert result["metrics"] == {} and result["model_bytes"] == b""
 
 
-def test_run_trial_with_a_bad_target_config_returns_an_error(tiny_workload):
-    result = run_trial(tiny_workload, [Size()], {"name": "cpu", "precisions": [3]}, {"target": "cpu"}, seed=0)
+# (a target declaring precisions no knob knows is refused when the knobs are narrowed: test_spaces.py)
+@pytest.mark.parametrize("target_cfg", [{"name": "cpu", "energy_meter": "solar"}, {"name": "cpu", "cores": 3}])
+def test_run_trial_with_a_bad_target_config_returns_an_error(tiny_workload, target_cfg):
+    result = run_trial(tiny_workload, plugins(Size()), target_cfg, {"target": "cpu"}, seed=0)
     assert result["error"].startswith("ConfigError")
 
 
+def test_run_trial_with_a_field_no_knob_declares_returns_an_error(tiny_workload):
+    result = run_trial(tiny_workload, plugins(Size()), {"name": "cpu"}, {**CANDIDATE, "warp_factor": 9}, seed=0)
+    assert result["error"].startswith("UnknownField") and "warp_factor" in result["error"]
+    assert result["metrics"] == {} and result["model_bytes"] == b""
+
+
 def test_remeasure_with_the_kept_model_runs_only_the_timed_evaluators(tiny_workload):
-    first = run_trial(tiny_workload, [Accuracy(), Size()], {"name": "cpu"}, CANDIDATE, seed=0)
-    again = remeasure_trial(tiny_workload, [Accuracy(), Latency(warmup=1, min_repeats=5, budget_s=0.05)],
+    first = run_trial(tiny_workload, plugins(Accuracy(), Size()), {"name": "cpu"}, CANDIDATE, seed=0)
+    again = remeasure_trial(tiny_workload, plugins(Accuracy(), Latency(warmup=1, min_repeats=5, budget_s=0.05)),
                             {"name": "cpu"}, CANDIDATE, seed=0, model_bytes=first["model_bytes"])
     assert again["error"] == "" and set(again["metrics"]) >= {"latency_ms", "latency_ci_low_ms"}
     assert "accuracy" not in again["metrics"] and again["model_bytes"] == first["model_bytes"]
 
 
 def test_remeasure_without_the_model_rebuilds_it_and_measures_everything(tiny_workload):
-    first = run_trial(tiny_workload, [Accuracy()], {"name": "cpu"}, CANDIDATE, seed=0)
-    rebuilt = remeasure_trial(tiny_workload, [Accuracy(), Latency(warmup=1, min_repeats=5, budget_s=0.05)],
+    first = run_trial(tiny_workload, plugins(Accuracy()), {"name": "cpu"}, CANDIDATE, seed=0)
+    rebuilt = remeasure_trial(tiny_workload, plugins(Accuracy(), Latency(warmup=1, min_repeats=5, budget_s=0.05)),
                               {"name": "cpu"}, CANDIDATE, seed=0, model_bytes=b"")
     assert rebuilt["error"] == "" and rebuilt["metrics"]["accuracy"] == first["metrics"]["accuracy"]
     assert rebuilt["model_bytes"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 from hydra.utils import instantiate
@@ -9,9 +11,11 @@ from hydra.utils import instantiate
 from search.candidate import Candidate
 from search.config import compose_config
 from search.errors import ConfigError
-from search.target import KNOWN_PARALLELISM, Target, widest
+from search.run.dispatcher import runnable_cover
+from search.runtime.session_settings import PARALLELISM
+from search.runtime.target import Target
 from spaces import (BatchSize, Distillation, Parallelism, PruneRate, QuantBits, TargetChoice, baseline_params, cover_params,
-                    suggest_candidate)
+                    projected, refusal, suggest_candidate)
 
 CPU = Target(name="cpu", precisions=(32, 16, 8, 4), max_threads=4)
 
@@ -35,21 +39,29 @@ def test_quant_bits_suggests_only_its_declared_choices():
 
 def test_quant_bits_narrow_removes_precisions_the_target_does_not_run():
     knob = QuantBits([32, 16, 8, 4])
-    knob.narrow(Target(name="cpu"))  # default precisions: 32, 16, 8
+    knob.narrow([Target(name="cpu", precisions=(32, 16, 8))])
     assert knob.choices == [32, 16, 8]
     assert {knob.suggest(trial, {})["quant_bits"] for trial in asks(40)} <= {32, 16, 8}
 
 
 def test_quant_bits_narrow_keeps_fp32_for_the_baseline_trial():
     knob = QuantBits([8])
-    knob.narrow(Target(name="cpu"))
+    knob.narrow([Target(name="cpu")])
     assert knob.choices == [32, 8]
+
+
+def test_a_target_that_declares_nothing_runs_every_precision_and_mode_but_only_fp16():
+    quant, parallel = QuantBits([32, 16, 8, 4], half=["fp16", "bf16"]), Parallelism()
+    for knob in (quant, parallel):
+        knob.narrow([Target(name="plain", max_threads=4)])
+    assert quant.choices == [32, 16, 8, 4] and quant.half == ["fp16"]
+    assert parallel.modes == list(PARALLELISM)
 
 
 def test_quant_bits_narrow_with_no_supported_choice_is_a_config_error():
     knob = QuantBits([4])
     with pytest.raises(ConfigError, match="quant_bits"):
-        knob.narrow(Target(name="cpu", precisions=(32, 16, 8)))
+        knob.narrow([Target(name="cpu", precisions=(32, 16, 8))])
 
 
 def test_quant_mode_is_searched_and_recorded_only_for_8_bits():
@@ -149,18 +161,18 @@ def test_distillation_refuses_bad_arguments(kwargs):
 
 def test_parallelism_on_a_one_thread_target_keeps_only_sequential():
     knob = Parallelism()
-    knob.narrow(Target(name="one", max_threads=1))
-    assert knob.modes == ["sequential"] and "threads" not in knob.distributions()
-    assert all(knob.suggest(trial, {}) == {"parallelism": "sequential", "threads": 1, "micro_batches": None}
+    knob.narrow([Target(name="one", max_threads=1)])
+    assert knob.modes == ["sequential"] and "degree" not in knob.distributions()
+    assert all(knob.suggest(trial, {}) == {"parallelism": "sequential", "degree": 1, "micro_batches": None}
                for trial in asks(10))
 
 
 def test_parallelism_visits_every_mode_with_a_degree_within_the_budget():
     knob = Parallelism(micro_batches=6)
-    knob.narrow(Target(name="four", max_threads=4, parallelism=KNOWN_PARALLELISM))
+    knob.narrow([Target(name="four", max_threads=4, parallelism=PARALLELISM)])
     picks = [knob.suggest(trial, {}) for trial in asks(80)]
-    assert {p["parallelism"] for p in picks} == set(KNOWN_PARALLELISM)
-    assert all(2 <= p["threads"] <= 4 for p in picks if p["parallelism"] != "sequential")
+    assert {p["parallelism"] for p in picks} == set(PARALLELISM)
+    assert all(2 <= p["degree"] <= 4 for p in picks if p["parallelism"] != "sequential")
     assert all(p["micro_batches"] == (6 if p["parallelism"] == "pipeline" else None) for p in picks)
 
 
@@ -169,26 +181,26 @@ def test_parallelism_refuses_a_bad_micro_batch_count():
         Parallelism(micro_batches=0)
 
 
-def test_parallelism_threads_stay_within_the_target_budget():
+def test_parallelism_degree_stays_within_the_target_budget():
     knob = Parallelism(["sequential", "intra_op"])
-    knob.narrow(Target(name="four", max_threads=4))
+    knob.narrow([Target(name="four", max_threads=4)])
     picks = [knob.suggest(trial, {}) for trial in asks(40)]
     assert {p["parallelism"] for p in picks} == {"sequential", "intra_op"}
-    assert all(2 <= p["threads"] <= 4 for p in picks if p["parallelism"] == "intra_op")
-    assert all(p["threads"] == 1 for p in picks if p["parallelism"] == "sequential")
+    assert all(2 <= p["degree"] <= 4 for p in picks if p["parallelism"] == "intra_op")
+    assert all(p["degree"] == 1 for p in picks if p["parallelism"] == "sequential")
 
 
 def test_parallelism_knob_cap_below_the_target_budget_wins():
     knob = Parallelism(["intra_op"], max_threads=3)
-    knob.narrow(Target(name="eight", max_threads=8))
+    knob.narrow([Target(name="eight", max_threads=8)])
     assert knob.max_threads == 3
-    assert all(knob.suggest(trial, {})["threads"] <= 3 for trial in asks(30))
+    assert all(knob.suggest(trial, {})["degree"] <= 3 for trial in asks(30))
 
 
 def test_parallelism_narrow_with_no_supported_mode_is_a_config_error():
     knob = Parallelism(["intra_op"])
     with pytest.raises(ConfigError, match="parallelism"):
-        knob.narrow(Target(name="seq", parallelism=("sequential",)))
+        knob.narrow([Target(name="seq", parallelism=("sequential",))])
 
 
 @pytest.mark.parametrize("modes", [["warp_speed"], [], ["sequential", "model_parallel"]])
@@ -199,9 +211,9 @@ def test_parallelism_refuses_unknown_modes(modes):
 
 # --- suggest_candidate -------------------------------------------------------------------------
 
-def narrowed(*knobs, target: Target = CPU):
+def narrowed(*knobs, targets: list[Target] = (CPU,)):
     for knob in knobs:
-        knob.narrow(target)
+        knob.narrow(list(targets))
     return list(knobs)
 
 
@@ -217,10 +229,10 @@ def test_suggest_candidate_carries_every_knobs_value():
     knobs = narrowed(QuantBits([32, 8]), PruneRate(high=0.5, round_to=[8]),
                      Distillation(temperatures=[0, 4], alphas=[0.9]), Parallelism())
     trial = optuna.trial.FixedTrial({"quant_bits": 8, "prune_rate": 0.5, "distill_temperature": 4.0,
-                                     "distill_alpha": 0.9, "parallelism": "intra_op", "threads": 3})
+                                     "distill_alpha": 0.9, "parallelism": "intra_op", "degree": 3})
     assert suggest_candidate(knobs, trial, CPU, batch_size=4) == Candidate(
         target="cpu", quant_bits=8, quant_mode="minmax", prune_rate=0.5, prune_round_to=8, distill_temperature=4.0,
-        distill_alpha=0.9, parallelism="intra_op", threads=3, batch_size=4)
+        distill_alpha=0.9, parallelism="intra_op", degree=3, micro_batches=None, batch_size=4)
 
 
 # --- the shipped space -------------------------------------------------------------------------
@@ -231,7 +243,7 @@ def test_every_knob_in_the_default_space_instantiates_and_narrows_to_cpu():
     knobs = [instantiate(node) for node in cfg.space.knobs.values()]
     assert [type(k) for k in knobs] == [QuantBits, PruneRate, Distillation, Parallelism, BatchSize]
     for knob in knobs:
-        knob.narrow(target)
+        knob.narrow([target])
     assert set(knobs[0].choices) <= set(target.precisions)
     cand = suggest_candidate(knobs, study().ask(), target, batch_size=32)
     assert cand.target == "cpu" and cand.batch_size == 32
@@ -243,7 +255,7 @@ def shipped_knobs(space_name: str) -> list:
     target = Target.from_config(dict(cfg.target))
     knobs = [instantiate(node) for node in cfg.space.knobs.values()]
     for knob in knobs:
-        knob.narrow(target)
+        knob.narrow([target])
     return knobs
 
 
@@ -260,7 +272,7 @@ def test_the_full_space_searches_every_int8_mode_and_batch_size_and_keeps_fp16_o
 
 def test_half_format_is_searched_and_recorded_only_for_16_bits():
     knob = QuantBits([32, 16, 8], modes=["minmax"], half=["fp16", "bf16"])
-    knob.narrow(Target(name="gpu-like", precisions=(32, 16, 8), half_formats=("fp16", "bf16")))
+    knob.narrow([Target(name="gpu-like", precisions=(32, 16, 8), half_formats=("fp16", "bf16"))])
     picks = [knob.suggest(trial, {}) for trial in asks(60)]
     assert {p["quant_mode"] for p in picks if p["quant_bits"] == 16} == {"fp16", "bf16"}
     assert {p["quant_mode"] for p in picks if p["quant_bits"] == 8} == {"minmax"}
@@ -270,7 +282,7 @@ def test_half_format_is_searched_and_recorded_only_for_16_bits():
 def test_bf16_alone_on_a_target_without_it_is_a_config_error():
     knob = QuantBits([32, 16], half=["bf16"])
     with pytest.raises(ConfigError, match="bf16"):
-        knob.narrow(Target(name="cpu", precisions=(32, 16), half_formats=("fp16",)))
+        knob.narrow([Target(name="cpu", precisions=(32, 16), half_formats=("fp16",))])
 
 
 def test_batch_size_is_fixed_to_the_baseline_unless_several_are_declared():
@@ -292,47 +304,63 @@ def test_baseline_params_are_fp32_unpruned_sequential_on_the_first_target():
 
 def test_target_choice_draws_every_target_and_the_candidate_carries_it():
     targets = [Target(name="cpu"), Target(name="cpu_1t", max_threads=1)]
-    knobs = narrowed(TargetChoice(targets), QuantBits([32, 8]), Parallelism(), target=widest(targets))
+    knobs = narrowed(TargetChoice(targets), QuantBits([32, 8]), Parallelism(), targets=targets)
     drawn = {suggest_candidate(knobs, trial, targets[0], 32).target for trial in asks(20)}
     assert drawn == {"cpu", "cpu_1t"}
 
 
-def test_widest_is_what_any_target_runs():
-    wide = widest([Target(name="a", precisions=(32, 8), parallelism=("sequential",), max_threads=1),
-                   Target(name="b", precisions=(32, 16), half_formats=("fp16", "bf16"), max_threads=3)])
-    assert wide.precisions == (32, 16, 8) and wide.half_formats == ("fp16", "bf16")
-    assert wide.parallelism == KNOWN_PARALLELISM and wide.thread_budget == 3
+def test_knobs_narrowed_to_several_targets_keep_what_any_target_runs():
+    targets = [Target(name="a", precisions=(32, 8), parallelism=("sequential",), max_threads=1),
+               Target(name="b", precisions=(32, 16), half_formats=("fp16", "bf16"), max_threads=3)]
+    quant, parallel = QuantBits([32, 16, 8, 4], half=["fp16", "bf16"]), Parallelism()
+    narrowed(quant, parallel, targets=targets)
+    assert quant.choices == [32, 16, 8] and quant.half == ["fp16", "bf16"]
+    assert parallel.modes == list(PARALLELISM) and parallel.max_threads == 3
+
+
+@pytest.mark.parametrize(("knob", "target", "says"), [
+    (QuantBits(), Target(name="odd", precisions=(32, 3)), "precisions [3] unknown"),
+    (QuantBits([32, 16]), Target(name="odd", half_formats=("fp8",)), "half_formats ['fp8'] unknown"),
+    (Parallelism(), Target(name="odd", parallelism=("sequential", "warp_speed")), "parallelism ['warp_speed'] unknown"),
+])
+def test_a_target_declaring_what_no_knob_knows_is_a_config_error_when_narrowing(knob, target, says):
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        knob.narrow([Target(name="fine"), target])
+
+
+REFUSING_KNOBS = [QuantBits(), Parallelism()]
 
 
 @pytest.mark.parametrize(("candidate", "says"), [
     (Candidate(target="t", quant_bits=4), "does not run 4-bit"),
     (Candidate(target="t", quant_bits=16, quant_mode="bf16"), "does not run bf16"),
-    (Candidate(target="t", parallelism="pipeline", threads=2), "does not run pipeline"),
-    (Candidate(target="t", parallelism="intra_op", threads=3), "has 2 thread(s)"),
+    (Candidate(target="t", parallelism="pipeline", degree=2), "does not run pipeline"),
+    (Candidate(target="t", parallelism="intra_op", degree=3), "has 2 thread(s)"),
 ])
-def test_a_target_says_why_it_refuses_a_candidate(candidate, says):
+def test_the_knobs_say_why_a_target_refuses_a_candidate(candidate, says):
     target = Target(name="t", precisions=(32, 16, 8), parallelism=("sequential", "intra_op"), max_threads=2)
-    assert says in target.refuses(candidate)
-    assert target.refuses(Candidate(target="t", quant_bits=8, parallelism="intra_op", threads=2)) == ""
+    assert says in refusal(REFUSING_KNOBS, candidate.values, target)
+    assert refusal(REFUSING_KNOBS, Candidate(target="t", quant_bits=8, parallelism="intra_op", degree=2).values,
+                   target) == ""
 
 
-def test_a_target_projects_params_onto_the_nearest_it_runs():
+def test_the_knobs_project_params_onto_the_nearest_a_target_runs():
     gpu = Target(name="gpu", precisions=(32, 16, 8), parallelism=("sequential",), max_threads=1)
-    assert gpu.project({"quant_bits": 4, "parallelism": "pipeline", "threads": 6, "half_format": "bf16"}) == {
-        "quant_bits": 8, "parallelism": "sequential", "threads": 6, "half_format": "fp16"}
+    assert projected(REFUSING_KNOBS, {"quant_bits": 4, "parallelism": "pipeline", "degree": 6, "half_format": "bf16"},
+                     gpu) == {"quant_bits": 8, "parallelism": "sequential", "degree": 6, "half_format": "fp16"}
     two = Target(name="two", precisions=(32, 8), max_threads=2)
-    assert two.project({"quant_bits": 16, "parallelism": "intra_op", "threads": 6}) == {
-        "quant_bits": 32, "parallelism": "intra_op", "threads": 2}  # 16 sits between 8 and 32: the higher
-    projected = two.project({"quant_bits": 16, "parallelism": "intra_op", "threads": 6})
-    assert two.refuses(Candidate(target="two", quant_bits=projected["quant_bits"], parallelism="intra_op",
-                                 threads=projected["threads"])) == ""
+    assert projected(REFUSING_KNOBS, {"quant_bits": 16, "parallelism": "intra_op", "degree": 6}, two) == {
+        "quant_bits": 32, "parallelism": "intra_op", "degree": 2}  # 16 sits between 8 and 32: the higher
+    moved = projected(REFUSING_KNOBS, {"quant_bits": 16, "parallelism": "intra_op", "degree": 6}, two)
+    assert refusal(REFUSING_KNOBS, Candidate(target="two", quant_bits=moved["quant_bits"], parallelism="intra_op",
+                                             degree=moved["degree"]).values, two) == ""
 
 
 def test_cover_trials_measure_every_declared_mode_once():
     knobs = shipped_knobs("full")
     cover = cover_params(knobs)
     assert len(cover) == 7  # 32, 16, 4 and 8 bits x 4 int8 modes: the longest list
-    assert {c["parallelism"] for c in cover} == set(KNOWN_PARALLELISM)
+    assert {c["parallelism"] for c in cover} == set(PARALLELISM)
     assert {c["batch_size"] for c in cover} == {8, 32, 128}
     assert {c.get("quant_mode") for c in cover if c["quant_bits"] == 8} == {"minmax", "entropy", "percentile", "dynamic"}
     assert {c["quant_bits"] for c in cover} == {32, 16, 8, 4}
@@ -342,19 +370,17 @@ def test_cover_trials_measure_every_declared_mode_once():
 
 def test_cover_across_targets_includes_each_target():
     targets = [Target(name="a"), Target(name="b")]
-    knobs = narrowed(TargetChoice(targets), QuantBits([32, 8]), target=widest(targets))
+    knobs = narrowed(TargetChoice(targets), QuantBits([32, 8]), targets=targets)
     assert {c["target"] for c in cover_params(knobs)} == {"a", "b"}
     assert cover_params(narrowed(PruneRate(), Distillation())) == []
 
 
 def test_cover_across_targets_puts_each_mode_on_a_target_that_runs_it():
-    from search.driver import _runnable
-
     targets = {"cpu": Target(name="cpu", max_threads=2), "cpu_1t": Target(name="cpu_1t", max_threads=1,
                                                                          parallelism=("sequential",))}
     knobs = narrowed(TargetChoice(list(targets.values())), QuantBits([32, 8]), Parallelism(),
-                     target=widest(list(targets.values())))
-    placed = _runnable(cover_params(knobs), targets)
-    assert {c["parallelism"] for c in placed if "parallelism" in c} == set(KNOWN_PARALLELISM)
+                     targets=list(targets.values()))
+    placed = runnable_cover(cover_params(knobs), targets, knobs)
+    assert {c["parallelism"] for c in placed if "parallelism" in c} == set(PARALLELISM)
     assert all(c["target"] == "cpu" for c in placed if c.get("parallelism", "sequential") != "sequential")
     assert {c["target"] for c in placed} == {"cpu", "cpu_1t"}

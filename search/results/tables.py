@@ -25,7 +25,8 @@ def trial_row(trial: optuna.trial.FrozenTrial, schema: Schema, final: dict[str, 
     remeasured = bool(final and final.get("metrics"))
     row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name}
     for f in schema.fields:
-        row[f.name] = candidate.get(f.name, candidate.get(f.alias) if f.alias else None)
+        # a knob left out of this run (pruning for a bare ONNX model) reads as its "not applied" value
+        row[f.name] = candidate.get(f.name, candidate.get(f.alias, f.unset) if f.alias else f.unset)
         if f.alias:
             row[f.alias] = row[f.name]
     row.update({k: metrics.get(k) for k in schema.result_columns})

@@ -108,7 +108,7 @@ def _open_run_dir(search: Search) -> bool:
     return resuming
 
 
-def _workload_info(workload: Workload) -> dict[str, Any]:
+def workload_info(workload: Workload) -> dict[str, Any]:
     classes = predict_classes(workload)
     return {"name": workload.name, "input_name": INPUT_NAME, "input_shape": list(workload.input_shape),
             "output_name": OUTPUT_NAME, "preprocessing": workload.preprocessing,
@@ -122,7 +122,7 @@ def run_search(cfg: DictConfig) -> Path:
     check_exportable(workload)
     if workload.is_onnx:
         _leave_out_torch_knobs(search, workload)
-    search.config["workload_info"] = _workload_info(workload)
+    search.config["workload_info"] = workload_info(workload)
     sampler = instantiate_plugin(cfg.sampler, "sampler")
     resuming = _open_run_dir(search)
     # only what fits in the trials asked for: an enqueued trial never asked would stay WAITING
@@ -143,7 +143,7 @@ def run_search(cfg: DictConfig) -> Path:
             start_ray(search.config["cluster"], search.settings.workers, list(search.targets.values()))
             if not stop.requested:
                 dispatcher = Dispatcher(search, workload)
-                _loop(search, study, dispatcher, progress, stop)
+                search_loop(search, study, dispatcher, progress, stop)
                 progress.finish()
                 if search.settings.remeasure and not stop.requested:
                     retime_front(search, study, dispatcher, stop)
@@ -160,7 +160,7 @@ def run_search(cfg: DictConfig) -> Path:
     return search.run_dir
 
 
-def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress, stop: StopRequest) -> None:
+def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress, stop: StopRequest) -> None:
     total, workers = search.settings.trials, search.settings.workers
     tables_due = Every(TABLES_EVERY_S)
     done, _ = studies.finished(study.get_trials(deepcopy=False))
@@ -183,4 +183,4 @@ def _loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress:
         progress.update(front, done, failed)
 
 
-__all__ = ["run_search", "prepare"]
+__all__ = ["prepare", "run_search", "search_loop", "workload_info"]
