@@ -45,8 +45,8 @@ BAD_INPUT = [
     (["+space.knobs.fusion._target_=no_such_module.Fusion"], "knob fusion (no_such_module.Fusion)"),
     (["+evaluators.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a evaluators.Evaluator"),
     (["+space.knobs.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a spaces.Knob"),
-    (["evaluators.latency.objective=false", "evaluators.accuracy.objective=false", "evaluators.energy.objective=false",
-      "evaluators.size.objective=false"], "no evaluator is an objective"),
+    ([f"++evaluators.{e}.objective=false" for e in ("accuracy", "latency", "energy", "size")],
+     "no evaluator is an objective"),
 ]
 
 
