@@ -67,12 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from search.config import compose_config
     from search.run.driver import run_search
+    from search.run.failures import EXIT_SYSTEMATIC, SystematicFailure
 
     try:
         run_dir = run_search(compose_config(args))
     except ConfigError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the cause wrote
         return 2
+    except SystematicFailure as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_SYSTEMATIC
     except KeyboardInterrupt:
         return 130
     print(summary(run_dir))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Sequence
 
 from hydra import compose, initialize_config_dir
@@ -13,6 +13,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from search.errors import ConfigError
+
+if TYPE_CHECKING:
+    from search.run.failures import FailFast
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_TARGET = "cpu"
@@ -110,6 +113,7 @@ class Settings:
     max_retries: int
     remeasure: bool
     cover: bool
+    fail_fast: FailFast
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -137,7 +141,21 @@ class Settings:
             max_retries=integer("max_retries", 0),
             remeasure=_boolean(cfg, "remeasure"),
             cover=_boolean(cfg, "cover"),
+            fail_fast=_fail_fast(cfg.get("fail_fast") or {}),
         )
+
+
+def _fail_fast(node: Any) -> FailFast:
+    from search.run.failures import FailFast
+
+    values = dict(node)
+    unknown = set(values) - {"first", "share", "min_trials"}
+    if unknown:
+        raise ConfigError(f"fail_fast: unknown setting(s) {sorted(unknown)}; it takes first, share and min_trials")
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"fail_fast.{key} must be a number, got {value!r}")
+    return FailFast(**values)
 
 
 def _boolean(cfg: DictConfig, key: str) -> bool:

@@ -23,7 +23,9 @@ from search.results.progress import Progress
 from search.results.render import render
 from search.run.cluster import check_reachable, cluster_address, start_ray, stop_ray
 from search.run.dispatcher import Dispatcher, runnable_cover
+from search.run.failures import SystematicFailure, one_line
 from search.run.interrupt import StopRequest
+from search.run.lock import RunLock
 from search.run.retime import retime_front
 from search.run.state import Search, say, update_run_folder
 from search.runtime.target import Target, in_run_folder
@@ -124,6 +126,11 @@ def run_search(cfg: DictConfig) -> Path:
         _leave_out_torch_knobs(search, workload)
     search.config["workload_info"] = workload_info(workload)
     sampler = instantiate_plugin(cfg.sampler, "sampler")
+    with RunLock(search.run_dir):  # one driver per run folder, from before it is written until the end
+        return _run(search, workload, sampler)
+
+
+def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSampler) -> Path:
     resuming = _open_run_dir(search)
     # only what fits in the trials asked for: an enqueued trial never asked would stay WAITING
     cover = runnable_cover(cover_params(search.knobs), search.targets, search.knobs) if search.settings.cover else []
@@ -133,11 +140,12 @@ def run_search(cfg: DictConfig) -> Path:
     rerun = studies.requeue_stale(study)
     done, _ = studies.finished(study.get_trials(deepcopy=False))
     say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
-         + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
-         + f"; target {', '.join(search.targets)}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
+        + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
+        + f"; target {', '.join(search.targets)}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
     for note in search.notes:
         say(note)
     progress = Progress(search.settings.trials, already_done=done, objectives=search.objectives)
+    failure: SystematicFailure | None = None
     with StopRequest() as stop:
         try:
             start_ray(search.config["cluster"], search.settings.workers, list(search.targets.values()))
@@ -149,11 +157,15 @@ def run_search(cfg: DictConfig) -> Path:
                     retime_front(search, study, dispatcher, stop)
         except KeyboardInterrupt:
             stop.requested = True
+        except SystematicFailure as exc:  # the tables are written below, then the run ends with the reason
+            failure = exc
         finally:
             stop_ray()
     progress.finish()
     update_run_folder(search, study.get_trials(deepcopy=False), {}, tables=False)  # models; render writes tables
     render(search.run_dir, study, search.schema)  # every table and plot, from study.db
+    if failure is not None:
+        raise failure
     if stop.requested:
         say(f"interrupted: finished trials are saved; resume with the same command and run={search.run_dir.name}")
         raise KeyboardInterrupt
@@ -164,6 +176,7 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
     total, workers = search.settings.trials, search.settings.workers
     tables_due = Every(TABLES_EVERY_S)
     done, _ = studies.finished(study.get_trials(deepcopy=False))
+    errors: list[str] = []  # of the trials this driver finished, in order ("" completed): what fail-fast reads
     while not stop.requested:
         while len(dispatcher.in_flight) < workers and done + len(dispatcher.in_flight) < total:
             if not dispatcher.submit(study) and dispatcher.skipped > MAX_SKIPPED_PER_TRIAL * total:
@@ -175,12 +188,27 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         if finished is None:
             continue
         trial, result = finished
+        if result.get("error"):  # the whole text to errors.log, one line to the table
+            log_error(search.run_dir, trial.number, result["error"])
+            result["error"] = one_line(result["error"])
         completed = studies.record(study, trial, result, search.objectives)
         trials = study.get_trials(deepcopy=False)  # one read of the storage per finished trial
         done, failed = studies.finished(trials)
         new_models = {trial.number: result["model_bytes"]} if completed else {}
         _, front = update_run_folder(search, trials, new_models, tables=tables_due.ready())
         progress.update(front, done, failed)
+        errors.append("" if completed else result.get("error") or "non-finite objective values")
+        verdict = search.settings.fail_fast.verdict(errors)
+        if verdict:
+            progress.finish()
+            raise SystematicFailure(f"stopped after {len(errors)} trial(s): {verdict}; finished trials are saved in "
+                                    f"{search.run_dir}: fix the cause, then run the same command to resume")
+
+
+def log_error(run_dir: Path, trial: int, error: str) -> None:
+    """A failed trial's whole error (Ray's traceback and all), appended to the run folder's errors.log."""
+    with open(run_dir / "errors.log", "a") as log:
+        log.write(f"--- trial {trial}, {datetime.now().isoformat(timespec='seconds')}\n{error.rstrip()}\n")
 
 
 __all__ = ["prepare", "run_search", "search_loop", "workload_info"]
