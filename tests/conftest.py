@@ -24,14 +24,20 @@ def teacher_cache(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("teacher-cache"))
 
 
-def search(tmp_path: Path, teacher_cache: str | None, *overrides: str, env: dict | None = None
-           ) -> subprocess.CompletedProcess:
-    """``python -m search`` as a user runs it, shrunk to a tiny CPU run (digits unless teacher_cache is None)."""
+def quick_overrides(tmp_path: Path, teacher_cache: str | None) -> list[str]:
+    """The overrides that shrink ``python -m search`` to a tiny CPU run (digits unless teacher_cache is None)."""
     quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1"]
     if teacher_cache is not None:
         quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
-    return subprocess.run([sys.executable, "-m", "search", *quick, *overrides], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+    return quick
+
+
+def search(tmp_path: Path, teacher_cache: str | None, *overrides: str, env: dict | None = None
+           ) -> subprocess.CompletedProcess:
+    """``python -m search`` as a user runs it, shrunk to a tiny CPU run (digits unless teacher_cache is None)."""
+    return subprocess.run([sys.executable, "-m", "search", *quick_overrides(tmp_path, teacher_cache), *overrides],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
 
 
 @pytest.fixture(scope="session")

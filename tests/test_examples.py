@@ -34,6 +34,7 @@ def test_example_search_runs_from_the_readme_command(tmp_path):
     card = json.loads((tmp_path / "byo" / "models" / f"trial-{front['trial'].iloc[0]}.json").read_text())
     assert card["workload"] == "breast-cancer-mlp" and card["input"]["shape"] == ["batch", 30]
     four_bit = table[table["quant_bits"] == 4]
+    assert len(four_bit) >= 1, "the cover trials measure 4 bits"
     baseline_size = table.loc[table["baseline"], "size_bytes"].iloc[0]
-    # int4 really applies to Linear layers: where it was sampled on an unpruned model, the file is much smaller
-    assert (four_bit[four_bit["prune_rate"] == 0]["size_bytes"] < baseline_size / 3).all()
+    # int4 really applies to Linear layers: the file is much smaller (pruning, where sampled, only shrinks it more)
+    assert (four_bit["size_bytes"] < baseline_size / 3).all()

@@ -15,6 +15,7 @@ import pytest
 
 from search.workloads.digits import split_digits
 from tests.conftest import search
+from tests.driver_control import kill_session, session_processes, wait_for_running
 
 REPO = Path(__file__).resolve().parent.parent
 CONTRACT_COLUMNS = ["trial", "state", "target", "quant_bits", "prune_rate", "distill_temperature", "parallelism",
@@ -55,7 +56,9 @@ def test_trials_table_has_contract_columns_and_real_metrics(finished_run):
     assert (done["latency_ci_low_ms"] <= done["latency_ms"]).all() and (done["latency_ms"] <= done["latency_ci_high_ms"]).all()
     assert (done["energy_ci_low_mj"] <= done["energy_mj"]).all() and (done["energy_mj"] <= done["energy_ci_high_mj"]).all()
     assert (done["peak_memory_bytes"] > 0).all()
-    assert done["prune_removed"].between(0, 1).all() and done.loc[done["prune_rate"] == 0, "prune_removed"].eq(0).all()
+    unpruned = done.loc[done["prune_rate"] == 0, "prune_removed"]
+    assert len(unpruned) >= 1, "the baseline at least is unpruned"
+    assert done["prune_removed"].between(0, 1).all() and unpruned.eq(0).all()
 
 
 def test_quiet_phase_retimes_every_pareto_member(finished_run):
@@ -63,7 +66,7 @@ def test_quiet_phase_retimes_every_pareto_member(finished_run):
 
     table = pd.read_csv(finished_run / "trials.csv")
     front = pd.read_csv(finished_run / "pareto.csv")
-    assert front["final"].all(), "every front member was re-timed after the search"
+    assert len(front) >= 1 and front["final"].all(), "every front member was re-timed after the search"
     assert front["search_latency_ms"].notna().all()
     for trial in front["trial"]:
         assert json.loads((finished_run / "models" / f"trial-{trial}.json").read_text())["final"] is True
@@ -98,7 +101,8 @@ def test_model_card_tells_a_caller_how_to_run_the_model(finished_run):
     assert "16" in card["input"]["preprocessing"]
     assert card["runtime"]["provider"] == "CPUExecutionProvider"
     assert card["metrics"]["size_bytes"] == (finished_run / "models" / f"trial-{trial}.onnx").stat().st_size
-    assert "ESTIMATE" in card["measured"]["energy"] or card["metrics"]["energy_source"] != "estimate"
+    # the note says ESTIMATE exactly when the figure is one
+    assert ("ESTIMATE" in card["measured"]["energy"]) == (card["metrics"]["energy_source"] == "estimate")
 
 
 def test_study_is_readable_by_optuna(finished_run):
@@ -116,7 +120,11 @@ def test_quiet_phase_rebuilds_a_member_whose_model_is_gone(tmp_path, teacher_cac
     run = tmp_path / "gone"
     before = pd.read_csv(run / "pareto.csv").set_index("trial")
     assert not before["final"].any()
-    victim = int(before["accuracy"].idxmax())  # the most accurate member is the likeliest to stay on the front
+    done = pd.read_csv(run / "trials.csv").query("state == 'COMPLETE'")
+    # The smallest model, if no other is as small, is on every front: only an equally small model could dominate it
+    # (size is exact), so it stays whatever the re-timing finds, and its rebuild can be compared.
+    victim = int(done.loc[done["size_bytes"].idxmin(), "trial"])
+    assert (done["size_bytes"] == done["size_bytes"].min()).sum() == 1 and victim in before.index
     (run / "models" / f"trial-{victim}.onnx").unlink()
     (run / "models" / f"trial-{victim}.json").unlink()
     again = search(tmp_path, teacher_cache, "trials=3", "workers=2", "run=gone", "remeasure=true")
@@ -125,9 +133,9 @@ def test_quiet_phase_rebuilds_a_member_whose_model_is_gone(tmp_path, teacher_cac
     after = pd.read_csv(run / "pareto.csv").set_index("trial")
     assert after["final"].all()
     assert {p.stem for p in (run / "models").glob("*.onnx")} == {f"trial-{t}" for t in after.index}
-    if victim in after.index:
-        assert after.loc[victim, "accuracy"] == before.loc[victim, "accuracy"], "the rebuild is the same model"
-        assert after.loc[victim, "size_bytes"] == before.loc[victim, "size_bytes"]
+    assert victim in after.index
+    assert after.loc[victim, "accuracy"] == before.loc[victim, "accuracy"], "the rebuild is the same model"
+    assert after.loc[victim, "size_bytes"] == before.loc[victim, "size_bytes"]
 
 
 def test_progress_and_summary_are_printed(finished_run, teacher_cache, tmp_path):
@@ -148,7 +156,8 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
     failed = table[table["state"] == "FAIL"]
     assert len(failed) >= 1 and (failed["quant_bits"] == 4).all()
     assert failed["error"].str.contains("not applicable: int4").all()
-    assert (table[table["state"] == "COMPLETE"]["quant_bits"] == 32).all()
+    complete = table[table["state"] == "COMPLETE"]
+    assert len(complete) >= 1 and (complete["quant_bits"] == 32).all()
 
 
 def test_existing_run_is_resumed_and_earlier_trials_kept(tmp_path, teacher_cache):
@@ -173,16 +182,16 @@ def test_resume_with_a_different_space_is_refused(tmp_path, teacher_cache):
 
 def test_ctrl_c_saves_the_tables_and_the_same_command_resumes(tmp_path, teacher_cache):
     import signal
-    import time
 
     quick = [f"results_dir={tmp_path}", f"workload.cache_dir={teacher_cache}", "workload.epochs=15",
              "workload.distill_epochs=3", "trials=3", "workers=2", "run=c"]
     proc = subprocess.Popen([sys.executable, "-m", "search", *quick], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "c" / "study.db").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(8)  # Ray has started and trials are in flight
+    try:
+        wait_for_running(proc, tmp_path / "c" / "study.db", baseline_too=True)  # Ray is up and a trial in flight
+    except AssertionError:
+        proc.kill()
+        raise AssertionError(f"no trial ran before Ctrl-C: {proc.communicate()[1][-2000:]}") from None
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -218,13 +227,13 @@ def test_worker_killed_mid_trial_is_recorded_and_the_search_goes_on(tmp_path, te
              "workload.distill_epochs=400", "trials=3", "workers=2", "run=k", "trial_timeout_s=60",
              "space.knobs.prune_rate.high=0.5", "sampler=random", "seed=3"]
     proc = subprocess.Popen([sys.executable, "-m", "search", *quick], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     killed, deadline = [], time.monotonic() + 120
     while not killed and time.monotonic() < deadline:
         time.sleep(3)  # by now the fast baseline trial is done and pruned trials are distilling
-        found = subprocess.run(["pgrep", "-f", "ray::run_trial"], capture_output=True, text=True).stdout.split()
-        for pid in found:
-            os.kill(int(pid), signal.SIGKILL)
+        # only this search's trial workers (its session), never another run's on the same machine
+        for pid in session_processes(proc.pid, named="ray::run_trial"):
+            os.kill(pid, signal.SIGKILL)
             killed.append(pid)
     _, err = proc.communicate(timeout=300)
     assert killed, "no trial worker was found to kill"
@@ -256,7 +265,7 @@ def test_sigkilled_driver_loses_nothing_and_the_same_command_finishes(tmp_path, 
     quick = [f"results_dir={tmp_path}", f"workload.cache_dir={teacher_cache}", "workload.epochs=15",
              "workload.distill_epochs=3", "trials=10", "workers=2", "run=kill"]
     proc = subprocess.Popen([sys.executable, "-m", "search", *quick], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     db, deadline, complete = tmp_path / "kill" / "study.db", time.monotonic() + 180, 0
     # Kill as soon as a trial is complete: with 10 trials the driver is then still mid-search.
     while not complete and time.monotonic() < deadline and proc.poll() is None:
@@ -265,6 +274,7 @@ def test_sigkilled_driver_loses_nothing_and_the_same_command_finishes(tmp_path, 
     assert proc.poll() is None, "the search ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    kill_session(proc)  # then what the driver leaves behind (seen: Ray's dashboard and runtime-env agents live on)
     killed = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
     before = {t.number: t.values for t in killed.trials if t.state.name == "COMPLETE"}
     again = subprocess.run([sys.executable, "-m", "search", *quick], cwd=REPO, capture_output=True, text=True,

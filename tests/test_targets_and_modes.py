@@ -25,7 +25,8 @@ def test_a_study_across_targets_measures_each_and_keeps_a_front_per_target(two_t
     table = pd.read_csv(two_target_run / "trials.csv")
     done = table[table["state"] == "COMPLETE"]
     assert len(done) == 8 and set(done["target"]) == {"cpu", "cpu_1t"}
-    assert (done.loc[done["target"] == "cpu_1t", "parallelism"] == "sequential").all()
+    one_core = done.loc[done["target"] == "cpu_1t", "parallelism"]
+    assert len(one_core) >= 1 and (one_core == "sequential").all()
     for target in ("cpu", "cpu_1t"):
         front = pd.read_csv(two_target_run / f"pareto-{target}.csv")
         assert len(front) and (front["target"] == target).all()
@@ -37,6 +38,7 @@ def test_a_study_across_targets_measures_each_and_keeps_a_front_per_target(two_t
 def test_draws_a_target_cannot_run_are_kept_with_the_reason_and_not_counted(two_target_run):
     table = pd.read_csv(two_target_run / "trials.csv")
     skipped = table[table["state"] == "PRUNED"]
+    assert len(skipped) >= 1, "no draw asked a target for what it lacks: nothing here was checked"
     assert skipped["error"].str.startswith("not applicable: target").all()
     assert (table["state"] == "COMPLETE").sum() == 8  # trials=8 counts what was built and measured
 
@@ -50,7 +52,8 @@ def test_parallel_modes_run_end_to_end_with_their_degree_in_the_card(tmp_path, t
     parallel = done[done["parallelism"] != "sequential"]
     assert set(parallel["parallelism"]) <= {"inter_op", "data_parallel", "pipeline"} and len(parallel) >= 3
     assert (parallel["threads"] >= 2).all() and (parallel["latency_ms"] > 0).all() and (parallel["energy_mj"] > 0).all()
-    assert (done.loc[done["parallelism"] == "pipeline", "micro_batches"] == 4).all()
+    pipelines = done.loc[done["parallelism"] == "pipeline", "micro_batches"]
+    assert len(pipelines) >= 1 and (pipelines == 4).all()
     assert done["accuracy"].min() > 0.9  # scored through the mode's own runner: replicas and stages give real answers
 
 

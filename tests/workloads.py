@@ -21,7 +21,7 @@ class ConvOnlyNet(torch.nn.Module):
 
 def conv_only(seed: int = 0, epochs: int = 10) -> Workload:
     """The digits data with a small conv-only classifier trained for a few epochs."""
-    from search.training import train_classifier
+    from search.transforms.training import train_classifier
 
     train, val, test = digits.split_digits(seed)
     model = ConvOnlyNet()
