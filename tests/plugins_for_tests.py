@@ -74,7 +74,8 @@ class MemoryHog(Evaluator):
     name = "hog"
     metric = "hog_bytes"
     direction = "minimize"
-    columns = (Column("hog_bytes", kind="float", label="hog bytes", doc="bytes a test evaluator held; 0 unless it hogs"),)
+    columns = (Column("hog_bytes", kind="float", label="hog bytes",
+                      doc="bytes a test evaluator held; 0 unless it hogs"),)
     timed = False
 
     def __init__(self, marker_dir: str, bits: int = 16, headroom_mb: int = 256, on_limit: str = "raise",
@@ -82,7 +83,8 @@ class MemoryHog(Evaluator):
         super().__init__(objective=objective)
         if on_limit not in ("raise", "sigkill"):
             raise ValueError(f"on_limit must be raise or sigkill, got {on_limit!r}")
-        self.marker_dir, self.bits, self.headroom_mb, self.on_limit = str(marker_dir), int(bits), int(headroom_mb), on_limit
+        self.marker_dir, self.bits, self.on_limit = str(marker_dir), int(bits), on_limit
+        self.headroom_mb = int(headroom_mb)
 
     def measure(self, built: Any) -> dict[str, Any]:
         import resource

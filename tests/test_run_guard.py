@@ -72,16 +72,19 @@ def test_fail_fast_settings_are_checked():
 
 
 def test_a_second_driver_on_a_locked_run_is_refused_naming_the_first(tmp_path):
-    with RunLock(tmp_path / "run"):
+    with RunLock(tmp_path / "run") as lock:
+        lock.announce()
+        before = sorted(p.name for p in (tmp_path / "run").iterdir())
         with pytest.raises(ConfigError, match=rf"pid {os.getpid()} on host {socket.gethostname()}"):
             RunLock(tmp_path / "run").acquire()
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # the refused one wrote nothing
     RunLock(tmp_path / "run").acquire().release()  # released: the next one gets it
 
 
 def test_a_lock_left_by_a_killed_driver_does_not_block(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from search.run.lock import RunLock\n"
-        f"lock = RunLock(Path({str(tmp_path / 'run')!r})).acquire(); print('held', flush=True); time.sleep(60)")],
+        f"lock = RunLock(Path({str(tmp_path / 'run')!r})).acquire(); lock.announce(); print('held', flush=True); time.sleep(60)")],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(ConfigError, match=f"pid {holder.pid}"):

@@ -126,12 +126,13 @@ def run_search(cfg: DictConfig) -> Path:
         _leave_out_torch_knobs(search, workload)
     search.config["workload_info"] = workload_info(workload)
     sampler = instantiate_plugin(cfg.sampler, "sampler")
-    with RunLock(search.run_dir):  # one driver per run folder, from before it is written until the end
-        return _run(search, workload, sampler)
+    with RunLock(search.run_dir) as lock:  # one driver per run folder, from before it is written until the end
+        return _run(search, workload, sampler, lock)
 
 
-def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSampler) -> Path:
+def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSampler, lock: RunLock) -> Path:
     resuming = _open_run_dir(search)
+    lock.announce()
     # only what fits in the trials asked for: an enqueued trial never asked would stay WAITING
     cover = runnable_cover(cover_params(search.knobs), search.targets, search.knobs) if search.settings.cover else []
     cover = cover[:search.settings.trials - 1]

@@ -1,10 +1,11 @@
-"""One run folder, one driver: a lock file in the folder, held while the driver runs.
+"""One run folder, one driver: an flock on the run folder itself, held while the driver runs.
 
 ``flock`` is released by the kernel when its holder dies, so a driver killed with ``kill -9``
-leaves nothing that blocks a resume. The file names who holds it (host, pid, start time), for
-the one line a second driver is refused with. On NFS, Linux maps flock to the server's
-byte-range locks: it works where the server runs a lock manager; where it does not (ENOLCK),
-the driver says so once and runs unguarded.
+leaves nothing that blocks a resume. Locking the folder (not a file in it) means a refused
+driver writes nothing there. Once the run is accepted, ``.driver.lock`` names who holds it
+(host, pid, start time), for the one line a second driver is refused with. On NFS, Linux maps
+flock to the server's byte-range locks, which need a lock manager on the server and a file open
+for writing; where the lock cannot be taken (ENOLCK, EBADF) the driver runs unguarded.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import os
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import IO
 
 from search.errors import ConfigError
+from search.files import write_text
 
 LOCK_NAME = ".driver.lock"
 
@@ -27,42 +28,48 @@ class RunLock:
     """Held by the driver that runs ``run_dir``; a second driver on it is refused."""
 
     def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
         self.path = run_dir / LOCK_NAME
-        self.handle: IO[str] | None = None
+        self.fd: int | None = None
         self.unguarded = False  # the file system cannot lock (NFS without a lock manager)
 
     def acquire(self) -> RunLock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
-            raise ConfigError(f"cannot write results folder {self.path.parent}: {exc.strerror}") from None
+            raise ConfigError(f"cannot write results folder {self.run_dir}: {exc.strerror}") from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = _describe(handle.read())
-            handle.close()
-            raise ConfigError(f"run {self.path.parent} is being run by another driver ({holder}); wait for it to "
-                              "finish or stop it, then run the same command to resume") from None
+            os.close(fd)
+            raise ConfigError(f"run {self.run_dir} is being run by another driver ({self.holder()}); wait for it "
+                              "to finish or stop it, then run the same command to resume") from None
         except OSError as exc:
-            if exc.errno != errno.ENOLCK:
+            if exc.errno not in (errno.ENOLCK, errno.EBADF):
+                os.close(fd)
                 raise
             self.unguarded = True
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                 "started": datetime.now().isoformat(timespec="seconds")}))
-        handle.flush()
-        self.handle = handle
+        self.fd = fd
         return self
 
+    def announce(self) -> None:
+        """Name this driver in the folder: called once the run is accepted (a refused one writes nothing)."""
+        write_text(self.path, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                          "started": datetime.now().isoformat(timespec="seconds")}))
+
+    def holder(self) -> str:
+        try:
+            return _describe(self.path.read_text())
+        except OSError:
+            return _describe("")
+
     def release(self) -> None:
-        if self.handle is not None:
+        if self.fd is not None:
             if not self.unguarded:
-                fcntl.flock(self.handle, fcntl.LOCK_UN)
-            self.handle.close()
-            self.handle = None
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
