@@ -35,6 +35,27 @@ def _bounds(table: pd.DataFrame, metric: str, direction: str, intervals: Interva
     return (-high, -low) if direction == "maximize" else (low, high)
 
 
+BLOCK = 256  # rows compared at once: a (BLOCK, n, objectives) comparison stays a few MB
+
+
+def _dominated(lows: np.ndarray, highs: np.ndarray, cand_lows: np.ndarray, cand_highs: np.ndarray) -> np.ndarray:
+    """For each candidate (its lows and highs): whether some row of ``lows``/``highs`` dominates it."""
+    found = np.zeros(len(cand_lows), dtype=bool)
+    for start in range(0, len(cand_lows), BLOCK):
+        end = start + BLOCK
+        no_worse = np.all(lows[None, :, :] <= cand_highs[start:end, None, :], axis=2)  # (block, rows)
+        better = np.any(highs[None, :, :] < cand_lows[start:end, None, :], axis=2)
+        found[start:end] = np.any(no_worse & better, axis=1)
+    return found
+
+
+def bounds(table: pd.DataFrame, objectives: Sequence[tuple[str, str]],
+           intervals: Intervals | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(lows, highs): one row per table row, one column per objective, as minimized quantities."""
+    found = [_bounds(table, m, d, intervals or {}) for m, d in objectives]
+    return np.column_stack([low for low, _ in found]), np.column_stack([high for _, high in found])
+
+
 def pareto_mask(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], intervals: Intervals | None = None) -> np.ndarray:
     """True for rows no other row dominates beyond measurement noise.
 
@@ -42,12 +63,22 @@ def pareto_mask(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], inte
     """
     if not len(table) or not objectives:
         return np.ones(len(table), dtype=bool)
-    bounds = [_bounds(table, m, d, intervals or {}) for m, d in objectives]
-    lows = np.column_stack([low for low, _ in bounds])
-    highs = np.column_stack([high for _, high in bounds])
-    keep = np.ones(len(table), dtype=bool)
-    for i in range(len(table)):
-        no_worse = np.all(lows <= highs[i], axis=1)
-        better = np.any(highs < lows[i], axis=1)
-        keep[i] = not np.any(no_worse & better)
-    return keep
+    lows, highs = bounds(table, objectives, intervals)
+    return ~_dominated(lows, highs, lows, highs)
+
+
+def extend_front(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], intervals: Intervals | None,
+                 front: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """The front of ``table`` given ``front``, the front of its rows that are not ``new``: exact, in O(n).
+
+    A row off the earlier front stays off it (what dominates it is still there); a member leaves
+    only if a new row dominates it; a new row joins if no row at all dominates it. Dominance with
+    intervals is not transitive, so new rows are checked against every row, not the front alone.
+    """
+    lows, highs = bounds(table, objectives, intervals)
+    found = front & ~new
+    members, newcomers = np.flatnonzero(found), np.flatnonzero(new)
+    if len(members) and len(newcomers):  # a member leaves only for a new row that dominates it
+        found[members[_dominated(lows[newcomers], highs[newcomers], lows[members], highs[members])]] = False
+    found[newcomers] = ~_dominated(lows, highs, lows[newcomers], highs[newcomers])
+    return found

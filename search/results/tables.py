@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
+import numpy as np
 import optuna
 import pandas as pd
 
 from search.files import write_atomically
-from search.results.pareto import pareto_mask
+from search.results.pareto import extend_front, pareto_mask
 from search.schema import Schema
 from search.study import OUTCOME
 
@@ -45,17 +47,54 @@ def _iso(moment) -> str | None:
 
 
 def trials_table(trials: Sequence[optuna.trial.FrozenTrial], schema: Schema,
-                 finals: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
+                 finals: dict[int, dict[str, Any]] | None = None,
+                 rows: dict[int, tuple[tuple, dict[str, Any]]] | None = None) -> pd.DataFrame:
+    """One row per trial. ``rows`` keeps finished trials' rows between calls: a finished trial's row
+    changes only with its state or its re-timed figures, so a long study does not rebuild them all."""
     finals = finals or {}
-    # WAITING: queued params (a cover trial, a re-asked draw) not yet asked for: not a trial yet
-    rows = [trial_row(t, schema, finals.get(t.number)) for t in trials if t.state != optuna.trial.TrialState.WAITING]
-    return pd.DataFrame(rows, columns=schema.columns).astype({c: "Int64" for c in schema.integer_columns})
+    found = []
+    for t in trials:
+        if t.state == optuna.trial.TrialState.WAITING:  # queued params (a cover trial, a re-asked draw): not a trial yet
+            continue
+        key = (t.state, t.number in finals)
+        if rows is not None and t.number in rows and rows[t.number][0] == key:
+            found.append(rows[t.number][1])
+            continue
+        row = trial_row(t, schema, finals.get(t.number))
+        if rows is not None and t.state.is_finished():
+            rows[t.number] = (key, row)
+        found.append(row)
+    return pd.DataFrame(found, columns=schema.columns).astype({c: "Int64" for c in schema.integer_columns})
 
 
 def pareto_table(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Completed trials that no other completed trial dominates beyond measurement noise."""
     done = table[table["state"] == "COMPLETE"]
     return done[pareto_mask(done, schema.objectives, schema.intervals)] if len(done) else done
+
+
+@dataclass
+class FrontTracker:
+    """The front kept up to date as trials complete: each new row is compared with every row once
+    (O(n) a trial, not O(n^2)); anything else that changes figures (re-timing) recomputes it whole."""
+
+    trials: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    members: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    version: object = None
+
+    def front(self, table: pd.DataFrame, schema: Schema, version: object) -> pd.DataFrame:
+        """``version`` names everything else the figures depend on (the re-timed trials): when it
+        changes, or a known row is gone, the front is recomputed from scratch."""
+        done = table[table["state"] == "COMPLETE"]
+        numbers = done["trial"].to_numpy(dtype=int)
+        known = np.isin(numbers, self.trials)
+        if version == self.version and known.sum() == len(self.trials):
+            mask = extend_front(done, schema.objectives, schema.intervals,
+                                np.isin(numbers, self.trials[self.members]), ~known)
+        else:
+            mask = pareto_mask(done, schema.objectives, schema.intervals) if len(done) else np.zeros(0, dtype=bool)
+        self.trials, self.members, self.version = numbers, mask, version
+        return done[mask]
 
 
 def target_fronts(table: pd.DataFrame, schema: Schema) -> dict[str, pd.DataFrame]:

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial
 from evaluators import Evaluator
 from search.config import Settings
 from search.results.card import sync_models
-from search.results.tables import front_members, pareto_table, target_fronts, trials_table, write_tables
+from search.results.tables import FrontTracker, front_members, target_fronts, trials_table, write_tables
 from search.runtime.target import Target
 from search.schema import Schema
 from spaces import Knob
@@ -32,6 +32,8 @@ class Search:
     finals: dict[int, dict[str, Any]] = field(default_factory=dict)  # the re-timing phase's figures, by trial
     notes: list[str] = field(default_factory=list)  # said once at start (which energy meter runs)
     targets: dict[str, Target] = field(default_factory=dict)  # every target of the study, by name; target is the first
+    rows: dict[int, tuple[tuple, dict[str, Any]]] = field(default_factory=dict)  # finished trials' rows, kept
+    front_tracker: FrontTracker = field(default_factory=FrontTracker)
 
     def target_config(self, name: str) -> dict[str, Any]:
         return self.config["target_configs"].get(name, self.config["target"])
@@ -47,8 +49,8 @@ def update_run_folder(search: Search, trials: list[FrozenTrial], new_models: dic
     New front members' models are written at once (the bytes exist only in memory); the CSV
     views of study.db may be skipped between intervals. Returns the table and the members:
     the overall front, plus each target's front in a study across targets."""
-    table = trials_table(trials, search.schema, search.finals)
-    front = pareto_table(table, search.schema)
+    table = trials_table(trials, search.schema, search.finals, search.rows)
+    front = search.front_tracker.front(table, search.schema, version=frozenset(search.finals))
     per_target = target_fronts(table, search.schema)
     if tables:
         write_tables(search.run_dir, table, front, per_target)
