@@ -59,6 +59,30 @@ def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: op
     return study
 
 
+def check_existing(run_dir: Path, objectives: Sequence[tuple[str, str]]) -> None:
+    """A study.db already in the folder must be this tool's study with these objectives: a corrupt file
+    or another program's study is refused (ConfigError) before anything in the folder is written."""
+    from search.errors import ConfigError
+
+    db = run_dir / "study.db"
+    if not db.exists():
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        found = {s.study_name: s for s in optuna.get_all_study_summaries(f"sqlite:///{db.resolve()}")}
+    except Exception as exc:  # sqlalchemy's DatabaseError on a file that is no SQLite, Optuna's on another schema
+        raise ConfigError(f"{db} is not an Optuna study this tool can read ({type(exc).__name__}); "
+                          "use another run=NAME or move the file away") from None
+    if STUDY_NAME not in found:
+        raise ConfigError(f"{db} holds no study named {STUDY_NAME!r} (it holds {sorted(found) or 'none'}): not a run "
+                          "of this tool; use another run=NAME")
+    directions = [d.name.lower() for d in found[STUDY_NAME].directions]
+    wanted = [d for _, d in objectives]
+    if directions != wanted:
+        raise ConfigError(f"{db} was made for {len(directions)} objective(s) ({', '.join(directions)}), this run has "
+                          f"{len(wanted)} ({', '.join(f'{m} {d}' for m, d in objectives)}); use another run=NAME")
+
+
 def load_run_study(run_dir: Path) -> optuna.Study:
     """A finished (or running) run's study, read from its folder, for the report and rebuilds."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -134,3 +134,29 @@ def test_two_drivers_on_one_folder_the_second_is_refused_and_a_resume_after_kill
     table = pd.read_csv(tmp_path / "twice" / "trials.csv")
     finished = table[table["state"].isin(["COMPLETE", "FAIL"]) & ~table["error"].fillna("").str.startswith("re-run as")]
     assert len(finished) == 8
+
+
+def _folder_state(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "foreign"])
+def test_a_corrupt_or_foreign_study_db_is_refused_in_one_line_and_left_as_it_was(kind, tmp_path, teacher_cache, capsys):
+    import optuna
+
+    from search.__main__ import main
+
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "corrupt":
+        (folder / "study.db").write_bytes(b"not a database at all")
+    else:  # another program's study: one objective
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        other = optuna.create_study(study_name="search", storage=f"sqlite:///{folder / 'study.db'}")
+        other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    before = _folder_state(folder)
+    assert main([f"results_dir={tmp_path}", f"run={kind}", "trials=2", f"workload.cache_dir={teacher_cache}",
+                 "workload.epochs=15"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "study.db" in err[0], err
+    assert _folder_state(folder) == before

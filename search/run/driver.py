@@ -95,6 +95,7 @@ def _leave_out_torch_knobs(search: Search, workload: Workload) -> None:
 def _open_run_dir(search: Search) -> bool:
     """Create the run folder or check a resumed one; True when resuming."""
     config_path = search.run_dir / "config.yaml"
+    studies.check_existing(search.run_dir, search.objectives)
     resuming = config_path.exists()
     if resuming and not search.settings.resume_force:
         stored = OmegaConf.to_container(OmegaConf.load(config_path))
