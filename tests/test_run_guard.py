@@ -160,3 +160,29 @@ def test_a_corrupt_or_foreign_study_db_is_refused_in_one_line_and_left_as_it_was
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "study.db" in err[0], err
     assert _folder_state(folder) == before
+
+
+@pytest.mark.slow
+def test_a_driver_killed_in_the_retiming_phase_resumes_and_finishes_it(tmp_path, teacher_cache):
+    """kill -9 while the front is re-timed: every file stays whole, and the same command finishes the phase."""
+    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1",
+             f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
+    driver = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=4", "run=retime"], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        for line in driver.stderr:  # the phase says each member it re-timed: kill after the first
+            if line.startswith("re-timing phase: 1/"):
+                break
+        else:
+            pytest.fail("the search ended without a re-timing phase")
+    finally:
+        kill_session(driver)
+    run = tmp_path / "retime"
+    for table in ("trials.csv", "pareto.csv"):
+        pd.read_csv(run / table)  # whole files: written to a temporary name and renamed
+    assert not list(run.glob(".*.tmp"))
+    resumed = search(tmp_path, teacher_cache, "trials=4", "run=retime")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    front = pd.read_csv(run / "pareto.csv")
+    assert len(front) and front["final"].all()  # every member re-timed, the killed phase finished
