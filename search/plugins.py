@@ -15,7 +15,7 @@ from evaluators._base import noise_intervals
 from search.errors import ConfigError
 from search.schema import Field, Schema
 from spaces import Knob
-from spaces._base import compose_runtime
+from spaces._base import STAGES, compose_runtime
 
 CORE = (Field("target", kind="str", applies_to="runtime", doc="hardware target name"),
         Field("batch_size", kind="int", unit="inputs", unset=32, applies_to="runtime", doc="inputs per inference call"))
@@ -42,7 +42,11 @@ def _typed(obj: Any, kind: type, what: str, node: Any) -> Any:
 
 def load_knobs(knobs: Mapping[str, Any]) -> list[Knob]:
     """``space.knobs``, in config order; each entry's key names it in messages."""
-    return [_typed(instantiate_plugin(node, f"knob {name}"), Knob, f"knob {name}", node) for name, node in knobs.items()]
+    found = [_typed(instantiate_plugin(node, f"knob {name}"), Knob, f"knob {name}", node) for name, node in knobs.items()]
+    for knob in found:  # a misspelt stage would never build: say so instead
+        if knob.stage not in (None, *STAGES):
+            raise ConfigError(f"knob {knob.name}: stage {knob.stage!r} unknown; choose from {', '.join(STAGES)} or None")
+    return found
 
 
 def load_evaluators(evaluators: Mapping[str, Any]) -> list[Evaluator]:

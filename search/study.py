@@ -12,6 +12,8 @@ import optuna
 from sqlalchemy import event
 from optuna.trial import FrozenTrial, TrialState
 
+from search.errors import ConfigError
+
 STUDY_NAME = "search"
 RERUN_PREFIX = "re-run as"
 FINAL = "final:"  # study user attribute per re-timed trial: Optuna freezes a finished trial's own attributes
@@ -62,8 +64,6 @@ def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: op
 def check_existing(run_dir: Path, objectives: Sequence[tuple[str, str]]) -> None:
     """A study.db already in the folder must be this tool's study with these objectives: a corrupt file
     or another program's study is refused (ConfigError) before anything in the folder is written."""
-    from search.errors import ConfigError
-
     db = run_dir / "study.db"
     if not db.exists():
         return
@@ -112,8 +112,8 @@ def finished(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     return done, failed
 
 
-def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], objectives: Sequence[tuple[str, str]]) -> bool:
-    """Tell the study a worker's result; True when the trial completed.
+def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], objectives: Sequence[tuple[str, str]]) -> str:
+    """Tell the study a worker's result; why the trial failed, or "" when it completed.
 
     The outcome is one user attribute (``OUTCOME``): one commit, not one per field.
     """
@@ -127,9 +127,9 @@ def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], obj
     trial.set_user_attr(OUTCOME, outcome)
     if error:
         study.tell(trial, state=TrialState.FAIL)
-        return False
+        return error
     study.tell(trial, [float(v) for v in values])
-    return True
+    return ""
 
 
 def skip(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:

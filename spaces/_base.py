@@ -197,12 +197,10 @@ def projected(knobs: Sequence[Knob], params: dict[str, Any], target: Target) -> 
 def suggest_candidate(knobs: Sequence[Knob], trial: optuna.Trial, target: Target, batch_size: int) -> Candidate:
     """The trial's candidate: each knob's fields (a field no knob declares is an error) and the runtime they make."""
     chosen: dict[str, Any] = {"target": target.name, "batch_size": batch_size}
-    declared = set(declared_fields(knobs))
     for knob in knobs:
         found = knob.suggest(trial, chosen)
         unknown = sorted(set(found) - {f.name for f in knob.fields} - set(CORE_FIELDS))
         if unknown:
             raise UnknownField(f"knob {knob.name} set field(s) {', '.join(unknown)} it does not declare in `fields`")
         chosen.update(found)
-    values = {k: v for k, v in chosen.items() if k in declared}
-    return Candidate(runtime=compose_runtime(knobs, values), **values)
+    return Candidate(runtime=compose_runtime(knobs, chosen), **chosen)

@@ -1,4 +1,4 @@
-"""Evaluator plugins that the whole-search tests add with ``+evaluators.NAME._target_=...``.
+"""Plugins (evaluators, a knob) that the whole-search and bad-input tests add with ``+evaluators.NAME._target_=...``.
 
 The worker instantiates them from the config, so they live in an importable module rather
 than in a test file.
@@ -12,8 +12,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from optuna.distributions import CategoricalDistribution
+
 from evaluators import Evaluator
-from search.schema import Column
+from search.schema import Column, Field
+from spaces import Knob
 
 
 class KillOnce(Evaluator):
@@ -130,3 +133,17 @@ def _mapped_bytes() -> int:
         if line.startswith("VmSize:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmSize in /proc/self/status")
+
+
+class MisstagedKnob(Knob):
+    """A knob whose build stage is misspelt: the run must refuse it, not silently never build it."""
+
+    name = "misstaged"
+    stage = "onxx"
+    fields = (Field("misstaged", kind="int", unset=0, doc="a value"),)
+
+    def distributions(self):
+        return {"misstaged": CategoricalDistribution([0])}
+
+    def suggest(self, trial, chosen):
+        return {"misstaged": self.draw(trial, "misstaged")}

@@ -45,6 +45,7 @@ BAD_INPUT = [
     (["+space.knobs.fusion._target_=no_such_module.Fusion"], "knob fusion (no_such_module.Fusion)"),
     (["+evaluators.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a evaluators.Evaluator"),
     (["+space.knobs.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a spaces.Knob"),
+    (["+space.knobs.odd._target_=tests.plugins_for_tests.MisstagedKnob"], "stage 'onxx' unknown; choose from torch, onnx"),
     ([f"++evaluators.{e}.objective=false" for e in ("accuracy", "latency", "energy", "size")],
      "no evaluator is an objective"),
 ]

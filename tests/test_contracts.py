@@ -28,6 +28,7 @@ from search.runtime.target import Target
 from search.schema import KINDS
 from search.study import OUTCOME
 from search.transforms import export_onnx
+from spaces._base import STAGES
 from spaces import Knob, TargetChoice, compose_runtime, declared_fields, projected, refusal, suggest_candidate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def test_knob_declares_its_fields_with_known_kinds_and_where_they_apply(name):
     assert k.fields, f"{name} declares no candidate field"
     for f in k.fields:
         assert f.kind in KINDS and f.applies_to in ("build", "runtime") and f.doc
-    assert k.stage in (None, "torch", "onnx")
+    assert k.stage in (None, *STAGES)
     if k.stage is not None:
         assert any(f.applies_to == "build" for f in k.fields), "a knob that builds has a build field (its cache key)"
 

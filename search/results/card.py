@@ -9,15 +9,12 @@ from typing import Any
 import pandas as pd
 
 from search.files import write_bytes, write_text
-from search.runtime.session_settings import runtime_settings
 from search.schema import Schema
 
 
 def _runtime(row: dict[str, Any], schema: Schema) -> dict[str, Any]:
-    """The runtime settings the row's knobs make (a hand-made row: its parallelism columns)."""
-    if schema.runtime is not None:
-        return schema.runtime({f.name: row.get(f.name) for f in schema.fields if row.get(f.name) is not None})
-    return runtime_settings(row.get("parallelism") or "sequential", row.get("degree") or 1, row.get("micro_batches"))
+    """The runtime settings the row's knobs make of its fields."""
+    return schema.runtime({f.name: row.get(f.name) for f in schema.fields if row.get(f.name) is not None})
 
 
 def model_card(row: dict[str, Any], run: dict[str, Any], schema: Schema) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from search.results.progress import Progress
 from search.results.render import render
 from search.run.cluster import check_reachable, cluster_address, start_ray, stop_ray
 from search.run.dispatcher import Dispatcher, runnable_cover
-from search.run.failures import SystematicFailure, one_line
+from search.run.failures import SystematicFailure, take_error
 from search.run.interrupt import StopRequest
 from search.run.lock import RunLock
 from search.run.retime import retime_front
@@ -190,27 +190,19 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         if finished is None:
             continue
         trial, result = finished
-        if result.get("error"):  # the whole text to errors.log, one line to the table
-            log_error(search.run_dir, trial.number, result["error"])
-            result["error"] = one_line(result["error"])
-        completed = studies.record(study, trial, result, search.objectives)
+        take_error(search.run_dir, trial.number, result)
+        error = studies.record(study, trial, result, search.objectives)
         trials = study.get_trials(deepcopy=False)  # one read of the storage per finished trial
         done, failed = studies.finished(trials)
-        new_models = {trial.number: result["model_bytes"]} if completed else {}
+        new_models = {} if error else {trial.number: result["model_bytes"]}
         _, front = update_run_folder(search, trials, new_models, tables=tables_due.ready())
         progress.update(front, done, failed)
-        errors.append("" if completed else result.get("error") or "non-finite objective values")
+        errors.append(error)
         verdict = search.settings.fail_fast.verdict(errors)
         if verdict:
             progress.finish()
             raise SystematicFailure(f"stopped after {len(errors)} trial(s): {verdict}; finished trials are saved in "
                                     f"{search.run_dir}: fix the cause, then run the same command to resume")
-
-
-def log_error(run_dir: Path, trial: int, error: str) -> None:
-    """A failed trial's whole error (Ray's traceback and all), appended to the run folder's errors.log."""
-    with open(run_dir / "errors.log", "a") as log:
-        log.write(f"--- trial {trial}, {datetime.now().isoformat(timespec='seconds')}\n{error.rstrip()}\n")
 
 
 __all__ = ["prepare", "run_search", "search_loop", "workload_info"]

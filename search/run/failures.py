@@ -12,6 +12,9 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from search.errors import ConfigError
 
@@ -35,6 +38,17 @@ def one_line(error: str, limit: int = 400) -> str:
         last = raised[-1] if raised else lines[-1]
         lines = [last if last.startswith(head) or not raised else f"{head}: {last}"]
     return " ".join(" ".join(lines).split())[:limit]
+
+
+def take_error(run_dir: Path, trial: int, result: dict[str, Any]) -> None:
+    """A failed trial's whole error (Ray's traceback and all) to the run folder's errors.log; the
+    result keeps one line of it, for the table. Every result the driver takes in passes here."""
+    error = result.get("error")
+    if not error:
+        return
+    with open(run_dir / "errors.log", "a") as log:
+        log.write(f"--- trial {trial}, {datetime.now().isoformat(timespec='seconds')}\n{error.rstrip()}\n")
+    result["error"] = one_line(error)
 
 
 def reason(error: str) -> str:

@@ -8,7 +8,7 @@ import ray
 from search import study as studies
 from search.run.cluster import task_result
 from search.run.dispatcher import Dispatcher
-from search.run.failures import one_line
+from search.run.failures import take_error
 from search.run.interrupt import StopRequest
 from search.run.state import Search, say, update_run_folder
 
@@ -50,8 +50,7 @@ def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRe
         for ref in ready:
             number = refs.pop(ref)
             result = task_result(ref)
-            if result.get("error"):
-                result["error"] = one_line(result["error"])
+            take_error(search.run_dir, number, result)
             search.finals[number] = studies.store_final(study, number, result)
             if result.get("error"):
                 say(f"re-timing phase: trial {number} could not be re-timed ({result['error']}); it keeps its search figures")
