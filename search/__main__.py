@@ -48,14 +48,13 @@ def _versus_baseline(b, front, schema) -> str:
     for metric, direction in schema.objectives:
         if direction != "minimize":
             continue
-        column = schema.column(metric)
-        rows = front[front["batch_size"] == b["batch_size"]] if column is not None and column.per_batch else front
-        rows = rows.dropna(subset=[metric])
+        per_batch = getattr(schema.column(metric), "per_batch", False)
+        rows = (front[front["batch_size"] == b["batch_size"]] if per_batch else front).dropna(subset=[metric])
         if rows.empty or not b[metric]:
             continue
         best = rows.loc[rows[metric].idxmin()]
         extra = f", {quality} {best[quality]:.4f} vs {b[quality]:.4f}" if quality else ""
-        at_batch = f" at batch {int(b['batch_size'])}" if column is not None and column.per_batch else ""
+        at_batch = f" at batch {int(b['batch_size'])}" if per_batch else ""
         parts.append(f"{metric} {b[metric] / best[metric]:.2f}x lower{at_batch} (trial {int(best['trial'])}{extra})")
     return f"vs fp32 baseline (trial {int(b['trial'])}): " + "; ".join(parts)
 

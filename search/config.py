@@ -146,12 +146,15 @@ class Settings:
 
 
 def _fail_fast(node: Any) -> FailFast:
+    import dataclasses
+
     from search.run.failures import FailFast
 
     values = dict(node)
-    unknown = set(values) - {"first", "share", "min_trials"}
+    known = [f.name for f in dataclasses.fields(FailFast)]
+    unknown = set(values) - set(known)
     if unknown:
-        raise ConfigError(f"fail_fast: unknown setting(s) {sorted(unknown)}; it takes first, share and min_trials")
+        raise ConfigError(f"fail_fast: unknown setting(s) {sorted(unknown)}; it takes {', '.join(known)}")
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"fail_fast.{key} must be a number, got {value!r}")

@@ -115,10 +115,6 @@ class Schema:
         return found
 
     @property
-    def aliases(self) -> dict[str, str]:
-        return {f.alias: f.name for f in self.fields if f.alias}
-
-    @property
     def result_columns(self) -> list[str]:
         """Facts and metrics: what a trial's outcome fills."""
         return [c.name for c in (*self.facts, *self.metrics)]
