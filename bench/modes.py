@@ -49,8 +49,8 @@ def main() -> None:
                      **MODELS[args.model])
     model_bytes = build_candidate(workload, base, Target(name="cpu"), seed=0, timings={})
     builts = {mode: built_for(model_bytes, base, mode, args.degree, workload.test) for mode in PARALLELISM}
-    reference = builts["sequential"].runner.run(workload.test.x)
-    same = {m: bool(np.allclose(b.runner.run(workload.test.x), reference, rtol=1e-5, atol=1e-5))
+    reference = builts["sequential"].runner.run(workload.test.inputs)[0]
+    same = {m: bool(np.allclose(b.runner.run(workload.test.inputs)[0], reference, rtol=1e-5, atol=1e-5))
             for m, b in builts.items()}
     latency, energy = Latency(), Energy(window_s=0.5)
     found: dict[str, list[dict]] = {mode: [] for mode in PARALLELISM}

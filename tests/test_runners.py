@@ -1,4 +1,7 @@
-"""Parallelism modes executed for real: every runner gives the whole model's outputs."""
+"""Parallelism modes executed for real on a one-input CNN: every runner gives the whole model's outputs.
+
+Models of several named inputs and outputs are tested in tests/test_graph_split_multi.py.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 from torch import nn
 
 from search.errors import NotApplicable
+from search.runtime import graph_split
 from search.runtime.graph_split import cut_points, sort_topologically, split_model
 from search.runtime.runners import DataParallelRunner, PipelineRunner, SessionRunner, make_runner
 from search.runtime.session_settings import PARALLELISM, runtime_settings
@@ -29,7 +33,7 @@ class Data:
 
 
 class Residual(nn.Module):
-    """conv -> (conv branch + skip) -> head: nothing inside the branch separates the graph."""
+    """conv -> (conv branch + skip) -> head: inside the branch, the skip is live beside it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,8 +59,31 @@ def models(data) -> dict[str, bytes]:
     return {"fp32": fp32, "int8": quantize(fp32, 8, data.train, 16), "fp16": quantize(fp32, 16, data.train)}
 
 
+def feeds(model_bytes: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
+    """``x`` as the feeds of a one-input model."""
+    return {onnx.load_from_string(model_bytes).graph.input[0].name: x}
+
+
 def whole(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    return SessionRunner(model_bytes, runtime_settings(), CPU).run(x)
+    """The model's one output, from one plain session."""
+    (logits,) = SessionRunner(model_bytes, runtime_settings(), CPU).run(feeds(model_bytes, x))
+    return logits
+
+
+def chained(parts: list[bytes], named: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every named tensor after running the stages in turn, each fed by name from what came before."""
+    for part in parts:
+        session = ort.InferenceSession(part, providers=CPU)
+        names = [o.name for o in session.get_outputs()]
+        outputs = session.run(names, {i.name: named[i.name] for i in session.get_inputs()})
+        named = {**named, **dict(zip(names, outputs, strict=True))}
+    return named
+
+
+def cut_model(model_bytes: bytes) -> onnx.ModelProto:
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(model_bytes))
+    sort_topologically(model)
+    return model
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -65,7 +92,8 @@ def test_every_mode_gives_the_whole_models_outputs(models, data, precision, mode
     x = data.test[:13]  # shares and micro-batches of unequal size
     runner = make_runner(models[precision], runtime_settings(mode, 3), CPU)
     try:
-        np.testing.assert_allclose(runner.run(x), whole(models[precision], x), rtol=1e-5, atol=1e-5)
+        (got,) = runner.run(feeds(models[precision], x))
+        np.testing.assert_allclose(got, whole(models[precision], x), rtol=1e-5, atol=1e-5)
     finally:
         runner.close()
 
@@ -74,7 +102,7 @@ def test_fp16_pipeline_matches_the_whole_model_to_fp16_precision(models, data):
     x = data.test[:16]
     runner = PipelineRunner(models["fp16"], runtime_settings("pipeline", 2), CPU)
     try:
-        got, want = runner.run(x), whole(models["fp16"], x)
+        (got,), want = runner.run(feeds(models["fp16"], x)), whole(models["fp16"], x)
     finally:
         runner.close()
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)  # a stage boundary rounds to fp16
@@ -98,7 +126,7 @@ def test_a_batch_smaller_than_the_replicas_still_runs(models, data):
     x = data.test[:2]
     runner = make_runner(models["fp32"], runtime_settings("data_parallel", 4), CPU)
     try:
-        np.testing.assert_allclose(runner.run(x), whole(models["fp32"], x), rtol=1e-6)
+        np.testing.assert_allclose(runner.run(feeds(models["fp32"], x))[0], whole(models["fp32"], x), rtol=1e-6)
     finally:
         runner.close()
 
@@ -107,9 +135,9 @@ def test_a_failing_stage_raises_to_the_caller_and_the_pipeline_goes_on(models, d
     runner = PipelineRunner(models["fp32"], runtime_settings("pipeline", 2), CPU)
     try:
         with pytest.raises(Exception, match="(?i)invalid|dimension|shape"):
-            runner.run(np.zeros((4, 1, 5, 5), dtype=np.float32))
+            runner.run(feeds(models["fp32"], np.zeros((4, 1, 5, 5), dtype=np.float32)))
         x = data.test[:4]
-        np.testing.assert_allclose(runner.run(x), whole(models["fp32"], x), rtol=1e-6)
+        np.testing.assert_allclose(runner.run(feeds(models["fp32"], x))[0], whole(models["fp32"], x), rtol=1e-6)
     finally:
         runner.close()
 
@@ -119,45 +147,64 @@ def test_stages_chain_into_the_whole_model(models, data):
     for stages in (2, 3):
         parts = split_model(models["int8"], stages)
         assert len(parts) == stages
-        y = x
-        for part in parts:
-            session = ort.InferenceSession(part, providers=CPU)
-            y = session.run(None, {session.get_inputs()[0].name: y})[0]
-        np.testing.assert_allclose(y, whole(models["int8"], x), rtol=1e-6)
+        name = onnx.load_from_string(models["int8"]).graph.output[0].name
+        np.testing.assert_allclose(chained(parts, feeds(models["int8"], x))[name], whole(models["int8"], x), rtol=1e-6)
 
 
 def test_int8_stages_are_cut_on_quantized_tensors(models):
-    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(models["int8"]))
-    sort_topologically(model)
+    model = cut_model(models["int8"])
     cuts = cut_points(model)
     assert cuts and all(model.graph.node[c.after].op_type == "QuantizeLinear" for c in cuts)
 
 
-def test_no_cut_falls_inside_a_residual_branch():
-    torch.manual_seed(0)
-    model_bytes = export_onnx(Residual().eval(), torch.zeros(2, 1, 8, 8))
-    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(model_bytes))
-    sort_topologically(model)
-    names = [n.op_type for n in model.graph.node]
-    add = names.index("Add")
+def test_a_chain_is_cut_on_one_tensor_after_every_node_that_makes_one(models):
+    model = cut_model(models["fp32"])
     cuts = cut_points(model)
-    assert cuts, "the stem and the head can be cut off"
-    assert all(c.after == 0 or c.after >= add for c in cuts)  # after the stem, or after the branches meet
+    assert [c.after for c in cuts] == list(range(len(model.graph.node) - 1))
+    assert all(c.tensors == tuple(model.graph.node[c.after].output) for c in cuts)
+
+
+@pytest.fixture(scope="module")
+def residual() -> bytes:
+    torch.manual_seed(0)
+    return export_onnx(Residual().eval(), torch.zeros(2, 1, 8, 8))
+
+
+def test_a_cut_inside_a_residual_branch_hands_on_the_skip_too(residual):
+    model = cut_model(residual)
+    stem, add = model.graph.node[0].output[0], [n.op_type for n in model.graph.node].index("Add")
+    inside = [c for c in cut_points(model) if 0 < c.after < add]
+    assert inside and all(len(c.tensors) == 2 and stem in c.tensors for c in inside)
+
+
+def test_residual_stages_chain_into_the_whole_model(residual, data):
+    x, name = data.test[:5], onnx.load_from_string(residual).graph.output[0].name
+    for stages in (2, 3, 4):
+        got = chained(split_model(residual, stages), feeds(residual, x))[name]
+        np.testing.assert_allclose(got, whole(residual, x), rtol=1e-6, atol=1e-6)
+
+
+def test_one_live_tensor_at_most_gives_the_single_tensor_cuts(residual, monkeypatch):
+    monkeypatch.setattr(graph_split, "MAX_LIVE", 1)
+    model = cut_model(residual)
+    add = [n.op_type for n in model.graph.node].index("Add")
+    cuts = cut_points(model)
+    assert cuts and all(c.after == 0 or c.after >= add for c in cuts)  # after the stem, or after the branches meet
 
 
 def test_more_stages_than_cut_points_is_not_applicable():
     model_bytes = export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval(), torch.zeros(2, 1, 8, 8))
-    with pytest.raises(NotApplicable, match="single-tensor"):
+    with pytest.raises(NotApplicable, match="separates at 1 point"):
         split_model(model_bytes, 4)
 
 
 def test_cuts_are_never_on_the_input_nor_twice_on_one_tensor(data):
     torch.manual_seed(0)
     dynamic = quantize(export_onnx(TinyCNN().eval(), torch.from_numpy(data.train[:8])), 8, data.train, mode="dynamic")
-    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(dynamic))
-    sort_topologically(model)
-    tensors = [c.tensor for c in cut_points(model)]
-    assert tensors and "input" not in tensors and len(tensors) == len(set(tensors))
+    model = cut_model(dynamic)
+    tensors = [c.tensors for c in cut_points(model)]
+    assert tensors and all("input" not in t for t in tensors) and len(tensors) == len(set(tensors))
+    assert all(len(t) == 1 for t in tensors)  # never inside DynamicQuantizeLinear -> ConvInteger -> Cast -> Mul
 
 
 def test_sorting_restores_the_order_of_a_reversed_chain_in_linear_time():
@@ -175,11 +222,12 @@ def test_a_closed_pipeline_refuses_to_run_instead_of_waiting_forever(models, dat
     runner.close()
     runner.close()
     with pytest.raises(RuntimeError, match="closed"):
-        runner.run(data.test[:4])
+        runner.run(feeds(models["fp32"], data.test[:4]))
 
 
 def test_the_memory_probe_runs_every_mode(models, data):
     from evaluators.memory import peak_session_memory
 
     for mode in PARALLELISM:
-        assert peak_session_memory(models["int8"], data.test[:8], runtime_settings(mode, 2), CPU, 2) > 0, mode
+        batch = feeds(models["int8"], data.test[:8])
+        assert peak_session_memory(models["int8"], batch, runtime_settings(mode, 2), CPU, 2) > 0, mode

@@ -1,9 +1,18 @@
-"""Cut an ONNX graph into pipeline stages on tensors that separate it, balanced by estimated work.
+"""Cut an ONNX graph into pipeline stages where few tensors cross, balanced by estimated work.
 
-A tensor separates the graph after node i when it is the only non-constant value that
-nodes up to i produce (or the graph takes in) and nodes after i still need. Cutting there
-gives stages that each take one tensor and give one tensor, so stage k's output is all
-stage k+1 needs: running the stages in turn computes exactly what the whole graph does.
+After node i (nodes in topological order) the live set is the non-constant tensors that nodes
+up to i produced and that later nodes or the graph's outputs still need; a cut is allowed
+where at most MAX_LIVE tensors, all typed, are live. Each stage takes, by name, what it reads
+from before it (all of it live at the previous cut) and gives what it makes that later stages
+or the caller need, so running the stages in turn, each fed from the tensors the ones before
+it gave, computes exactly what the whole graph does. A tensor live across several cuts is
+given once, by the stage that makes it: the caller keeps it until a stage reads it (see
+runners.PipelineRunner), rather than every stage in between copying it through.
+
+Graph inputs are never part of a live set: every stage that reads one (an attention mask
+read by every layer) is fed it straight from the caller's feeds, cut into the same
+micro-batch. Passing them through the stages instead would count them against MAX_LIVE at
+every cut and make each stage copy, as an output, an input it may not even read.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import onnx
@@ -18,14 +28,16 @@ import onnx
 from search.errors import NotApplicable
 
 MAX_COMBINATIONS = 50_000  # beyond this many ways to place the cuts, take evenly spaced ones
+MAX_LIVE = 8  # the most tensors a cut may hand on: a layer's state, its masks and its shape values
+COST_TIE = 0.01  # cut plans whose costliest stages differ by under this share of all work tie: costs are estimates
 
 
 @dataclass(frozen=True)
 class Cut:
-    """The graph may be cut after node ``after`` on ``tensor``."""
+    """The graph may be cut after node ``after``; ``tensors`` are what is live there (what crosses)."""
 
     after: int
-    tensor: str
+    tensors: tuple[str, ...]
 
 
 def _constant_values(graph: onnx.GraphProto) -> set[str]:
@@ -72,38 +84,82 @@ def sort_topologically(model: onnx.ModelProto) -> None:
     graph.node.extend(ordered)
 
 
-def cut_points(model: onnx.ModelProto) -> list[Cut]:
-    """Every place a single typed tensor separates the graph (sorted, one input, one output).
+def _last_reads(graph: onnx.GraphProto, constant: set[str]) -> dict[str, int]:
+    """The index of the last node reading each non-constant tensor; a graph output is read after the last node."""
+    last_read: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name and name not in constant:
+                last_read[name] = index
+    for output in graph.output:
+        last_read[output.name] = len(graph.node)
+    return last_read
 
-    In a QDQ graph only cuts on QuantizeLinear outputs are kept when there are any: ONNX
-    Runtime fuses DequantizeLinear -> Conv -> QuantizeLinear into one int8 kernel, which a
-    cut between Conv and QuantizeLinear would break (and the stages would pass int8, not float).
+
+def _live_sets(graph: onnx.GraphProto, constant: set[str]) -> Iterator[tuple[int, tuple[str, ...], bool]]:
+    """After each node but the last: its index, the live set then, and whether the node added to it.
+
+    Yields only where at most MAX_LIVE tensors are live, and builds a tuple only there, so a graph
+    that keeps many tensors live for long is still scanned in linear time.
+    """
+    last_read = _last_reads(graph, constant)
+    dying: dict[int, list[str]] = {}
+    for name, index in last_read.items():
+        dying.setdefault(index, []).append(name)
+    inputs = {i.name for i in graph.input}
+    live: dict[str, None] = {}  # a dict keeps the order tensors were made in, so cuts name them reproducibly
+    for index, node in enumerate(graph.node[:-1]):
+        made = [n for n in node.output if n and n not in constant and n not in inputs and last_read.get(n, -1) > index]
+        live.update(dict.fromkeys(made))
+        for name in dying.get(index, []):
+            live.pop(name, None)
+        if len(live) <= MAX_LIVE:
+            yield index, tuple(live), bool(made)
+
+
+def _inside_dynamic_product(name: str, producer: dict[str, onnx.NodeProto]) -> bool:
+    """Whether a tensor is inside DynamicQuantizeLinear -> MatMulInteger/ConvInteger -> Cast -> Mul.
+
+    ONNX Runtime fuses that chain into one kernel (DynamicQuantizeMatMul, MatMulIntegerToFloat),
+    which a cut inside it would break; it would also hand on int8 or int32 internals.
+    """
+    node = producer.get(name)
+    if node is not None and node.op_type == "Cast" and node.input[0] in producer:
+        node = producer[node.input[0]]  # an accumulator's cast to float is still inside
+    return node is not None and node.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
+
+
+def _qdq_safe(cut: Cut, producer: dict[str, onnx.NodeProto], last_quantized: dict[str, int]) -> bool:
+    """Whether the cut hands on a quantized tensor and splits no DequantizeLinear -> op -> QuantizeLinear unit.
+
+    ONNX Runtime fuses such a unit into one int8 kernel, which a cut on a DequantizeLinear output
+    or on a float tensor a later QuantizeLinear reads would break (and the stages would pass float).
+    """
+    made_by = [producer[t].op_type for t in cut.tensors]
+    return ("QuantizeLinear" in made_by and "DequantizeLinear" not in made_by
+            and not any(last_quantized.get(t, -1) > cut.after for t in cut.tensors))
+
+
+def cut_points(model: onnx.ModelProto) -> list[Cut]:
+    """Every place at most MAX_LIVE typed tensors separate the graph (nodes sorted topologically).
+
+    A cut comes right after a node that adds to the live set (so every stage gives the next
+    something new) and before the last graph output is made (so the last stage has work). It
+    never falls inside a dynamically quantized product, and in a QDQ graph only cuts that keep
+    its units whole are kept when there are any (see _inside_dynamic_product and _qdq_safe).
     """
     graph = model.graph
     constant = _constant_values(graph)
     typed = {v.name for v in (*graph.value_info, *graph.input, *graph.output) if v.type.tensor_type.elem_type}
-    last_use: dict[str, int] = {}
-    for index, node in enumerate(graph.node):
-        for name in node.input:
-            if name and name not in constant:
-                last_use[name] = index
-    for output in graph.output:
-        last_use[output.name] = len(graph.node)
-    inputs, outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
-    live = inputs - constant
-    found: list[Cut] = []
-    for index, node in enumerate(graph.node[:-1]):
-        live.update(name for name in node.output if name and name not in constant)
-        live = {name for name in live if last_use.get(name, -1) > index}
-        if len(live) == 1:
-            (tensor,) = live
-            # not the input (a stage with no work), not a tensor already cut on (constant nodes
-            # in between keep it the only live value for several positions)
-            fresh = not found or found[-1].tensor != tensor
-            if tensor in typed and fresh and tensor not in inputs | outputs:
-                found.append(Cut(index, tensor))
-    quantized = [c for c in found if graph.node[c.after].op_type == "QuantizeLinear"]
-    return quantized or found
+    producer = {name: node for node in graph.node for name in node.output}
+    outputs = {o.name for o in graph.output}
+    last_made = max((i for i, node in enumerate(graph.node) if outputs.intersection(node.output)), default=-1)
+    found = [Cut(index, tensors) for index, tensors, added in _live_sets(graph, constant)
+             if added and index < last_made
+             and all(t in typed and not _inside_dynamic_product(t, producer) for t in tensors)]
+    last_quantized = {name: index for index, node in enumerate(graph.node) if node.op_type == "QuantizeLinear"
+                      for name in node.input}
+    return [c for c in found if _qdq_safe(c, producer, last_quantized)] or found
 
 
 def _elements(model_values: dict[str, onnx.ValueInfoProto], name: str) -> int:
@@ -139,36 +195,62 @@ def node_costs(model: onnx.ModelProto) -> list[float]:
     return costs
 
 
+def _plan_costs(chosen: tuple[Cut, ...], prefix: list[float]) -> tuple[float, float, int]:
+    """A cut plan's costliest stage, its sum of squared stage costs (low when even) and the tensors it copies."""
+    edges = [0, *(c.after + 1 for c in chosen), len(prefix) - 1]
+    stage_costs = [prefix[b] - prefix[a] for a, b in itertools.pairwise(edges)]
+    return max(stage_costs), sum(c * c for c in stage_costs), sum(len(c.tensors) for c in chosen)
+
+
 def balanced_cuts(cuts: list[Cut], costs: list[float], stages: int) -> list[Cut]:
-    """The ``stages - 1`` cuts that make the costliest stage cheapest."""
+    """The ``stages - 1`` cuts that make the costliest stage cheapest.
+
+    Among plans within COST_TIE of the cheapest, the one copying the fewest tensors between
+    stages wins, then the cheapest, then the most even.
+    """
     if len(cuts) < stages - 1:
-        raise NotApplicable(f"the graph separates at {len(cuts)} single-tensor point(s); "
-                            f"{stages} pipeline stages need {stages - 1}")
-    prefix = list(itertools.accumulate(costs, initial=0.0))
-
-    def worst_stage(chosen: tuple[Cut, ...]) -> tuple[float, float]:
-        """The costliest stage; among equals, the most even split (least sum of squares)."""
-        edges = [0, *(c.after + 1 for c in chosen), len(costs)]
-        stage_costs = [prefix[b] - prefix[a] for a, b in itertools.pairwise(edges)]
-        return max(stage_costs), sum(c * c for c in stage_costs)
-
+        raise NotApplicable(f"the graph separates at {len(cuts)} point(s) with at most {MAX_LIVE} typed tensors "
+                            f"live; {stages} pipeline stages need {stages - 1}")
     if math.comb(len(cuts), stages - 1) > MAX_COMBINATIONS:
         step = len(cuts) / stages
         return [cuts[int(step * (k + 1)) - 1] for k in range(stages - 1)]
-    return list(min(itertools.combinations(cuts, stages - 1), key=worst_stage))
+    prefix = list(itertools.accumulate(costs, initial=0.0))
+    plans = {chosen: _plan_costs(chosen, prefix) for chosen in itertools.combinations(cuts, stages - 1)}
+    cheapest = min(worst for worst, _, _ in plans.values())
+    near = [chosen for chosen, (worst, _, _) in plans.items() if worst <= cheapest + COST_TIE * prefix[-1]]
+    return list(min(near, key=lambda chosen: (plans[chosen][2], *plans[chosen][:2])))
+
+
+def _stage_io(model: onnx.ModelProto, first: int, last: int) -> tuple[list[str], list[str]]:
+    """What nodes ``first``..``last`` read from before them (graph inputs included) and make for after them.
+
+    Constants are neither: the extractor copies the nodes that make them into every stage that reads them.
+    """
+    graph = model.graph
+    constant = _constant_values(graph)
+    nodes = graph.node[first:last + 1]
+    made = {name for node in nodes for name in node.output if name}
+    reads = [name for node in nodes for name in node.input if name and name not in constant and name not in made]
+    last_read = _last_reads(graph, constant)
+    gives = [name for node in nodes for name in node.output if name and last_read.get(name, -1) > last]
+    return list(dict.fromkeys(reads)), gives
 
 
 def split_model(model_bytes: bytes, stages: int) -> list[bytes]:
-    """The model as ``stages`` ONNX models, each feeding the next; one stage is the model itself."""
+    """The model as ``stages`` ONNX models; one stage is the model itself.
+
+    Stage k's inputs are graph inputs (fed from the caller's feeds) or outputs of stages before
+    it, by name; the graph's outputs are among the stages' outputs, not all from the last one
+    when an output is made early.
+    """
     if stages < 1:
         raise ValueError(f"stages must be >= 1, got {stages}")
     if stages == 1:
         return [model_bytes]
     model = onnx.shape_inference.infer_shapes(onnx.load_from_string(model_bytes))
     sort_topologically(model)
-    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
-        raise NotApplicable("pipeline stages are cut for graphs of one input and one output")
     chosen = balanced_cuts(cut_points(model), node_costs(model), stages)
-    edges = [model.graph.input[0].name, *(c.tensor for c in chosen), model.graph.output[0].name]
+    bounds = [-1, *(c.after for c in chosen), len(model.graph.node) - 1]
     extractor = onnx.utils.Extractor(model)
-    return [extractor.extract_model([a], [b]).SerializeToString() for a, b in itertools.pairwise(edges)]
+    return [extractor.extract_model(*_stage_io(model, a + 1, b)).SerializeToString()
+            for a, b in itertools.pairwise(bounds)]
