@@ -28,9 +28,9 @@ from search.config import compose_config
 from search.results.progress import Progress
 from search.run.cluster import start_ray, stop_ray
 from search.run.dispatcher import Dispatcher
-from search.run.driver import prepare, search_loop, workload_info
+from search.run.driver import adopt_workload, prepare, search_loop
 from search.run.interrupt import StopRequest
-from search.workloads import digits
+from search.workloads import check_workload, digits
 from spaces import baseline_params
 
 WINDOW = 100
@@ -40,10 +40,10 @@ def run(trials: int, workers: int, sampler: str, results: str) -> tuple[np.ndarr
     cfg = compose_config([f"trials={trials}", f"workers={workers}", f"results_dir={results}", "run=load",
                           f"sampler={sampler}", "cover=false"])
     search = prepare(cfg)
+    workload = check_workload(digits.load(seed=0), "digits")
+    adopt_workload(search, workload)
     search.run_dir.mkdir(parents=True)
     study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler), baseline_params(search.knobs))
-    workload = digits.load(seed=0)
-    search.config["workload_info"] = workload_info(workload)
     started = time.perf_counter()
     with StopRequest() as stop:
         progress = Progress(trials, objectives=search.objectives, stream=io.StringIO())

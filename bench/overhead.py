@@ -24,10 +24,10 @@ from search import study as studies
 from search.run.cluster import start_ray, stop_ray
 from search.config import compose_config
 from search.run.dispatcher import Dispatcher
-from search.run.driver import prepare, search_loop, workload_info
+from search.run.driver import adopt_workload, prepare, search_loop
 from search.run.interrupt import StopRequest
 from search.results.progress import Progress
-from search.workloads import digits
+from search.workloads import check_workload, digits
 from spaces import baseline_params
 
 
@@ -58,10 +58,10 @@ def driver_ms_per_trial(workers: int, trials: int, results: str, sampler: str) -
     cfg = compose_config([f"trials={trials}", f"workers={workers}", f"results_dir={results}",
                           f"run=overhead-{sampler}-{workers}", f"sampler={sampler}"])
     search = prepare(cfg)
+    workload = check_workload(digits.load(seed=0), "digits")
+    adopt_workload(search, workload)
     search.run_dir.mkdir(parents=True)
     study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler), baseline_params(search.knobs))
-    workload = digits.load(seed=0)
-    search.config["workload_info"] = workload_info(workload)
     with StopRequest() as stop:
         progress = Progress(trials, objectives=search.objectives, stream=io.StringIO())
         search_loop(search, study, Dispatcher(search, workload, task=no_work), progress, stop)

@@ -14,6 +14,7 @@ from search.errors import ConfigError
 from search.schema import Column
 from search.runtime.runners import Runner
 from search.runtime.target import Target
+from search.metrics import Metric, default_metric
 from search.workloads._base import Split
 
 DIRECTIONS = ("maximize", "minimize")
@@ -27,6 +28,9 @@ class Built:
     candidate: Candidate
     target: Target
     test: Split
+    metric: Metric = field(default_factory=default_metric)
+    reference: dict[str, np.ndarray] | None = None  # the original model's test outputs, for a metric comparing with them
+    output_names: list[str] = field(default_factory=list)
     _runner: Runner | None = field(default=None, repr=False)
 
     @property
@@ -44,11 +48,14 @@ class Built:
             self._runner.close()
             self._runner = None
 
-    def batch(self) -> np.ndarray:
-        """One inference call's input: the first ``batch_size`` test inputs (repeated if too few)."""
-        size = self.candidate.batch_size
-        reps = -(-size // len(self.test))
-        return np.ascontiguousarray(np.concatenate([self.test.x] * reps)[:size], dtype=np.float32)
+    def batch(self) -> dict[str, np.ndarray]:
+        """One inference call's inputs by name: the first ``batch_size`` test rows (repeated if too few)."""
+        return self.test.batch_of(self.candidate.batch_size)
+
+
+def rows_of(feeds: dict[str, np.ndarray]) -> int:
+    """Rows (the batch) of a call's inputs."""
+    return len(next(iter(feeds.values())))
 
 
 class Evaluator(abc.ABC):
@@ -86,6 +93,10 @@ class Evaluator(abc.ABC):
     def card_note(self, row: dict[str, Any], target: dict[str, Any]) -> str:
         """How ``row``'s figure was measured, for the model card (``target``: its target's config)."""
         return ""
+
+    def for_workload(self, workload: dict[str, Any]) -> None:
+        """Adapt to the run's workload (its description, ``search.workloads.describe``): the task
+        metric takes the workload's metric's name and direction. Called before columns are read."""
 
     def start_note(self, targets: Sequence[Target], on_cluster: bool) -> str:
         """Said once when the run starts (which meter runs); may refuse the run with a ConfigError."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators._base import Built, Evaluator, check_noise_floor
+from evaluators._base import rows_of, Built, Evaluator, check_noise_floor
 from evaluators.meters import EstimateMeter, Meter, NvmlMeter, RaplMeter, rapl_domains
 from search.errors import ConfigError
 from search.schema import Column
@@ -71,7 +71,7 @@ class Energy(Evaluator):
         return {"energy_mj": float(np.median(per_input)), "energy_ci_low_mj": min(per_input),
                 "energy_ci_high_mj": max(per_input), "energy_source": meter.source}
 
-    def _window(self, meter: Meter, runner: Runner, batch: np.ndarray) -> float:
+    def _window(self, meter: Meter, runner: Runner, batch: dict[str, np.ndarray]) -> float:
         """mJ per input over one part of the window (at least one call)."""
         part_s = max(self.window_s / self.windows, getattr(meter, "min_part_s", 0.0))  # NVML ticks coarsely
         calls, deadline = 0, time.perf_counter() + part_s
@@ -79,7 +79,7 @@ class Energy(Evaluator):
         while calls == 0 or time.perf_counter() < deadline:
             runner.run(batch)
             calls += 1
-        return meter.stop() * 1e3 / (calls * len(batch))
+        return meter.stop() * 1e3 / (calls * rows_of(batch))
 
     def card_note(self, row: dict[str, Any], target: dict[str, Any]) -> str:
         if row.get("energy_source") == "estimate":

@@ -32,7 +32,7 @@ from search.runtime.runners import make_runner
 model, batch, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 providers, calls = json.loads(sys.argv[4]), int(sys.argv[5])
 providers = [tuple(p) if isinstance(p, list) else p for p in providers]  # JSON made (name, options) a list
-feed_x = np.load(batch)
+feeds = dict(np.load(batch))
 model_bytes = open(model, "rb").read()
 # a pipeline's stages are cut before the mark is reset: cutting is the build's work, not the session's
 parts = split_model(model_bytes, settings["stages"]) if settings["parallelism"] == "pipeline" else None
@@ -44,19 +44,19 @@ except OSError:
 before = kib("VmRSS")
 runner = make_runner(model_bytes, settings, providers, parts)  # every replica or stage counts
 for _ in range(calls):
-    runner.run(feed_x)
+    runner.run(feeds)
 runner.close()
 print(json.dumps({"before_kib": before, "peak_kib": kib("VmHWM")}))
 """
 
 
-def peak_session_memory(model_bytes: bytes, batch: np.ndarray, settings: dict[str, Any], providers: list[Any],
+def peak_session_memory(model_bytes: bytes, batch: dict[str, np.ndarray], settings: dict[str, Any], providers: list[Any],
                         calls: int) -> int:
     """Bytes of resident memory a fresh process gains from loading the model and running ``calls`` calls."""
     with tempfile.TemporaryDirectory(prefix="optsearch-mem-") as tmp:
-        model, inputs = Path(tmp) / "model.onnx", Path(tmp) / "batch.npy"
+        model, inputs = Path(tmp) / "model.onnx", Path(tmp) / "batch.npz"
         model.write_bytes(model_bytes)
-        np.save(inputs, batch)
+        np.savez(inputs, **batch)  # plain arrays: the probe loads them without pickle
         done = subprocess.run([sys.executable, "-c", _PROBE, str(model), str(inputs), json.dumps(settings),
                                json.dumps(providers), str(calls)], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:

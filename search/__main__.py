@@ -23,7 +23,7 @@ def summary(run_dir) -> str:
     front = pd.read_csv(run_dir / "pareto.csv")
     table = pd.read_csv(run_dir / "trials.csv")
     base = table[table["baseline"] & (table["state"] == "COMPLETE")]
-    varied = [f for f in schema.field_names if table[f].nunique() > 1]
+    varied = [f for f in schema.field_names if f in table.columns and table[f].nunique() > 1]
     metrics = [m for m, _ in schema.objectives]
     first, direction = schema.objectives[0]
     lines = [f"\nPareto front ({len(front)} of {int((table['state'] == 'COMPLETE').sum())} completed trials):",

@@ -30,6 +30,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("run", type=Path, help="a run folder, results/<run>")
     parser.add_argument("--min-accuracy", type=float)
     parser.add_argument("--max-accuracy-drop", type=float, help="accuracy at least the baseline's minus this")
+    parser.add_argument("--metric-at", type=float, metavar="VALUE",
+                        help="the workload's metric no worse than VALUE (at least for accuracy, at most for mse)")
+    parser.add_argument("--max-metric-drop", type=float, metavar="D",
+                        help="the workload's metric no worse than the baseline's by more than D")
     parser.add_argument("--max-latency-ms", type=float)
     parser.add_argument("--max-energy-mj", type=float)
     parser.add_argument("--max-size-bytes", type=float)
@@ -39,7 +43,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="keep rows whose COLUMN is at most VALUE (any numeric column; repeatable)")
     parser.add_argument("--target", help="only models measured on this target")
     parser.add_argument("--sort", default="latency_ms",
-                        help="column to choose by: a maximized objective highest first, anything else lowest first")
+                        help="column to choose by (``metric``: the workload's): a maximized objective highest "
+                             "first, anything else lowest first")
     parser.add_argument("--all", action="store_true", help="choose among every completed trial, not only the front")
     parser.add_argument("--list", action="store_true", help="print the models that qualify instead of choosing one")
     parser.add_argument("--out", type=Path, help="folder to copy the chosen model and its card to")
@@ -57,17 +62,37 @@ def candidates(run: Path, everything: bool, target: str | None = None) -> pd.Dat
     return table[table["state"] == "COMPLETE"]
 
 
-def baseline_accuracy(run: Path) -> float:
+def baseline_value(run: Path, column: str, option: str) -> float:
     table = pd.read_csv(run / "trials.csv")
     base = table[table["baseline"].astype(bool) & (table["state"] == "COMPLETE")]
-    if base.empty:
-        raise PickError(f"--max-accuracy-drop: {run} has no completed baseline row to measure the drop from")
-    return float(base["accuracy"].iloc[0])
+    if base.empty or column not in base.columns:
+        raise PickError(f"{option}: {run} has no completed baseline row with {column} to measure the drop from")
+    return float(base[column].iloc[0])
 
 
-def limits(args: argparse.Namespace, table: pd.DataFrame) -> list[tuple[str, str, float]]:
+def metric_of(config: dict) -> tuple[str, str]:
+    """The workload's metric column and its direction (accuracy for a run made before metrics were plugins)."""
+    metric = (config.get("workload_info") or {}).get("metric") or {}
+    return metric.get("name", "accuracy"), metric.get("direction", "maximize")
+
+
+def limits(args: argparse.Namespace, table: pd.DataFrame, config: dict) -> list[tuple[str, str, float]]:
     """(column, ">=" or "<=", value) from the named options and every --min/--max COLUMN=VALUE."""
     found = [(column, op, getattr(args, option)) for option, column, op in LIMITS if getattr(args, option) is not None]
+    metric, direction = metric_of(config)
+    no_worse = ">=" if direction == "maximize" else "<="
+    if args.metric_at is not None:
+        found.append((metric, no_worse, args.metric_at))
+    if args.max_metric_drop is not None:
+        drop = args.max_metric_drop if direction == "maximize" else -args.max_metric_drop
+        found.append((metric, no_worse, baseline_value(args.run, metric, "--max-metric-drop") - drop))
+    if args.max_accuracy_drop is not None:
+        found.append(("accuracy", ">=", baseline_value(args.run, "accuracy", "--max-accuracy-drop")
+                      - args.max_accuracy_drop))
+    missing = sorted({column for column, _, _ in found} - set(table.columns))
+    if missing:
+        raise PickError(f"{args.run} has no column {', '.join(missing)}; its workload's metric is {metric} "
+                        "(use --metric-at, or --min/--max COLUMN=VALUE)")
     for op, texts in ((">=", args.min_limits), ("<=", args.max_limits)):
         for text in texts:
             column, sep, value = text.partition("=")
@@ -82,15 +107,15 @@ def limits(args: argparse.Namespace, table: pd.DataFrame) -> list[tuple[str, str
     return found
 
 
-def qualifying(table: pd.DataFrame, args: argparse.Namespace, schema: Schema) -> pd.DataFrame:
+def qualifying(table: pd.DataFrame, args: argparse.Namespace, schema: Schema, config: dict) -> pd.DataFrame:
+    if args.sort == "metric":
+        args.sort = metric_of(config)[0]
     if args.sort not in table.columns:
         raise PickError(f"--sort {args.sort}: no such column; choose from {', '.join(table.columns)}")
     chosen = table
-    for column, op, limit in limits(args, table):
+    for column, op, limit in limits(args, table, config):
         values = pd.to_numeric(chosen[column], errors="coerce")
         chosen = chosen[values >= limit] if op == ">=" else chosen[values <= limit]
-    if args.max_accuracy_drop is not None:
-        chosen = chosen[chosen["accuracy"] >= baseline_accuracy(args.run) - args.max_accuracy_drop]
     if args.target is not None:
         chosen = chosen[chosen["target"] == args.target]
     # ties go to the earliest trial, so the same command always picks the same model
@@ -99,7 +124,7 @@ def qualifying(table: pd.DataFrame, args: argparse.Namespace, schema: Schema) ->
 
 
 def _asked(args: argparse.Namespace) -> str:
-    options = [o for o, _, _ in LIMITS] + ["max_accuracy_drop", "target"]
+    options = [o for o, _, _ in LIMITS] + ["max_accuracy_drop", "metric_at", "max_metric_drop", "target"]
     named = [f"--{o.replace('_', '-')} {getattr(args, o)}" for o in options if getattr(args, o) is not None]
     generic = [f"--min {t}" for t in args.min_limits] + [f"--max {t}" for t in args.max_limits]
     return ", ".join(named + generic) or "no limits"
@@ -137,21 +162,21 @@ def copy_model(run: Path, row: pd.Series, out: Path, config: dict, schema: Schem
 
     print(f"trial {trial} was not kept (not on the front); rebuilding it from its parameters ...", flush=True)
     rebuilt = rebuild(run, trial)
-    if abs(rebuilt.accuracy - float(row["accuracy"])) > 1e-9:
-        print(f"warning: the rebuilt model scores accuracy {rebuilt.accuracy:.4f}, the table says "
-              f"{float(row['accuracy']):.4f}: it is not the same model (was the teacher retrained?)", file=sys.stderr)
+    name, value = rebuilt.metric, rebuilt.value
+    if abs(value - float(row[name])) > 1e-9:
+        print(f"warning: the rebuilt model scores {name} {value:.4f}, the table says "
+              f"{float(row[name]):.4f}: it is not the same model (was the teacher retrained?)", file=sys.stderr)
     (out / f"trial-{trial}.onnx").write_bytes(rebuilt.model_bytes)
-    card = model_card({**row.to_dict(), "accuracy": rebuilt.accuracy, "size_bytes": len(rebuilt.model_bytes)}, config,
-                      schema)
+    card = model_card({**row.to_dict(), name: value, "size_bytes": len(rebuilt.model_bytes)}, config, schema)
     (out / f"trial-{trial}.json").write_text(json.dumps(card, indent=2, default=str))
-    print(f"rebuilt trial-{trial}.onnx (accuracy {rebuilt.accuracy:.4f}) and wrote its card to {out}")
+    print(f"rebuilt trial-{trial}.onnx ({name} {value:.4f}) and wrote its card to {out}")
 
 
 def pick(argv: Sequence[str]) -> pd.Series | None:
     args = parse_args(argv)
     table = candidates(args.run, args.all, args.target)
     config, schema = run_schema(args.run)
-    chosen = qualifying(table, args, schema)
+    chosen = qualifying(table, args, schema, config)
     if args.list:
         print(chosen[[c for c in list_columns(schema, table) if c in chosen.columns]].to_string(index=False))
         return None

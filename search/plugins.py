@@ -29,6 +29,8 @@ def instantiate_plugin(node: Any, what: str) -> Any:
         raise
     except Exception as exc:  # a class that is not there, a bad argument, a broken factory
         cause = exc.__cause__ or exc
+        if isinstance(cause, ConfigError):  # the plugin's own one-line refusal, wrapped by Hydra
+            raise cause from None
         target = node.get("_target_", "?") if hasattr(node, "get") else "?"
         raise ConfigError(f"{what} ({target}): {type(cause).__name__}: {' '.join(str(cause).split())[:300]}") from None
 
@@ -94,4 +96,6 @@ def plugins_from_config(config: Mapping[str, Any]) -> Plugins:
     """The plugins of a stored run config (config.yaml): what the report, pick and rebuild read."""
     knobs = load_knobs(config["space"]["knobs"])
     evaluators = load_evaluators(config["evaluators"])
+    for plugin in [*knobs, *evaluators]:  # a run folder keeps the workload's description (its metric), not the workload
+        plugin.for_workload(config.get("workload_info") or {})
     return Plugins(knobs, evaluators, make_schema(knobs, evaluators))

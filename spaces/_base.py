@@ -61,6 +61,10 @@ class Knob(abc.ABC):
     def narrow(self, targets: Sequence[Target]) -> None:  # noqa: B027 - most knobs need no narrowing
         """Restrict the choices to what any of ``targets`` runs; raise ConfigError if none remain."""
 
+    def for_workload(self, workload: Mapping[str, Any]) -> None:  # noqa: B027 - most knobs fit every model
+        """Restrict the choices to what the run's model can take (``workload``: its description,
+        ``search.workloads.describe``), after ``narrow``; a knob that fits no part of it fixes its unset value."""
+
     def refuses(self, values: Mapping[str, Any], target: Target) -> str:
         """Why ``target`` cannot run these candidate values of this knob ("" when it can)."""
         return ""

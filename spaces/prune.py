@@ -8,10 +8,9 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-import torch
-
 from search.errors import ConfigError
 from search.schema import Column, Field
+from search.workloads.calling import to_tensors
 from search.transforms.prune import prune, removed_share
 from spaces._base import BuildContext, Knob
 
@@ -61,8 +60,8 @@ class PruneRate(Knob):
     def build(self, model: Any, values: Mapping[str, Any], context: BuildContext) -> Any:
         """The model with ``prune_rate`` of its channels removed; the share really removed is a fact."""
         workload = context.workload
-        example = torch.from_numpy(workload.train.x[:1])  # building never reads the test split
+        example = to_tensors(workload.train.rows(0, 1))  # building never reads the test split
         pruned = prune(model, values.get("prune_rate") or 0.0, example, workload.classifier,
-                       values.get("prune_round_to"))
-        context.facts["prune_removed"] = removed_share(workload.model, pruned, workload.classifier)
+                       values.get("prune_round_to"), workload.keep)
+        context.facts["prune_removed"] = removed_share(workload.model, pruned, workload.classifier, workload.keep)
         return pruned

@@ -120,7 +120,7 @@ class QuantBits(Knob):
         return {"quant_bits": bits, "quant_mode": {8: mode, 16: half}.get(bits)}
 
     def build(self, model: bytes, values: Mapping[str, Any], context: BuildContext) -> bytes:
-        calibration = context.workload.train.x[:CALIBRATION_SAMPLES]  # calibration never sees the test split
+        calibration = context.workload.train.rows(0, CALIBRATION_SAMPLES)  # calibration never sees the test split
         return quantize(model, values.get("quant_bits", 32), calibration, context.batch_size, values.get("quant_mode"))
 
 

@@ -42,11 +42,11 @@ BAD_INPUT = [
     (["evaluators.latency.noise_floor=2"], "latency: noise_floor must be in [0, 1)"),
     (["results_dir=/proc/optsearch-cannot-write"], "cannot write results folder"),
     (["+evaluators.f1._target_=no_such_module.F1"], "evaluator f1 (no_such_module.F1)"),
-    (["+space.knobs.fusion._target_=no_such_module.Fusion"], "knob fusion (no_such_module.Fusion)"),
+    (["+space.knobs.mystery._target_=no_such_module.Fusion"], "knob mystery (no_such_module.Fusion)"),
     (["+evaluators.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a evaluators.Evaluator"),
     (["+space.knobs.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a spaces.Knob"),
     (["+space.knobs.odd._target_=tests.plugins_for_tests.MisstagedKnob"], "stage 'onxx' unknown; choose from torch, onnx"),
-    ([f"++evaluators.{e}.objective=false" for e in ("accuracy", "latency", "energy", "size")],
+    ([f"++evaluators.{e}.objective=false" for e in ("metric", "latency", "energy", "size")],
      "no evaluator is an objective"),
 ]
 

@@ -221,7 +221,7 @@ def test_evaluator_columns_reach_both_tables_the_plots_and_the_card(name, measur
     e = evaluators[name]
     e.objective = True  # as an objective it must also reach the plots' axes
     knobs = shipped_knobs()
-    schema = make_schema(knobs, [evaluators["size"], e] if name != "size" else [e, evaluators["accuracy"]])
+    schema = make_schema(knobs, [evaluators["size"], e] if name != "size" else [e, evaluators["metric"]])
     metrics = {k: v for figures in measured.values() for k, v in figures.items()}
     study = optuna.create_study(directions=[d for _, d in schema.objectives])
     for number in range(3):

@@ -57,7 +57,7 @@ def test_accuracy_covers_the_whole_split_when_batch_size_does_not_divide_it(mode
 
 def test_batch_repeats_test_inputs_when_the_split_is_smaller_than_the_batch(model_bytes, tiny_workload):
     big = Built(model_bytes, Candidate(target="cpu", batch_size=100), CPU, tiny_workload.test)
-    batch = big.batch()
+    batch = big.batch()["input"]
     assert batch.shape == (100, 1, 8, 8) and batch.dtype == np.float32
     np.testing.assert_array_equal(batch[64:], tiny_workload.test.x[:36])
 
@@ -329,16 +329,17 @@ def test_peak_memory_grows_with_the_weights_a_session_loads():
     def linear(width: int) -> bytes:
         return export_onnx(torch.nn.Linear(width, width), torch.zeros(1, width))
 
-    batch = np.zeros((4, 2048), dtype=np.float32)
+    batch = {"input": np.zeros((4, 2048), dtype=np.float32)}
     one = runtime_settings()
-    small = peak_session_memory(linear(64), np.zeros((4, 64), dtype=np.float32), one, ["CPUExecutionProvider"], 2)
+    small = peak_session_memory(linear(64), {"input": np.zeros((4, 64), dtype=np.float32)}, one,
+                                ["CPUExecutionProvider"], 2)
     large = peak_session_memory(linear(2048), batch, one, ["CPUExecutionProvider"], 2)
     assert large - small > 2048 * 2048 * 4 * 0.9  # at least the 16 MiB of float32 weights more
 
 
 def test_peak_memory_counts_every_data_parallel_replica():
     model = export_onnx(torch.nn.Linear(2048, 2048), torch.zeros(1, 2048))
-    batch = np.zeros((6, 2048), dtype=np.float32)
+    batch = {"input": np.zeros((6, 2048), dtype=np.float32)}
     one = peak_session_memory(model, batch, runtime_settings(), ["CPUExecutionProvider"], 2)
     three = peak_session_memory(model, batch, runtime_settings("data_parallel", 3), ["CPUExecutionProvider"], 2)
     assert three - one > 2 * 2048 * 2048 * 4 * 0.9  # two more copies of the 16 MiB of weights

@@ -17,6 +17,17 @@ def _runtime(row: dict[str, Any], schema: Schema) -> dict[str, Any]:
     return schema.runtime({f.name: row.get(f.name) for f in schema.fields if row.get(f.name) is not None})
 
 
+def _inputs(workload: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each input's name, dtype, shape with its symbolic axes, and the shape latency was measured at
+    (the trial's batch size by the test split's other axes)."""
+    specs = workload.get("inputs") or [{"name": workload["input_name"], "dtype": "float32",
+                                        "shape": ["batch", *workload["input_shape"]],
+                                        "measured_shape": workload["input_shape"], "preprocessing": ""}]
+    batch = row.get("batch_size")
+    return [{**spec, "measured_shape": [batch, *spec["measured_shape"]] if batch is not None else spec["measured_shape"]}
+            for spec in specs]
+
+
 def model_card(row: dict[str, Any], run: dict[str, Any], schema: Schema) -> dict[str, Any]:
     """What a caller needs to run the model, and how its figures were measured."""
     target = (run.get("target_configs") or {}).get(row.get("target"), run["target"])
@@ -27,8 +38,11 @@ def model_card(row: dict[str, Any], run: dict[str, Any], schema: Schema) -> dict
         "model_file": f"trial-{clean['trial']}.onnx",
         "workload": workload["name"],
         "input": {"name": workload["input_name"], "shape": ["batch", *workload["input_shape"]],
-                  "dtype": "float32", "preprocessing": workload["preprocessing"]},
+                  "dtype": _inputs(workload, clean)[0]["dtype"], "preprocessing": workload["preprocessing"]},
         "output": {"name": workload["output_name"], "meaning": workload["output_meaning"]},
+        "inputs": _inputs(workload, clean),
+        "outputs": workload.get("outputs") or [{"name": workload["output_name"], "meaning": workload["output_meaning"]}],
+        "metric": workload.get("metric") or {"name": "accuracy", "direction": "maximize"},
         "parameters": {f.name: clean.get(f.name) for f in schema.fields if f.applies_to == "build"},
         "runtime": {"target": target["name"], "provider": target["provider"], **_runtime(clean, schema),
                     "batch_size": clean.get("batch_size")},

@@ -13,13 +13,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
 from search.candidate import Candidate
 from search.errors import NotApplicable
 from search.run.cache import STAGES, stage_key
 from search.runtime.target import Target
 from search.transforms import check_onnx, export_onnx
+from search.workloads.calling import to_tensors
 from search.workloads._base import Workload
 from spaces import Knob
 from spaces._base import BuildContext
@@ -57,8 +56,8 @@ def _student(workload: Workload, cand: Candidate, knobs: Sequence[Knob], context
         model = copy.deepcopy(workload.model).cpu().eval()  # a step may train in place: never the teacher
         for knob in steps:
             model = _timed(context, knob.name, lambda k=knob, m=model: k.build(m, cand.values, context))
-        example = torch.from_numpy(workload.train.x[:cand.batch_size])  # building never reads the test split
-        return export_onnx(model, example), dict(context.facts)
+        example = to_tensors(workload.train.rows(0, cand.batch_size))  # building never reads the test split
+        return export_onnx(model, example, workload.output_names, workload.axes), dict(context.facts)
 
     model_bytes, facts = STAGES.get_or_build(stage_key("student", config, workload.key, cand.target), build)
     context.facts.update(facts)
@@ -73,5 +72,5 @@ def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: i
     model_bytes = _student(workload, cand, knobs, context)
     for knob in (k for k in knobs if k.stage == "onnx"):
         model_bytes = _timed(context, knob.name, lambda k=knob, m=model_bytes: k.build(m, cand.values, context))
-    _timed(context, "check", lambda: check_onnx(model_bytes, workload.train.x[:cand.batch_size]))
+    _timed(context, "check", lambda: check_onnx(model_bytes, workload.train.rows(0, cand.batch_size)))
     return model_bytes

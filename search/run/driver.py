@@ -29,9 +29,8 @@ from search.run.lock import RunLock
 from search.run.retime import retime_front
 from search.run.state import Search, say, update_run_folder
 from search.runtime.target import Target, in_run_folder
-from search.transforms.export import INPUT_NAME, OUTPUT_NAME
 from search.workloads import Workload, check_exportable, check_workload
-from search.workloads._base import predict_classes
+from search.workloads._base import describe
 from spaces import TargetChoice, baseline_params, cover_params
 
 RESUME_CHECKED = ("workload", "space", "target", "targets", "evaluators", "batch_size")
@@ -112,20 +111,30 @@ def _open_run_dir(search: Search) -> bool:
 
 
 def workload_info(workload: Workload) -> dict[str, Any]:
-    classes = predict_classes(workload)
-    return {"name": workload.name, "input_name": INPUT_NAME, "input_shape": list(workload.input_shape),
-            "output_name": OUTPUT_NAME, "preprocessing": workload.preprocessing,
-            "output_meaning": f"logits over {classes} classes; argmax is the predicted class"}
+    return describe(workload)
 
 
-def run_search(cfg: DictConfig) -> Path:
-    search = prepare(cfg)
-    # Everything that can refuse the run is checked before the run folder is touched.
-    workload = check_workload(instantiate_plugin(cfg.workload, "workload factory"), cfg.workload.get("_target_", "?"))
-    check_exportable(workload)
+def adopt_workload(search: Search, workload: Workload) -> None:
+    """Fit the run to its workload: the task metric's column and direction, the knobs a bare ONNX
+    model leaves out; the schema and objectives are made again from them."""
+    configured = list(search.knobs)  # a knob left out for this model keeps its columns (unset), as the contract lists them
     if workload.is_onnx:
         _leave_out_torch_knobs(search, workload)
     search.config["workload_info"] = workload_info(workload)
+    for plugin in [*configured, *search.evaluators]:
+        plugin.for_workload(search.config["workload_info"])
+    search.schema = make_schema(configured, search.evaluators)
+
+
+def run_search(cfg: DictConfig, workload: Workload | None = None) -> Path:
+    """Run the search of ``cfg``; ``workload`` given (from Python) replaces the config's factory."""
+    search = prepare(cfg)
+    # Everything that can refuse the run is checked before the run folder is touched.
+    if workload is None:
+        workload = instantiate_plugin(cfg.workload, "workload factory")
+    workload = check_workload(workload, cfg.workload.get("_target_", "?") if "workload" in cfg else "optimize()")
+    check_exportable(workload)
+    adopt_workload(search, workload)
     sampler = instantiate_plugin(cfg.sampler, "sampler")
     with RunLock(search.run_dir) as lock:  # one driver per run folder, from before it is written until the end
         return _run(search, workload, sampler, lock)

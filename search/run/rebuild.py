@@ -2,7 +2,7 @@
 
 Only models on the front are kept in models/. Any other completed trial can be rebuilt:
 the run's config names the workload and target, study.db holds the trial's candidate, and
-the run's seed makes distillation repeat itself. The rebuilt model's accuracy is measured
+the run's seed makes distillation repeat itself. The rebuilt model's task metric is measured
 again, so a caller can see whether it is the same model (a teacher retrained on another
 machine can differ).
 """
@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from evaluators import Accuracy, Built
+from evaluators import Built, TaskMetric
 from search.candidate import Candidate
 from search.plugins import plugins_from_config
 from search.run.build import build_candidate
@@ -29,7 +29,8 @@ from spaces._base import declared_fields
 @dataclass
 class Rebuilt:
     model_bytes: bytes
-    accuracy: float
+    metric: str  # the workload's metric (its column)
+    value: float
 
 
 def rebuild(run_dir: Path, trial_number: int) -> Rebuilt:
@@ -42,5 +43,11 @@ def rebuild(run_dir: Path, trial_number: int) -> Rebuilt:
     target = Target.from_config((configs.get("target_configs") or {}).get(cand.target, configs["target"]))
     torch.set_num_threads(1)  # as in the workers: the same threads give the same float sums
     model_bytes = build_candidate(workload, cand, target, int(config.seed), timings={}, knobs=knobs)
-    accuracy = Accuracy().measure(Built(model_bytes, cand, target, workload.test))["accuracy"]
-    return Rebuilt(model_bytes, accuracy)
+    scorer = TaskMetric()
+    scorer.for_workload({"metric": workload.metric.describe()})
+    built = Built(model_bytes, cand, target, workload.test, workload.metric, workload.reference, workload.output_names)
+    try:
+        value = scorer.measure(built)[scorer.metric]
+    finally:
+        built.close()
+    return Rebuilt(model_bytes, scorer.metric, value)

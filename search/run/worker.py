@@ -100,7 +100,8 @@ def _build_and_measure(workload: Workload, plugins: TrialPlugins, evaluators: li
             with building():
                 result.model_bytes = build_candidate(workload, cand, target, seed, result.stage_s, facts,
                                                      plugins.knobs)
-        built = Built(result.model_bytes, cand, target, workload.test)
+        built = Built(result.model_bytes, cand, target, workload.test, workload.metric, workload.reference,
+                      workload.output_names)
         try:
             with building():  # accuracy, size, memory: what other trials do on the node cannot change them
                 measure(built, [e for e in evaluators if not e.timed], result)
