@@ -14,7 +14,7 @@ from search.errors import ConfigError
 from search.run.dispatcher import runnable_cover
 from search.runtime.session_settings import PARALLELISM
 from search.runtime.target import Target
-from spaces import (BatchSize, Distillation, Parallelism, PruneRate, QuantBits, TargetChoice, baseline_params, cover_params,
+from spaces import (BatchSize, TransformerFusion, Distillation, Parallelism, PruneRate, QuantBits, TargetChoice, baseline_params, cover_params,
                     projected, refusal, suggest_candidate)
 
 CPU = Target(name="cpu", precisions=(32, 16, 8, 4), max_threads=4)
@@ -241,10 +241,10 @@ def test_every_knob_in_the_default_space_instantiates_and_narrows_to_cpu():
     cfg = compose_config([])
     target = Target.from_config(dict(cfg.target))
     knobs = [instantiate(node) for node in cfg.space.knobs.values()]
-    assert [type(k) for k in knobs] == [QuantBits, PruneRate, Distillation, Parallelism, BatchSize]
+    assert [type(k) for k in knobs] == [TransformerFusion, QuantBits, PruneRate, Distillation, Parallelism, BatchSize]
     for knob in knobs:
         knob.narrow([target])
-    assert set(knobs[0].choices) <= set(target.precisions)
+    assert set(knobs[1].choices) <= set(target.precisions)
     cand = suggest_candidate(knobs, study().ask(), target, batch_size=32)
     assert cand.target == "cpu" and cand.batch_size == 32
 

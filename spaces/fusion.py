@@ -1,0 +1,75 @@
+"""Transformer fusion: ONNX Runtime's attention, LayerNorm and GELU fusions on the exported model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+
+from search.errors import ConfigError, NotApplicable
+from search.schema import Column, Field
+from search.transforms.fusion import fuse_transformer, is_quantized
+from spaces._base import BuildContext, Knob, with_baseline
+
+FUSIONS = ("none", "transformer")
+
+
+class TransformerFusion(Knob):
+    """Searches ``fusion``: ``none`` or ``transformer`` (ORT's ``optimize_model`` for BERT-family graphs).
+
+    The fused graph uses ONNX Runtime contrib ops (com.microsoft): it is ORT-only, and measured
+    on small encoders on the CPU provider it was slower, not faster, so it is searched, never
+    assumed. It runs on the exported model, so list it before ``quant_bits`` in the space config
+    (ONNX-stage knobs build in config order); a graph already quantized, a graph with nothing to
+    fuse (a CNN) and static int8 after fusion (its calibration fails on the fused ops) are refused
+    with the reason. ``fused_ops`` counts the fused operators written.
+    """
+
+    name = "fusion"
+    stage = "onnx"
+    fields = (Field("fusion", kind="str", unset="none", doc="none or transformer (ORT's transformer fusions)"),)
+    facts = (Column("fused_ops", kind="int", unit="ops", label="fused operators",
+                    doc="fused operators (Attention, SkipLayerNormalization, BiasGelu, ...) in the built graph"),)
+
+    def __init__(self, choices: Sequence[str] = FUSIONS) -> None:
+        bad = [c for c in choices if c not in FUSIONS]
+        if bad or not choices:
+            raise ConfigError(f"fusion: {bad or 'empty'} not allowed; choose from {list(FUSIONS)}")
+        self.choices = with_baseline(self.name, [str(c) for c in choices], "none")
+
+    def for_workload(self, workload: Mapping[str, Any]) -> None:
+        """A model with no attention (a CNN, an MLP) has nothing to fuse: the knob stays at ``none``
+        and draws nothing, so such a run's trials are the same as without it."""
+        if not workload.get("transformer"):
+            self.choices = ["none"]
+
+    def baseline(self) -> dict[str, Any]:
+        return {"fusion": "none"}
+
+    def cover(self) -> list[dict[str, Any]]:
+        return [{"fusion": c} for c in self.choices] if len(self.choices) > 1 else []
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {"fusion": CategoricalDistribution(self.choices)} if len(self.choices) > 1 else {}
+
+    def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
+        return {"fusion": self.draw(trial, "fusion") if len(self.choices) > 1 else self.choices[0]}
+
+    def build(self, model: bytes, values: Mapping[str, Any], context: BuildContext) -> bytes:
+        """The fused model; the count of fused operators is a fact (0 when not fused)."""
+        if values.get("fusion", "none") == "none":
+            context.facts["fused_ops"] = 0
+            return model
+        if values.get("quant_bits") == 8 and values.get("quant_mode") != "dynamic":  # None: quantize() uses minmax
+            raise NotApplicable("static int8 calibration fails on a fused graph; fusion runs with fp32, fp16, "
+                                "dynamic int8 and int4")
+        if is_quantized(model):
+            raise NotApplicable("fusion got a quantized graph: list fusion before quant_bits in the space config")
+        fused, counts = fuse_transformer(model)
+        context.facts["fused_ops"] = sum(counts.values())
+        return fused
+
+
+__all__ = ["TransformerFusion"]
