@@ -13,7 +13,8 @@ from optuna.distributions import CategoricalDistribution
 
 from search import study as studies
 from search.run.cluster import task_result
-from search.run.state import Search
+from search.run.shipping import ship_user_code
+from search.run.state import Search, say
 from search.run.worker import TrialPlugins, remeasure_trial, run_trial
 from search.runtime.target import Target
 from search.workloads import Workload
@@ -35,6 +36,9 @@ class Dispatcher:
                       for name, t in search.targets.items()}
         self.remeasure_tasks = {name: ray.remote(remeasure_task).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus)
                                 for name, t in search.targets.items()}
+        shipped = ship_user_code()  # the user's modules go by value: workers and other nodes need not import them
+        if shipped:
+            say(f"your code goes to the workers with the trials (pickled by value): {', '.join(shipped)}")
         self.workload_ref = ray.put(workload)  # sent once; workers on other nodes fetch it from the object store
         self.plugins_ref = ray.put(TrialPlugins(search.knobs, search.evaluators))
         self.in_flight: dict[ray.ObjectRef, tuple[optuna.Trial, float]] = {}  # ref -> (trial, start time)
