@@ -99,6 +99,13 @@ def requeue_stale(study: optuna.Study) -> int:
     return len(stale)
 
 
+def frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    """One trial as stored, read alone: ``study.get_trials`` would copy every trial's record, a cost
+    that grows with the study. Optuna has no public accessor for one trial by id; its storage's is
+    stable across versions (RDB and cached storage alike)."""
+    return study._storage.get_trial(trial._trial_id)  # noqa: SLF001
+
+
 def finished(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     """(finished, failed) trials, not counting stale trials that were re-run."""
     done = failed = 0

@@ -21,6 +21,11 @@ class Distillation(Knob):
     all trials' params (NSGA-II's crossover) keep them; but an unpruned model is the teacher
     itself, nothing is trained, and the candidate's fields stay None so no row claims a
     distillation that did not happen.
+
+    The loss is the workload's metric's (search/transforms/training.py). On class logits T is
+    Hinton's temperature. On values (MSE) T > 0 only turns the teacher term on (MSE to the
+    teacher's outputs, weighted by alpha). A task without labels (cosine fidelity) always
+    learns from the teacher's outputs, whatever T and alpha.
     """
 
     name = "distillation"

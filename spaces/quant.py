@@ -47,7 +47,7 @@ class QuantBits(Knob):
     )
 
     def __init__(self, choices: Sequence[int] = (32, 16, 8, 4), modes: Sequence[str] = ("minmax",),
-                 half: Sequence[str] = ("fp16",)) -> None:
+                 half: Sequence[str] = ("fp16",), attention_modes: Sequence[str] | None = None) -> None:
         bad = [c for c in choices if c not in SUPPORTED_BITS]
         if bad or not choices:
             raise ConfigError(f"quant_bits: {bad or 'empty'} not allowed; choose from {list(SUPPORTED_BITS)}")
@@ -57,8 +57,12 @@ class QuantBits(Knob):
         unknown_half = [h for h in half if h not in HALF_FORMATS]
         if unknown_half or not half:
             raise ConfigError(f"quant_bits: half {unknown_half or 'empty'} not allowed; choose from {list(HALF_FORMATS)}")
+        unknown_attention = [m for m in attention_modes or () if m not in INT8_MODES]
+        if unknown_attention:
+            raise ConfigError(f"quant_bits: attention_modes {unknown_attention} not allowed; choose from {list(INT8_MODES)}")
         self.choices = [int(c) for c in choices]
         self.modes = [str(m) for m in modes]
+        self.attention_modes = [str(m) for m in attention_modes] if attention_modes else None
         self.half = [str(h) for h in half]
 
     def narrow(self, targets: Sequence[Target]) -> None:
@@ -70,6 +74,12 @@ class QuantBits(Knob):
         if 16 in self.choices:
             halves = [h for h in HALF_FORMATS if any(h in half_formats_of(t) for t in targets)]
             self.half = check_choices(f"{self.name} 16-bit format", self.half, halves, names)
+
+    def for_workload(self, workload: Mapping[str, Any]) -> None:
+        """A transformer's int8 modes are ``attention_modes`` when declared: dynamic int8 is the usual
+        CPU route for MatMul-heavy graphs (and slow on convolutions, so not the CNN default)."""
+        if workload.get("transformer") and self.attention_modes:
+            self.modes = list(self.attention_modes)
 
     def refuses(self, values: Mapping[str, Any], target: Target) -> str:
         bits, mode = values.get("quant_bits", 32), values.get("quant_mode")

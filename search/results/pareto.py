@@ -38,7 +38,7 @@ def _bounds(table: pd.DataFrame, metric: str, direction: str, intervals: Interva
 BLOCK = 256  # rows compared at once: a (BLOCK, n, objectives) comparison stays a few MB
 
 
-def _dominated(lows: np.ndarray, highs: np.ndarray, cand_lows: np.ndarray, cand_highs: np.ndarray) -> np.ndarray:
+def dominated(lows: np.ndarray, highs: np.ndarray, cand_lows: np.ndarray, cand_highs: np.ndarray) -> np.ndarray:
     """For each candidate (its lows and highs): whether some row of ``lows``/``highs`` dominates it."""
     found = np.zeros(len(cand_lows), dtype=bool)
     for start in range(0, len(cand_lows), BLOCK):
@@ -64,7 +64,7 @@ def pareto_mask(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], inte
     if not len(table) or not objectives:
         return np.ones(len(table), dtype=bool)
     lows, highs = bounds(table, objectives, intervals)
-    return ~_dominated(lows, highs, lows, highs)
+    return ~dominated(lows, highs, lows, highs)
 
 
 def extend_front(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], intervals: Intervals | None,
@@ -79,6 +79,6 @@ def extend_front(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], int
     found = front & ~new
     members, newcomers = np.flatnonzero(found), np.flatnonzero(new)
     if len(members) and len(newcomers):  # a member leaves only for a new row that dominates it
-        found[members[_dominated(lows[newcomers], highs[newcomers], lows[members], highs[members])]] = False
-    found[newcomers] = ~_dominated(lows, highs, lows[newcomers], highs[newcomers])
+        found[members[dominated(lows[newcomers], highs[newcomers], lows[members], highs[members])]] = False
+    found[newcomers] = ~dominated(lows, highs, lows[newcomers], highs[newcomers])
     return found

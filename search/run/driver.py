@@ -27,7 +27,7 @@ from search.run.failures import SystematicFailure, take_error
 from search.run.interrupt import StopRequest
 from search.run.lock import RunLock
 from search.run.retime import retime_front
-from search.run.state import Search, say, update_run_folder
+from search.run.state import Search, say, start_growing_fronts, take_finished, update_run_folder
 from search.runtime.target import Target, in_run_folder
 from search.workloads import Workload, check_exportable, check_workload
 from search.workloads._base import describe
@@ -186,7 +186,9 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
 def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress, stop: StopRequest) -> None:
     total, workers = search.settings.trials, search.settings.workers
     tables_due = Every(TABLES_EVERY_S)
-    done, _ = studies.finished(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    done, failed = studies.finished(trials)
+    start_growing_fronts(search, trials)
     errors: list[str] = []  # of the trials this driver finished, in order ("" completed): what fail-fast reads
     while not stop.requested:
         while len(dispatcher.in_flight) < workers and done + len(dispatcher.in_flight) < total:
@@ -201,10 +203,9 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         trial, result = finished
         take_error(search.run_dir, trial.number, result)
         error = studies.record(study, trial, result, search.objectives)
-        trials = study.get_trials(deepcopy=False)  # one read of the storage per finished trial
-        done, failed = studies.finished(trials)
-        new_models = {} if error else {trial.number: result["model_bytes"]}
-        _, front = update_run_folder(search, trials, new_models, tables=tables_due.ready())
+        done, failed = done + 1, failed + bool(error)  # record leaves it COMPLETE or FAIL: no re-read of every trial
+        front = take_finished(search, studies.frozen(study, trial), None if error else result["model_bytes"],
+                              tables_due.ready(), lambda: study.get_trials(deepcopy=False))
         progress.update(front, done, failed)
         errors.append(error)
         verdict = search.settings.fail_fast.verdict(errors)

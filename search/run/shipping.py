@@ -16,6 +16,7 @@ library, this project) is imported on the workers as usual.
 
 from __future__ import annotations
 
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -39,7 +40,9 @@ def user_modules() -> list[ModuleType]:
     found = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if not path or name == "__main__" or name.split(".")[0] in OWN_PACKAGES:
+        if not isinstance(module, ModuleType) or not isinstance(path, str) or not os.path.isabs(path):
+            continue  # torch.ops and kin: namespaces that only look like modules
+        if "__main__" in (name, module.__name__) or name.split(".")[0] in OWN_PACKAGES:
             continue  # __main__ is pickled by value already
         resolved = Path(path).resolve()
         if not any(resolved.is_relative_to(root) for root in roots):

@@ -6,13 +6,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
+
+import pandas as pd
 
 from optuna.trial import FrozenTrial
 
 from evaluators import Evaluator
 from search.config import Settings
 from search.results.card import sync_models
-from search.results.tables import FrontTracker, front_members, target_fronts, trials_table, write_tables
+from search.results.tables import (FrontTracker, GrowingFront, front_members, target_fronts, trial_row, trials_table,
+                                   write_tables)
 from search.runtime.target import Target
 from search.schema import Schema
 from spaces import Knob
@@ -34,6 +38,7 @@ class Search:
     targets: dict[str, Target] = field(default_factory=dict)  # every target of the study, by name; target is the first
     rows: dict[int, tuple[tuple, dict[str, Any]]] = field(default_factory=dict)  # finished trials' rows, kept
     front_tracker: FrontTracker = field(default_factory=FrontTracker)
+    growing: dict[str, GrowingFront] = field(default_factory=dict)  # "" the overall front; a target's by name
 
     def target_config(self, name: str) -> dict[str, Any]:
         return self.config["target_configs"].get(name, self.config["target"])
@@ -57,6 +62,36 @@ def update_run_folder(search: Search, trials: list[FrozenTrial], new_models: dic
     members = front_members(front, per_target)
     sync_models(search.run_dir, members, new_models, search.config, search.schema, refresh_cards)
     return table, members
+
+
+def start_growing_fronts(search: Search, trials: list[FrozenTrial]) -> None:
+    """Seed the fronts the search loop grows one trial at a time (a resumed run's completed trials)."""
+    table = trials_table(trials, search.schema, search.finals, search.rows)
+    search.growing = {"": GrowingFront.of(table, search.schema)}
+    if len(search.targets) > 1:
+        search.growing.update({name: GrowingFront.of(table[table["target"] == name], search.schema)
+                               for name in search.targets})
+
+
+def take_finished(search: Search, trial: FrozenTrial, model_bytes: bytes | None, tables_due: bool,
+                  all_trials: Callable[[], list[FrozenTrial]]) -> pd.DataFrame:
+    """Bring the run folder up to date with one finished trial, at a cost that does not grow with
+    the study: its row is made once, the fronts grow by it, new members' models are written at once;
+    the table of every trial is made only when the CSV views are due. Returns the overall front."""
+    row = trial_row(trial, search.schema, search.finals.get(trial.number))
+    search.rows[trial.number] = ((trial.state, trial.number in search.finals), row)
+    if row["state"] == "COMPLETE":
+        search.growing[""].add(row, search.schema)
+        if row["target"] in search.growing and len(search.growing) > 1:
+            search.growing[row["target"]].add(row, search.schema)
+    front = search.growing[""].table(search.schema)
+    per_target = {name: f.table(search.schema) for name, f in search.growing.items() if name}
+    if tables_due:
+        write_tables(search.run_dir, trials_table(all_trials(), search.schema, search.finals, search.rows), front,
+                     per_target)
+    new_models = {trial.number: model_bytes} if model_bytes else {}
+    sync_models(search.run_dir, front_members(front, per_target), new_models, search.config, search.schema)
+    return front
 
 
 def say(message: str) -> None:
