@@ -94,7 +94,7 @@ class Evaluator(abc.ABC):
         """How ``row``'s figure was measured, for the model card (``target``: its target's config)."""
         return ""
 
-    def for_workload(self, workload: dict[str, Any]) -> None:
+    def for_workload(self, workload: dict[str, Any]) -> None:  # noqa: B027 - most evaluators fit every workload
         """Adapt to the run's workload (its description, ``search.workloads.describe``): the task
         metric takes the workload's metric's name and direction. Called before columns are read."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,14 @@ def _versus_baseline(b, front, schema) -> str:
     return f"vs fp32 baseline (trial {int(b['trial'])}): " + "; ".join(parts)
 
 
+def _disk_trouble(exc: BaseException) -> bool:
+    """A full or read-only disk, as the OS or SQLite reports it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return type(exc).__name__ == "OperationalError" and ("disk is full" in text or "readonly" in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
@@ -78,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SYSTEMATIC
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the disk filled or turned read-only during the run: what is recorded stays
+        if not _disk_trouble(exc):
+            raise
+        print(f"error: the results folder's disk failed during the run ({' '.join(str(exc).split())[:200]}); finished "
+              "trials are in study.db: free some space, then run the same command to resume", file=sys.stderr)
+        return 2
     print(summary(run_dir))
     return 0
 

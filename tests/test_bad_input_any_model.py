@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import subprocess
+
 import numpy as np
 import onnx
 import pytest
@@ -192,3 +194,37 @@ def test_class_labels_shaped_batch_by_one_score_as_one_class_per_row_and_wider_o
     assert Accuracy().score(outputs, column) == 1.0 and MacroF1().score(outputs, column) == 1.0
     with pytest.raises(ConfigError, match="one class per row"):
         Accuracy().score(outputs, np.zeros((4, 2), dtype=np.int64))
+
+
+# --- a results folder on a full or read-only disk --------------------------------------------------
+
+@pytest.fixture(params=[False, True], ids=["full", "read-only"])
+def small_disk(tmp_path, request):
+    """A tmpfs with a run folder ``x`` holding one file: 1 MiB (full for a run), or 128 MiB made
+    read-only; skipped where mounting is not allowed."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    size = "128m" if request.param else "1m"
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root and a mount namespace that allows it")
+    (mount_point / "x").mkdir()
+    (mount_point / "x" / "notes.txt").write_text("mine")
+    if request.param:
+        subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+    yield mount_point, request.param
+    subprocess.run(["umount", str(mount_point)], capture_output=True)
+
+
+def _unchanged(folder):
+    return sorted((p.name, p.read_bytes()) for p in folder.iterdir())
+
+
+def test_a_results_folder_on_a_full_or_read_only_disk_is_one_line(small_disk, capfd):
+    small_disk, read_only = small_disk
+    before = _unchanged(small_disk / "x")
+    assert main([f"results_dir={small_disk}", "run=x", "trials=2"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert ("Read-only file system" if read_only else "KiB free on its disk") in err[0]
+    assert _unchanged(small_disk / "x") == before and [p.name for p in small_disk.iterdir()] == ["x"]

@@ -88,6 +88,16 @@ def test_regression_search_runs_from_the_readme_command(tmp_path, regression_wor
     assert card["workload"] == "diabetes-mlp" and card["metric"]["name"] == "mse"
     assert card["metric"]["direction"] == "minimize" and "mse" in card["metrics"]
     assert card["outputs"][0]["shape"] == ["batch", 1] and "disease progression" in card["outputs"][0]["meaning"]
+    # pick by the workload's metric: mse is minimized, so "no worse than" is "at most"
+    from search.pick import pick
+
+    done = table[table["state"] == "COMPLETE"]
+    limit = float(done["mse"].median())
+    chosen = pick([str(tmp_path / "regression"), "--all", "--metric-at", str(limit), "--sort", "metric"])
+    assert chosen["mse"] == done["mse"].min() and chosen["mse"] <= limit
+    worst_allowed = float(table.loc[table["baseline"], "mse"].iloc[0]) + 0.01
+    drop = pick([str(tmp_path / "regression"), "--all", "--max-metric-drop", "0.01", "--sort", "latency_ms"])
+    assert drop["mse"] <= worst_allowed
 
 
 # --- examples/embedding: two int64 inputs, a named output, no labels (cosine fidelity) ---

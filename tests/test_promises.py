@@ -186,8 +186,12 @@ def test_trials_in_flight_when_the_driver_is_killed_are_rerun_with_the_same_para
         kill_session(proc)  # the driver and the Ray it started, workers included
     in_flight = set(running_trials(db))
     assert any(n > 0 for n in in_flight), "the driver was killed while a trial past the baseline ran"
+    killed = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
+    before = {t.number: t.values for t in killed.trials if t.state.name == "COMPLETE"}
     again = search(tmp_path, teacher_cache, *args)  # the same command
     assert again.returncode == 0, again.stderr[-3000:]
+    after = {t.number: t.values for t in optuna.load_study(study_name="search", storage=f"sqlite:///{db}").trials}
+    assert all(after[n] == values for n, values in before.items()), "a trial finished before the kill changed"
     table = pd.read_csv(tmp_path / "killed" / "trials.csv")
     rerun = table["error"].fillna("").str.startswith("re-run as")
     assert set(table.loc[rerun, "trial"]) == in_flight, "exactly the trials in flight are marked re-run"

@@ -186,3 +186,42 @@ def test_a_driver_killed_in_the_retiming_phase_resumes_and_finishes_it(tmp_path,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     front = pd.read_csv(run / "pareto.csv")
     assert len(front) and front["final"].all()  # every member re-timed, the killed phase finished
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+import pandas as pd
+from search.results.tables import write_tables
+run, rows = Path(sys.argv[1]), int(sys.argv[2])
+version = 0
+while True:  # the tables a driver writes, each version a different length, until killed
+    version += 1
+    table = pd.DataFrame({"trial": range(rows + version), "state": "COMPLETE", "accuracy": 0.5, "error": "x" * 40})
+    write_tables(run, table, table.head(version))
+    print(version, flush=True)
+"""
+
+
+def test_kill_9_while_the_tables_are_written_never_leaves_a_half_written_file(tmp_path):
+    """The driver's own table writer, killed at random moments in the middle of its writes: every
+    trials.csv and pareto.csv left behind is one whole version (and a resume clears the temporaries)."""
+    import random
+
+    rng = random.Random(0)
+    run = tmp_path / "run"
+    for _ in range(8):
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(run), "20000"], cwd=REPO, stdout=subprocess.PIPE,
+                                  text=True)
+        writer.stdout.readline()  # one whole version is on disk
+        time.sleep(rng.uniform(0.0, 0.3))  # each write takes tens of ms: the kill lands inside one
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=10)
+        trials, front = pd.read_csv(run / "trials.csv"), pd.read_csv(run / "pareto.csv")
+        assert len(trials) > 20000 and list(trials["trial"]) == list(range(len(trials)))
+        assert (trials["error"] == "x" * 40).all() and 1 <= len(front) <= len(trials) - 20000 + 1
+    assert list(run.glob(".*.tmp")), "no kill landed inside a write: the test proved nothing"
+    from search.run.driver import clear_temporaries
+
+    clear_temporaries(run)
+    assert sorted(p.name for p in run.iterdir()) == ["pareto.csv", "trials.csv"]

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
+from search.runtime.runners import make_runner
 from search.workloads import check_workload
 from search.workloads.text import load
 from tests.conftest import search
@@ -53,9 +54,16 @@ def test_a_text_search_runs_and_its_models_run_on_int64_arrays_alone(tmp_path, t
         assert [(i["name"], i["dtype"], i["shape"]) for i in card["inputs"]] == [
             ("input_ids", "int64", ["batch", "sequence"]), ("attention_mask", "int64", ["batch", "sequence"])]
         assert card["inputs"][0]["measured_shape"] == [row.batch_size, 24] and card["metric"]["name"] == "accuracy"
-        session = ort.InferenceSession(str(run / "models" / f"trial-{row.trial}.onnx"),
-                                       providers=["CPUExecutionProvider"])
-        # in batches of the trial's batch size, as measured: dynamic int8 quantizes each batch by its own range
-        logits = np.concatenate([session.run(["logits"], test.rows(i, i + row.batch_size))[0]
-                                 for i in range(0, len(test), row.batch_size)])
+        # the model as its card deploys it: dynamic int8 quantizes each call's batch (each replica's share,
+        # each micro-batch) by its own range, so the figure belongs to the runtime settings too
+        settings = {k: v for k, v in card["runtime"].items() if k not in ("target", "provider", "batch_size")}
+        model_bytes = (run / "models" / f"trial-{row.trial}.onnx").read_bytes()
+        runner = make_runner(model_bytes, settings, ["CPUExecutionProvider"])
+        try:
+            logits = np.concatenate([runner.run(test.rows(i, i + row.batch_size))[0]
+                                     for i in range(0, len(test), row.batch_size)])
+        finally:
+            runner.close()
         assert float(np.mean(logits.argmax(1) == test.y)) == pytest.approx(row.accuracy, abs=1e-9)
+        plain = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])  # ORT alone runs it too
+        assert plain.run(["logits"], test.rows(0, 3))[0].shape == (3, 4)

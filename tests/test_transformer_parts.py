@@ -148,7 +148,7 @@ def test_pruned_heads_equal_the_original_with_those_heads_silenced(bert, pruned)
     """Removing a head = zeroing its value rows; a removed MLP neuron = zeroing its down-projection column."""
     silenced = tiny_bert()
     with torch.no_grad():
-        for old, new, mute in zip(bert.bert.encoder.layer, pruned.bert.encoder.layer, silenced.bert.encoder.layer):
+        for old, new, mute in zip(bert.bert.encoder.layer, pruned.bert.encoder.layer, silenced.bert.encoder.layer, strict=True):
             for before, after, weight, by_rows in (
                     (old.attention.self.value, new.attention.self.value, mute.attention.self.value, True),
                     (old.intermediate.dense, new.intermediate.dense, mute.output.dense, False)):

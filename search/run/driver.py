@@ -6,6 +6,7 @@ describe themselves (spaces/, evaluators/, conf/target/).
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,9 @@ RESUME_CHECKED = ("workload", "space", "target", "targets", "evaluators", "batch
 # trials.csv and pareto.csv are views of study.db (the durable record, told after every trial):
 # rewritten at most this often during a run, and always at its end or interruption.
 TABLES_EVERY_S = 1.0
+# Free space a run folder's disk must have at the start: study.db, the tables and the front's models
+# of a long run of a small model take tens of MB.
+MIN_FREE_BYTES = 64 * 2**20
 # A study across targets skips candidates a target cannot run; past this many per trial asked
 # for, the targets have too little in common for the search to get anywhere.
 MAX_SKIPPED_PER_TRIAL = 10
@@ -91,8 +95,29 @@ def _leave_out_torch_knobs(search: Search, workload: Workload) -> None:
             "torch module); the other knobs are")
 
 
+def check_free_space(folder: Path) -> None:
+    """Refuse a results folder on a disk too full for a run, before anything there is written:
+    a run that fills the disk half way would end in a database error, not a result."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    usage = shutil.disk_usage(existing)
+    free = usage.free
+    if usage.total and free < MIN_FREE_BYTES:  # total 0: a pseudo file system (/proc); writing it fails, said so
+        raise ConfigError(f"results folder {folder}: only {free // 1024} KiB free on its disk; a run needs at least "
+                          f"{MIN_FREE_BYTES // 2**20} MiB (study.db, tables, models): free some space or set results_dir")
+
+
+def clear_temporaries(run_dir: Path) -> None:
+    """Remove what a killed driver's atomic writes left half done: only their temporary files
+    (every file a run keeps is renamed into place whole, so none of those is ever half-written)."""
+    for leftover in run_dir.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+    for leftover in (run_dir / "models").glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def _open_run_dir(search: Search) -> bool:
     """Create the run folder or check a resumed one; True when resuming."""
+    clear_temporaries(search.run_dir)
     config_path = search.run_dir / "config.yaml"
     studies.check_existing(search.run_dir, search.objectives)
     resuming = config_path.exists()
@@ -136,6 +161,7 @@ def run_search(cfg: DictConfig, workload: Workload | None = None) -> Path:
     check_exportable(workload)
     adopt_workload(search, workload)
     sampler = instantiate_plugin(cfg.sampler, "sampler")
+    check_free_space(search.run_dir)
     with RunLock(search.run_dir) as lock:  # one driver per run folder, from before it is written until the end
         return _run(search, workload, sampler, lock)
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import torch
 from torch import nn
 
 from search.errors import ConfigError

@@ -16,7 +16,9 @@ from torch import nn
 from search.transforms.training import train_classifier
 from search.workloads._base import Split, Workload
 
-ARCH_VERSION = "digits-cnn-v1"  # bump when DigitsCNN changes, so old cached weights are not loaded into it
+# bump when DigitsCNN or its training changes, so old cached weights are not loaded into it
+# (v2: the initial weights are seeded; v1 teachers started from whatever the global RNG held)
+ARCH_VERSION = "digits-cnn-v2"
 
 
 class DigitsCNN(nn.Module):
@@ -60,6 +62,7 @@ def load(seed: int = 0, epochs: int = 30, cache_dir: str | None = None, distill_
     key = hashlib.sha256(f"{ARCH_VERSION}:{seed}:{epochs}".encode()).hexdigest()[:16]
     path = Path(cache_dir) if cache_dir else default_cache_dir()
     weights = path / f"digits-teacher-{key}.pt"
+    torch.manual_seed(seed)  # the same seed, the same teacher, on any machine
     model = DigitsCNN()
     if weights.exists():
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
