@@ -20,22 +20,18 @@ cached with its tokenizer in ~/.cache/optsearch. Run it with:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from search.metrics import CosineFidelity, Metric
 from search.transforms.training import train_classifier
 from search.workloads import Split, Workload
-from search.workloads.digits import _save_atomically, default_cache_dir
-from search.workloads.text import encode, make_tokenizer, sentences
+from search.workloads.digits import _save_atomically
+from search.workloads.text import tokenized
 
 ARCH_VERSION = "embedding-encoder-v1"  # bump when the encoder or the data recipe changes
 
@@ -117,33 +113,19 @@ def load(seed: int = 0, epochs: int = 15, distill_epochs: int = 3, cache_dir: st
          metric: Metric | None = None) -> Workload:
     """The workload; the encoder is trained on first use and cached (``cache_dir``; None: ~/.cache/optsearch)."""
     metric = metric or CosineFidelity()
-    texts, topics, topic_names = sentences()
-    index = np.arange(len(texts))
-    rest, test = train_test_split(index, test_size=0.2, random_state=seed, stratify=topics)
-    train, val = train_test_split(rest, test_size=0.125, random_state=seed, stratify=topics[rest])
-    data_hash = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
-    config = f"{ARCH_VERSION}:{seed}:{epochs}:{max_length}:{vocab_size}:{dim}:{heads}:{layers}:{data_hash}"
-    key = hashlib.sha256(config.encode()).hexdigest()[:16]
-    folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    weights, vocabulary = folder / f"embedding-encoder-{key}.pt", folder / f"embedding-tokenizer-{key}.json"
-    if not weights.exists():
-        vocabulary.unlink(missing_ok=True)  # a new encoder learns a new tokenizer's ids
-    tokenizer = make_tokenizer([texts[i] for i in train], vocab_size, vocabulary)
-    inputs = [encode(tokenizer, [texts[i] for i in part], max_length) for part in (train, val, test)]
+    data = tokenized("embedding-encoder", f"{ARCH_VERSION}:{epochs}:{dim}:{heads}:{layers}", seed, max_length,
+                     vocab_size, cache_dir)
+    key, inputs, weights, vocabulary, tokenizer = data.key, data.inputs, data.weights, data.vocabulary, data.tokenizer
     torch.manual_seed(seed)
     model = SentenceEncoder(len(tokenizer), max_length, dim, heads, layers)
     if weights.exists():
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     else:
-        print(f"training the embedding encoder once on the topic proxy task ({len(train)} sentences, {epochs} "
-              f"epochs); cached in {weights}", file=sys.stderr, flush=True)
-        probe, threads = _TopicProbe(model, len(topic_names)), torch.get_num_threads()
-        torch.set_num_threads(1)  # a model this small trains fastest on one thread (on a busy machine, 50x)
-        try:
-            train_classifier(probe, Split(inputs[0], topics[train]), Split(inputs[1], topics[val]), epochs=epochs,
-                             lr=2e-3, seed=seed, batch_size=32)
-        finally:
-            torch.set_num_threads(threads)
+        print(f"training the embedding encoder once on the topic proxy task ({len(inputs[0]['input_ids'])} "
+              f"sentences, {epochs} epochs); cached in {weights}", file=sys.stderr, flush=True)
+        probe = _TopicProbe(model, len(data.topics))  # trained on one thread: train_classifier sees to it
+        train_classifier(probe, Split(inputs[0], data.labels[0]), Split(inputs[1], data.labels[1]), epochs=epochs,
+                         lr=2e-3, seed=seed, batch_size=32)
         _save_atomically(model, weights)
     ids_note = (f"WordPiece ids of the lower-cased sentence ([CLS] text [SEP]), padded with 0 or cut to at most "
                 f"{max_length} tokens (the position table's length); vocabulary of {len(tokenizer)} tokens trained "

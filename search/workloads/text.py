@@ -19,7 +19,9 @@ import hashlib
 import importlib
 import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,27 +110,56 @@ def make_model(vocab_size: int, classes: int, max_length: int, hidden: int, laye
     return BertForSequenceClassification(config)
 
 
-def load(seed: int = 0, epochs: int = 25, cache_dir: str | None = None, distill_epochs: int = 3,
-         max_length: int = 48, vocab_size: int = 2000, hidden: int = 64, layers: int = 2, heads: int = 4) -> Workload:
-    """The text workload; the teacher is trained on first use and cached on this machine."""
+@dataclass
+class Tokenized:
+    """The sentences split 70 / 10 / 20 (stratified by topic), tokenized by the tokenizer kept beside a model.
+
+    Attributes:
+        key: identifies data, recipe and seed: the model's and tokenizer's file names carry it.
+        inputs: ``input_ids`` and ``attention_mask`` of the train, val and test splits.
+        labels: the topics of the same rows.
+    """
+
+    key: str
+    inputs: list[dict[str, np.ndarray]]
+    labels: list[np.ndarray]
+    topics: list[str]
+    weights: Path
+    vocabulary: Path
+    tokenizer: Any
+
+
+def tokenized(model_name: str, recipe: str, seed: int, max_length: int, vocab_size: int,
+              cache_dir: str | None) -> Tokenized:
+    """The split sentences, tokenized; the tokenizer file is made anew whenever the model's weights are."""
     texts, labels, topics = sentences()
     index = np.arange(len(texts))
     rest, test = train_test_split(index, test_size=0.2, random_state=seed, stratify=labels)
     train, val = train_test_split(rest, test_size=0.125, random_state=seed, stratify=labels[rest])
     data_hash = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
-    config = f"{ARCH_VERSION}:{seed}:{epochs}:{max_length}:{vocab_size}:{hidden}:{layers}:{heads}:{data_hash}"
-    key = hashlib.sha256(config.encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{recipe}:{seed}:{max_length}:{vocab_size}:{data_hash}".encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    weights, vocabulary = folder / f"text-teacher-{key}.pt", folder / f"text-tokenizer-{key}.json"
+    weights, vocabulary = folder / f"{model_name}-{key}.pt", folder / f"{model_name}-tokenizer-{key}.json"
     if not weights.exists():
-        vocabulary.unlink(missing_ok=True)  # a new teacher learns a new tokenizer's ids
+        vocabulary.unlink(missing_ok=True)  # a new model learns a new tokenizer's ids
     tokenizer = make_tokenizer([texts[i] for i in train], vocab_size, vocabulary)
-    splits = [Split(encode(tokenizer, [texts[i] for i in part], max_length), labels[part]) for part in (train, val, test)]
+    parts = (train, val, test)
+    return Tokenized(key, [encode(tokenizer, [texts[i] for i in part], max_length) for part in parts],
+                     [labels[part] for part in parts], topics, weights, vocabulary, tokenizer)
+
+
+def load(seed: int = 0, epochs: int = 25, cache_dir: str | None = None, distill_epochs: int = 3,
+         max_length: int = 48, vocab_size: int = 2000, hidden: int = 64, layers: int = 2, heads: int = 4) -> Workload:
+    """The text workload; the teacher is trained on first use and cached on this machine."""
+    data = tokenized("text-teacher", f"{ARCH_VERSION}:{epochs}:{hidden}:{layers}:{heads}", seed, max_length,
+                     vocab_size, cache_dir)
+    key, weights, vocabulary, tokenizer, topics = data.key, data.weights, data.vocabulary, data.tokenizer, data.topics
+    splits = [Split(x, y) for x, y in zip(data.inputs, data.labels, strict=True)]
     model = make_model(len(tokenizer), len(topics), max_length, hidden, layers, heads)
     if weights.exists():
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     else:
-        print(f"training the text teacher once ({len(train)} sentences, {epochs} epochs); cached in {weights}",
+        print(f"training the text teacher once ({len(splits[0])} sentences, {epochs} epochs); cached in {weights}",
               file=sys.stderr, flush=True)
         train_classifier(model, splits[0], splits[1], epochs=epochs, lr=2e-3, seed=seed, batch_size=32)
         _save_atomically(model, weights)
