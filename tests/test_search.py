@@ -206,9 +206,9 @@ def test_ctrl_c_saves_the_tables_and_the_same_command_resumes(tmp_path, teacher_
 
 
 def test_trial_past_its_timeout_is_cancelled_and_recorded(tmp_path, teacher_cache):
-    # 3000 recovery epochs take many minutes: every pruned trial must be cut off at 15 s. The baseline is
+    # 3000 recovery epochs take many minutes: every pruned trial must be cut off at 10 s. The baseline is
     # not pruned, and with one worker it never waits on another trial's build for the quiet node.
-    proc = search(tmp_path, teacher_cache, "trials=3", "workers=1", "run=t", "trial_timeout_s=15",
+    proc = search(tmp_path, teacher_cache, "trials=3", "workers=1", "run=t", "trial_timeout_s=10",
                   "workload.distill_epochs=3000", "space.knobs.prune_rate.high=0.5", "sampler=random", "seed=3")
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(tmp_path / "t" / "trials.csv")
