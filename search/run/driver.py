@@ -10,7 +10,6 @@ import shutil
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -109,10 +108,9 @@ def check_free_space(folder: Path) -> None:
 def clear_temporaries(run_dir: Path) -> None:
     """Remove what a killed driver's atomic writes left half done: only their temporary files
     (every file a run keeps is renamed into place whole, so none of those is ever half-written)."""
-    for leftover in run_dir.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
-    for leftover in (run_dir / "models").glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
+    for folder in (run_dir, run_dir / "models"):
+        for leftover in folder.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def _open_run_dir(search: Search) -> bool:
@@ -135,17 +133,13 @@ def _open_run_dir(search: Search) -> bool:
     return resuming
 
 
-def workload_info(workload: Workload) -> dict[str, Any]:
-    return describe(workload)
-
-
 def adopt_workload(search: Search, workload: Workload) -> None:
     """Fit the run to its workload: the task metric's column and direction, the knobs a bare ONNX
     model leaves out; the schema and objectives are made again from them."""
     configured = list(search.knobs)  # a knob left out for this model keeps its columns (unset), as the contract lists them
     if workload.is_onnx:
         _leave_out_torch_knobs(search, workload)
-    search.config["workload_info"] = workload_info(workload)
+    search.config["workload_info"] = describe(workload)
     for plugin in [*configured, *search.evaluators]:
         plugin.for_workload(search.config["workload_info"])
     search.schema = make_schema(configured, search.evaluators)
@@ -241,4 +235,4 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
                                     f"{search.run_dir}: fix the cause, then run the same command to resume")
 
 
-__all__ = ["prepare", "run_search", "search_loop", "workload_info"]
+__all__ = ["adopt_workload", "prepare", "run_search", "search_loop"]
