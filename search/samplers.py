@@ -1,0 +1,88 @@
+"""Samplers the config names (conf/sampler/): Optuna's, with their bookkeeping made incremental.
+
+Optuna's NSGA-II recomputes three things on every ask from the whole study: the intersection
+search space (from the oldest trial still running: one long trial in flight makes every ask
+re-read every trial since), the generation of the trial asked (a scan of every completed trial)
+and the parent population (a scan of every trial). Over 1,000 trials of bench/load.py that grew
+the driver's ask from 26 to 43 ms. Here each is kept as trials are told (``after_trial``), so an
+ask costs the same at trial 2,000 as at trial 100, and every draw is the one Optuna's sampler
+makes (tests/test_samplers.py compares them draw for draw).
+
+One sampler instance serves one study and one driver (the run lock sees to it); a resumed run's
+fresh instance rebuilds its bookkeeping from the study once, on its first ask.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+
+class IncrementalNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """``optuna.samplers.NSGAIISampler`` (same arguments, same draws) at a cost per ask that does not grow."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._space: dict[str, BaseDistribution] | None = None  # intersection over completed trials; None: none yet
+        self._generations: Counter[int] = Counter()  # completed trials per generation
+        self._parents: dict[int, list[FrozenTrial]] = {}
+        self._synced = False
+
+    def _sync(self, study: optuna.Study) -> None:
+        """Once per instance: the bookkeeping of the trials completed before it (a resumed study)."""
+        if self._synced:
+            return
+        self._synced = True
+        for trial in study._get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+            self._count(trial)
+
+    def _count(self, trial: FrozenTrial) -> None:
+        if self._space is None:
+            self._space = dict(trial.distributions)
+        else:
+            self._space = {name: d for name, d in self._space.items() if trial.distributions.get(name) == d}
+        self._generations[trial.system_attrs.get(self._get_generation_key(), -1)] += 1
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        self._sync(study)
+        # sorted by name as IntersectionSearchSpace returns it; single values are drawn independently
+        return {name: d for name, d in sorted((self._space or {}).items()) if not d.single()}
+
+    def get_trial_generation(self, study: optuna.Study, trial: FrozenTrial) -> int:
+        generation = trial.system_attrs.get(self._get_generation_key(), None)
+        if generation is not None:
+            return generation
+        self._sync(study)
+        counted = [g for g in self._generations if g >= 0]
+        newest = max(counted, default=0)
+        assert self._population_size is not None, "population size must be set"
+        generation = newest + 1 if self._generations.get(newest, 0) >= self._population_size else newest
+        study._storage.set_trial_system_attr(trial._trial_id, self._get_generation_key(), generation)
+        return generation
+
+    def get_parent_population(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
+        """A generation's parents never change once chosen (the base keeps their ids in the study):
+        kept here in the order the base reads them back, by trial number. The base returns its
+        first choice in selection order, so that call is passed through as it is."""
+        if generation in self._parents:
+            return self._parents[generation]
+        parents = super().get_parent_population(study, generation)
+        self._parents[generation] = sorted(parents, key=lambda t: t.number)
+        return parents
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        super().after_trial(study, trial, state, values)
+        if state == TrialState.COMPLETE and self._synced:  # before the first ask, _sync counts it from the study
+            self._count(trial)
+
+
+# Optuna names a subclass's study attributes after the subclass; these keep NSGA-II's names, so a run
+# started with optuna.samplers.NSGAIISampler resumes with its generations and parents.
+IncrementalNSGAIISampler._GENERATION_KEY = optuna.samplers.NSGAIISampler._GENERATION_KEY
+IncrementalNSGAIISampler._PARENT_CACHE_KEY_PREFIX = optuna.samplers.NSGAIISampler._PARENT_CACHE_KEY_PREFIX

@@ -1,0 +1,59 @@
+"""The incremental NSGA-II draws exactly what Optuna's NSGA-II draws, on a fresh and on a resumed study."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from search.samplers import IncrementalNSGAIISampler
+
+SPACE = {"bits": CategoricalDistribution([4, 8, 16, 32]), "rate": FloatDistribution(0.0, 0.8),
+         "degree": IntDistribution(2, 8), "mode": CategoricalDistribution(["a", "b", "c"])}
+
+
+def drive(study: optuna.Study, trials: int, seed: int) -> list[dict]:
+    """Four trials in flight, finishing in a shuffled order; some fail, some are pruned, one stays long."""
+    rng, drawn, in_flight = random.Random(seed), [], []
+    while len(drawn) < trials or in_flight:
+        while len(in_flight) < 4 and len(drawn) < trials:
+            trial = study.ask(fixed_distributions=SPACE)
+            drawn.append(dict(trial.params))
+            in_flight.append(trial)
+        # the first trial of each 30 stays in flight for a while, as a long trial would
+        pick = rng.randrange(1, len(in_flight)) if len(in_flight) > 1 and in_flight[0].number % 30 == 0 \
+            and len(drawn) < trials else rng.randrange(len(in_flight))
+        trial = in_flight.pop(pick)
+        roll = rng.random()
+        if roll < 0.1:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif roll < 0.15:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, [rng.random(), rng.random(), rng.random()])
+    return drawn
+
+
+def study_with(sampler: optuna.samplers.BaseSampler, storage: str | None = None) -> optuna.Study:
+    return optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler, storage=storage,
+                               study_name="s", load_if_exists=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_incremental_sampler_draws_what_optunas_nsga2_draws(seed):
+    stock = drive(study_with(optuna.samplers.NSGAIISampler(population_size=6, seed=seed)), 120, seed)
+    mine = drive(study_with(IncrementalNSGAIISampler(population_size=6, seed=seed)), 120, seed)
+    assert mine == stock
+
+
+def test_a_resumed_study_draws_the_same_as_with_optunas_sampler(tmp_path):
+    runs = {}
+    for name, kind in (("stock", optuna.samplers.NSGAIISampler), ("mine", IncrementalNSGAIISampler)):
+        storage = f"sqlite:///{tmp_path / name}.db"
+        first = drive(study_with(kind(population_size=6, seed=3), storage), 50, 3)
+        # a new driver on the same study: a fresh sampler instance, bookkeeping rebuilt from the study
+        second = drive(study_with(kind(population_size=6, seed=4), storage), 50, 4)
+        runs[name] = first + second
+    assert runs["mine"] == runs["stock"]
