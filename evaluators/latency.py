@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from evaluators._base import Built, Evaluator, check_noise_floor
-from evaluators.spread import median_ci, relative_half_width
+from evaluators.spread import median_ci
+from search.runtime.portable import time_calls as portable_time_calls
 from search.errors import ConfigError
 from search.schema import Column
 
-CHUNK = 10  # timed calls between two looks at the interval: checking is cheap, but not free
 
 
 def time_calls(built: Built, warmup: int, min_repeats: int, max_repeats: int, budget_s: float,
                ci_rel: float, min_time_s: float) -> np.ndarray:
-    """Seconds per call: ``warmup`` untimed calls, then timed calls until the p50's interval is
-    within +-``ci_rel`` (after ``min_repeats`` calls and ``min_time_s``), ``max_repeats`` is
-    reached or ``budget_s`` is spent.
-
-    ``min_time_s`` matters for fast models: 50 calls of 0.15 ms span 8 ms, and a burst of
-    another process (the driver telling the study, a Ray heartbeat) can slow every one of
-    them alike, which a tight interval does not reveal. Spread over 0.25 s, such a burst
-    touches a minority of the calls and the p50 stands.
-    """
-    runner, batch = built.runner, built.batch()
-    for _ in range(warmup):
-        runner.run(batch)
-    times: list[float] = []
-    started = time.perf_counter()
-    deadline = started + budget_s
-    while len(times) < max_repeats:
-        for _ in range(min(CHUNK, max_repeats - len(times))):
-            start = time.perf_counter()
-            runner.run(batch)
-            times.append(time.perf_counter() - start)
-        now = time.perf_counter()
-        if len(times) < min_repeats or (now - started < min_time_s and now < deadline):
-            continue
-        if now >= deadline or relative_half_width(np.asarray(times)) <= ci_rel:
-            break
-    return np.asarray(times)
+    """Seconds per call on the candidate's batch; the protocol is portable.time_calls, which a
+    bundle's verify.py repeats on the deployment machine."""
+    return portable_time_calls(built.runner, built.batch(), warmup, min_repeats, max_repeats, budget_s, ci_rel,
+                               min_time_s)
 
 
 class Latency(Evaluator):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import onnxruntime as ort
+from search.runtime.portable import session_options  # noqa: F401 - its home is the bundle's runner
 
 PARALLELISM = ("sequential", "intra_op", "inter_op", "data_parallel", "pipeline")
 DEFAULT_MICRO_BATCHES = 4
@@ -46,30 +46,3 @@ def merge_settings(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any
         if key in base or key in extra:
             merged[key] = {**base.get(key, {}), **extra.get(key, {})}
     return merged
-
-
-def _ort_value(name: str, value: Any) -> Any:
-    """A plain value for a SessionOptions attribute: an enum member's name (``ORT_ENABLE_BASIC``) becomes the member."""
-    if isinstance(value, str):
-        for enum in (ort.GraphOptimizationLevel, ort.ExecutionMode, ort.ExecutionOrder):
-            if hasattr(enum, value):
-                return getattr(enum, value)
-    return value
-
-
-def session_options(settings: dict[str, Any]) -> ort.SessionOptions:
-    """SessionOptions from plain settings: the mode's threads, then any knob's ``session_options``
-    (SessionOptions attributes by name) and ``session_config`` (config entries)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings["intra_op_num_threads"]
-    options.inter_op_num_threads = settings["inter_op_num_threads"]
-    options.execution_mode = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL,
-                              "parallel": ort.ExecutionMode.ORT_PARALLEL}[settings["execution_mode"]]
-    options.log_severity_level = 3
-    for name, value in settings.get("session_options", {}).items():
-        if not hasattr(options, name):
-            raise ValueError(f"onnxruntime.SessionOptions has no attribute {name!r}")
-        setattr(options, name, _ort_value(name, value))
-    for key, value in settings.get("session_config", {}).items():
-        options.add_session_config_entry(key, str(value))
-    return options

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import ConfigError
+from search.runtime import portable
 
 ENERGY_METERS = ("auto", "estimate", "rapl", "nvml")
 
@@ -113,13 +114,7 @@ def in_run_folder(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 @functools.cache  # once per process: every runner of a trial asks
 def load_provider_libraries(provider: str) -> None:
-    """onnxruntime-gpu finds CUDA and cuDNN from the nvidia-* pip packages (or torch's) only once
-    told to; a provider that cannot load them would fall back to the CPU."""
-    if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-        import onnxruntime as ort
-
-        if hasattr(ort, "preload_dlls"):
-            ort.preload_dlls()
+    portable.load_provider_libraries(provider)
 
 
 def probe_model() -> bytes:
