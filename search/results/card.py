@@ -11,6 +11,8 @@ import pandas as pd
 from search.files import write_bytes, write_text
 from search.schema import Schema
 
+MACHINES_FILE = "machines.json"  # each node's machine, by node name: what a card's manifest names
+
 
 def _runtime(row: dict[str, Any], schema: Schema) -> dict[str, Any]:
     """The runtime settings the row's knobs make of its fields."""
@@ -28,7 +30,21 @@ def _inputs(workload: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any
             for spec in specs]
 
 
-def model_card(row: dict[str, Any], run: dict[str, Any], schema: Schema) -> dict[str, Any]:
+def card_manifest(run: dict[str, Any], node: str | None, machines: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """The run's manifest (search/manifest.py) with the machine of the node that measured the model,
+    where the run recorded it; otherwise the driver's machine, said so."""
+    manifest = dict(run.get("manifest") or {})
+    measured = (machines or {}).get(node or "")
+    manifest["node"] = node
+    if measured:
+        manifest["machine"] = measured
+    elif manifest.get("machine"):
+        manifest["machine_note"] = "the driver's machine: the measuring node's was not recorded"
+    return manifest
+
+
+def model_card(row: dict[str, Any], run: dict[str, Any], schema: Schema,
+               machines: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """What a caller needs to run the model, and how its figures were measured."""
     target = (run.get("target_configs") or {}).get(row.get("target"), run["target"])
     workload = run["workload_info"]
@@ -49,11 +65,12 @@ def model_card(row: dict[str, Any], run: dict[str, Any], schema: Schema) -> dict
         "metrics": {k: clean.get(k) for k in schema.result_columns},
         "final": bool(clean.get("final")),
         "measured": {name: note(clean, target) for name, note in schema.notes.items() if note(clean, target)},
+        "manifest": card_manifest(run, clean.get("node"), machines),
     }
 
 
 def sync_models(run_dir: Path, front: pd.DataFrame, new_models: dict[int, bytes], run: dict[str, Any],
-                schema: Schema, refresh_cards: bool = False) -> None:
+                schema: Schema, refresh_cards: bool = False, machines: dict[str, dict[str, Any]] | None = None) -> None:
     """Make models/ hold exactly the front: write new members, drop trials that left it.
 
     During the search a trial that leaves the front never returns to it (the dominating
@@ -71,7 +88,7 @@ def sync_models(run_dir: Path, front: pd.DataFrame, new_models: dict[int, bytes]
         if trial in new_models:
             write_bytes(onnx_path, new_models[trial])
         if onnx_path.exists() and (refresh_cards or trial in new_models or not card_path.exists()):
-            write_text(card_path, json.dumps(model_card(row, run, schema), indent=2, default=str))
+            write_text(card_path, json.dumps(model_card(row, run, schema, machines), indent=2, default=str))
     for path in models.glob("trial-*.*"):
         number = path.stem.split("-", 1)[1]
         if number.isdigit() and int(number) not in members:

@@ -27,7 +27,10 @@ from search.run.failures import SystematicFailure, take_error
 from search.run.interrupt import StopRequest
 from search.run.lock import RunLock
 from search.run.retime import retime_front
-from search.run.state import Search, say, start_growing_fronts, take_finished, update_run_folder
+from search.bundle.sample import largest_batch, write_run_sample
+from search.manifest import carry_forward, make_manifest
+from search.run.state import (Search, load_machines, note_machine, say, start_growing_fronts, take_finished,
+                              update_run_folder)
 from search.runtime.target import Target, in_run_folder
 from search.workloads import Workload, check_exportable, check_workload
 from search.workloads._base import describe
@@ -119,15 +122,22 @@ def _open_run_dir(search: Search) -> bool:
     config_path = search.run_dir / "config.yaml"
     studies.check_existing(search.run_dir, search.objectives)
     resuming = config_path.exists()
+    stored = OmegaConf.to_container(OmegaConf.load(config_path)) if resuming else {}
     if resuming and not search.settings.resume_force:
-        stored = OmegaConf.to_container(OmegaConf.load(config_path))
         changed = [k for k in RESUME_CHECKED if stored.get(k) != search.config.get(k)]
         if changed:
             raise ConfigError(f"run {search.run_dir} exists with a different {', '.join(changed)}; "
                               "use another run=NAME, or resume_force=true to resume anyway")
+    manifests, differ = carry_forward(stored, make_manifest(search.settings.seed))
+    search.config.update(manifests)
+    if differ:
+        say(f"note: since this run's last session {'; '.join(differ[:6])}"
+            + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+            + ": figures from before and after may differ (config.yaml keeps both manifests)")
     try:
         search.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(config_path, OmegaConf.to_yaml(search.config))
+        load_machines(search)
     except OSError as exc:
         raise ConfigError(f"cannot write results folder {search.run_dir}: {exc.strerror}") from None
     return resuming
@@ -163,6 +173,7 @@ def run_search(cfg: DictConfig, workload: Workload | None = None) -> Path:
 def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSampler, lock: RunLock) -> Path:
     resuming = _open_run_dir(search)
     lock.announce()
+    write_run_sample(search.run_dir, workload.test, largest_batch(search.knobs))  # for the bundles pick writes
     # only what fits in the trials asked for: an enqueued trial never asked would stay WAITING
     cover = runnable_cover(cover_params(search.knobs), search.targets, search.knobs) if search.settings.cover else []
     cover = cover[:search.settings.trials - 1]
@@ -222,6 +233,7 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
             continue
         trial, result = finished
         take_error(search.run_dir, trial.number, result)
+        note_machine(search, result)
         error = studies.record(study, trial, result, search.objectives)
         done, failed = done + 1, failed + bool(error)  # record leaves it COMPLETE or FAIL: no re-read of every trial
         front = take_finished(search, studies.frozen(study, trial), None if error else result["model_bytes"],

@@ -10,7 +10,7 @@ from search.run.cluster import task_result
 from search.run.dispatcher import Dispatcher
 from search.run.failures import take_error
 from search.run.interrupt import StopRequest
-from search.run.state import Search, say, update_run_folder
+from search.run.state import Search, note_machine, say, update_run_folder
 
 RETIME_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow re-time newcomers
 
@@ -51,6 +51,7 @@ def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRe
             number = refs.pop(ref)
             result = task_result(ref)
             take_error(search.run_dir, number, result)
+            note_machine(search, result)
             search.finals[number] = studies.store_final(study, number, result)
             if result.get("error"):
                 say(f"re-timing phase: trial {number} could not be re-timed ({result['error']}); it keeps its search figures")

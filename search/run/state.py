@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,8 @@ from optuna.trial import FrozenTrial
 
 from evaluators import Evaluator
 from search.config import Settings
-from search.results.card import sync_models
+from search.files import write_text
+from search.results.card import MACHINES_FILE, sync_models
 from search.results.tables import (FrontTracker, GrowingFront, front_members, target_fronts, trial_row, trials_table,
                                    write_tables)
 from search.runtime.target import Target
@@ -39,6 +41,7 @@ class Search:
     rows: dict[int, tuple[tuple, dict[str, Any]]] = field(default_factory=dict)  # finished trials' rows, kept
     front_tracker: FrontTracker = field(default_factory=FrontTracker)
     growing: dict[str, GrowingFront] = field(default_factory=dict)  # "" the overall front; a target's by name
+    machines: dict[str, dict[str, Any]] = field(default_factory=dict)  # each node's machine, as machines.json keeps
 
     def target_config(self, name: str) -> dict[str, Any]:
         return self.config["target_configs"].get(name, self.config["target"])
@@ -60,7 +63,8 @@ def update_run_folder(search: Search, trials: list[FrozenTrial], new_models: dic
     if tables:
         write_tables(search.run_dir, table, front, per_target)
     members = front_members(front, per_target)
-    sync_models(search.run_dir, members, new_models, search.config, search.schema, refresh_cards)
+    sync_models(search.run_dir, members, new_models, search.config, search.schema, refresh_cards,
+                search.machines)
     return table, members
 
 
@@ -90,8 +94,26 @@ def take_finished(search: Search, trial: FrozenTrial, model_bytes: bytes | None,
         write_tables(search.run_dir, trials_table(all_trials(), search.schema, search.finals, search.rows), front,
                      per_target)
     new_models = {trial.number: model_bytes} if model_bytes else {}
-    sync_models(search.run_dir, front_members(front, per_target), new_models, search.config, search.schema)
+    sync_models(search.run_dir, front_members(front, per_target), new_models, search.config, search.schema,
+                machines=search.machines)
     return front
+
+
+def load_machines(search: Search) -> None:
+    """The nodes' machines a resumed run saw before (JSON: nothing from a run folder is unpickled)."""
+    path = search.run_dir / MACHINES_FILE
+    try:
+        search.machines = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        search.machines = {}  # rewritten whole as nodes report again
+
+
+def note_machine(search: Search, result: dict[str, Any]) -> None:
+    """Keep the machine of a node seen for the first time: a card names the machine that measured its model."""
+    node, machine = result.get("node"), result.get("machine")
+    if node and machine and search.machines.get(node) != machine:
+        search.machines[node] = machine
+        write_text(search.run_dir / MACHINES_FILE, json.dumps(search.machines, indent=2))
 
 
 def say(message: str) -> None:

@@ -5,6 +5,7 @@ Everything crossing the Ray boundary is a plain dict; inside, typed objects.
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 import traceback
@@ -17,6 +18,7 @@ from evaluators._base import Built, Evaluator
 from search.candidate import Candidate
 from search.errors import NotApplicable
 from search.run.build import build_candidate
+from search.runtime.machine import describe_machine
 from search.runtime.node_lock import building, measuring_alone
 from search.runtime.target import Target
 from search.workloads._base import Workload
@@ -31,6 +33,7 @@ class TrialResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     model_bytes: bytes = b""
     node: str = ""
+    machine: dict[str, Any] = field(default_factory=dict)  # the node's, for the cards (search/manifest.py)
     duration_s: float = 0.0
     stage_s: dict[str, float] = field(default_factory=dict)
     error: str = ""
@@ -48,6 +51,14 @@ def measure(built: Built, evaluators: list[Evaluator], result: TrialResult) -> N
         start = time.perf_counter()
         result.metrics.update(evaluator.measure(built))
         result.stage_s[evaluator.name] = time.perf_counter() - start
+
+
+@functools.cache  # a node's machine does not change while its worker lives
+def node_machine() -> dict[str, Any]:
+    """The machine this worker measures on, with the ONNX Runtime that measures."""
+    import onnxruntime as ort
+
+    return {**describe_machine(), "onnxruntime": ort.__version__, "providers": list(ort.get_available_providers())}
 
 
 def node_name() -> str:
@@ -91,7 +102,7 @@ def _build_and_measure(workload: Workload, plugins: TrialPlugins, evaluators: li
     """Builds the candidate unless its ``model_bytes`` are given, then runs ``evaluators`` on it."""
     torch.set_num_threads(1)  # training shares the node with other trials; one core each
     started = time.perf_counter()
-    result = TrialResult(node=node_name(), model_bytes=model_bytes)
+    result = TrialResult(node=node_name(), machine=node_machine(), model_bytes=model_bytes)
     try:
         target = Target.from_config(target_cfg)
         cand = Candidate.from_dict(candidate, declared_fields(plugins.knobs))
