@@ -1,10 +1,10 @@
-"""``python -m search.pick RUN``: choose a model by constraints, copy it and its card (rebuilt if not kept)."""
+"""``python -m search.pick RUN``: choose a model by constraints; ``--out`` writes its bundle (search/bundle/):
+the model and card (rebuilt if not kept), with what runs and verifies it with onnxruntime and numpy alone."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from collections.abc import Sequence
@@ -18,7 +18,10 @@ from search.schema import Schema
 
 # Today's named options, kept: each is the generic --min/--max on a column of the default evaluators.
 LIMITS = (("min_accuracy", "accuracy", ">="), ("max_latency_ms", "latency_ms", "<="),
-          ("max_energy_mj", "energy_mj", "<="), ("max_size_bytes", "size_bytes", "<="))
+          ("max_energy_mj", "energy_mj", "<="), ("max_size_bytes", "size_bytes", "<="),
+          # service limits: the model and its runtime configuration are chosen together
+          ("max_p95_ms", "latency_p95_ms", "<="), ("min_throughput_ips", "throughput_ips", ">="),
+          ("max_memory_bytes", "peak_memory_bytes", "<="))
 
 
 class PickError(Exception):
@@ -37,6 +40,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--max-latency-ms", type=float)
     parser.add_argument("--max-energy-mj", type=float)
     parser.add_argument("--max-size-bytes", type=float)
+    parser.add_argument("--max-p95-ms", type=float, help="latency p95 (ms per batch) at most this")
+    parser.add_argument("--min-throughput-ips", type=float, help="throughput (inputs/s) at least this")
+    parser.add_argument("--max-memory-bytes", type=float, help="peak session memory at most this")
     parser.add_argument("--min", action="append", default=[], metavar="COLUMN=VALUE", dest="min_limits",
                         help="keep rows whose COLUMN is at least VALUE (any numeric column; repeatable)")
     parser.add_argument("--max", action="append", default=[], metavar="COLUMN=VALUE", dest="max_limits",
@@ -47,7 +53,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "first, anything else lowest first")
     parser.add_argument("--all", action="store_true", help="choose among every completed trial, not only the front")
     parser.add_argument("--list", action="store_true", help="print the models that qualify instead of choosing one")
-    parser.add_argument("--out", type=Path, help="folder to copy the chosen model and its card to")
+    parser.add_argument("--out", type=Path, help="folder to write the chosen model's bundle to: the model, its card, "
+                        "a sample with its outputs, run.py and verify.py (onnxruntime and numpy only)")
     return parser.parse_args(argv)
 
 
@@ -147,17 +154,16 @@ def list_columns(schema: Schema, table: pd.DataFrame) -> list[str]:
     return ["trial", *varied, *(m for m, _ in schema.objectives), "final"]
 
 
-def copy_model(run: Path, row: pd.Series, out: Path, config: dict, schema: Schema) -> None:
-    """Copies the kept model and card, or rebuilds a model that was not kept and writes its card."""
+def model_and_card(run: Path, row: pd.Series, config: dict, schema: Schema) -> tuple[bytes, dict]:
+    """The kept model and its card, or the model rebuilt from its parameters and a card made for it."""
     trial = int(row["trial"])
-    out.mkdir(parents=True, exist_ok=True)
     kept = run / "models" / f"trial-{trial}.onnx"
     if kept.exists() and kept.with_suffix(".json").exists():
-        for source in (kept, kept.with_suffix(".json")):
-            shutil.copy2(source, out / source.name)
-        print(f"copied trial-{trial}.onnx and trial-{trial}.json to {out}")
-        return
-    from search.results.card import model_card
+        try:
+            return kept.read_bytes(), json.loads(kept.with_suffix(".json").read_text())
+        except ValueError as exc:
+            raise PickError(f"{kept.with_suffix('.json')}: not a readable card ({exc})") from None
+    from search.results.card import MACHINES_FILE, model_card
     from search.run.rebuild import rebuild
 
     print(f"trial {trial} was not kept (not on the front); rebuilding it from its parameters ...", flush=True)
@@ -166,10 +172,41 @@ def copy_model(run: Path, row: pd.Series, out: Path, config: dict, schema: Schem
     if abs(value - float(row[name])) > 1e-9:
         print(f"warning: the rebuilt model scores {name} {value:.4f}, the table says "
               f"{float(row[name]):.4f}: it is not the same model (was the teacher retrained?)", file=sys.stderr)
-    (out / f"trial-{trial}.onnx").write_bytes(rebuilt.model_bytes)
-    card = model_card({**row.to_dict(), name: value, "size_bytes": len(rebuilt.model_bytes)}, config, schema)
-    (out / f"trial-{trial}.json").write_text(json.dumps(card, indent=2, default=str))
-    print(f"rebuilt trial-{trial}.onnx ({name} {value:.4f}) and wrote its card to {out}")
+    machines = json.loads((run / MACHINES_FILE).read_text()) if (run / MACHINES_FILE).exists() else {}
+    card = model_card({**row.to_dict(), name: value, "size_bytes": len(rebuilt.model_bytes)}, config, schema,
+                      machines)
+    return rebuilt.model_bytes, card
+
+
+def run_sample(run: Path, config: dict) -> dict:
+    """The rows the run timed on (sample.npz); a run made before it kept one loads its workload again."""
+    from search.bundle.sample import read_run_sample
+
+    rows = read_run_sample(run)
+    if rows is not None:
+        return rows
+    try:
+        from hydra.utils import instantiate
+
+        from search.workloads import check_workload
+
+        workload = check_workload(instantiate(config["workload"]), str(config["workload"].get("_target_", "?")))
+    except Exception as exc:  # noqa: BLE001 - any failure to load it means the same to the user
+        raise PickError(f"{run} has no sample.npz (it was made before bundles) and its workload could not be "
+                        f"loaded again ({type(exc).__name__}: {exc}); re-run the search to bundle its models") from None
+    return workload.test.batch_of(len(workload.test))
+
+
+def write_out(run: Path, row: pd.Series, out: Path, config: dict, schema: Schema) -> None:
+    from search.bundle.write import write_bundle
+
+    model_bytes, card = model_and_card(run, row, config, schema)
+    try:
+        write_bundle(out, model_bytes, card, config, run_sample(run, config), run.resolve().name)
+    except OSError as exc:
+        raise PickError(f"cannot write the bundle to {out}: {exc.strerror or exc}") from None
+    print(f"wrote the bundle of trial {int(row['trial'])} to {out}: check it here or on the deployment machine "
+          f"with: python {out / 'verify.py'}")
 
 
 def pick(argv: Sequence[str]) -> pd.Series | None:
@@ -185,7 +222,7 @@ def pick(argv: Sequence[str]) -> pd.Series | None:
     row = chosen.iloc[0]
     print(row.to_string())
     if args.out:
-        copy_model(args.run, row, args.out, config, schema)
+        write_out(args.run, row, args.out, config, schema)
     return row
 
 

@@ -78,3 +78,15 @@ def test_nothing_to_pick_is_one_line_and_exit_2(run, capsys, args, message):
 def test_a_folder_that_is_no_run_is_one_line_and_exit_2(tmp_path, capsys):
     assert pick_main([str(tmp_path)]) == 2
     assert "is it a finished run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, column, keeps", [("--max-p95-ms", "latency_p95_ms", np.less_equal),
+                                                   ("--min-throughput-ips", "throughput_ips", np.greater_equal),
+                                                   ("--max-memory-bytes", "peak_memory_bytes", np.less_equal)])
+def test_service_limits_choose_the_model_with_its_runtime_configuration(run, capsys, option, column, keeps):
+    table = pd.read_csv(run / "trials.csv")
+    done = table[table["state"] == "COMPLETE"]
+    limit = float(done[column].median())
+    assert pick_main([str(run), "--all", "--list", option, str(limit)]) == 0
+    listed = capsys.readouterr().out.splitlines()[1:]
+    assert len(listed) == int(keeps(done[column], limit).sum()) >= 1
