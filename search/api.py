@@ -62,6 +62,18 @@ class Front:
             raise KeyError(f"trial {trial} is not on the front; members: {sorted(self.table['trial'])}")
         return OnnxModel(Path(rows["model_path"].iloc[0]))
 
+    def bundle(self, trial: int, out: str | Path) -> Path:
+        """Write front member ``trial``'s bundle to ``out`` (as ``python -m search.pick --out``): it runs
+        and verifies with onnxruntime and numpy alone (``out/run.py``, ``out/verify.py``)."""
+        from search.pick import run_schema, write_out
+
+        rows = self.table[self.table["trial"] == trial]
+        if rows.empty:
+            raise KeyError(f"trial {trial} is not on the front; members: {sorted(self.table['trial'])}")
+        config, schema = run_schema(self.run_dir)
+        write_out(self.run_dir, rows.iloc[0], Path(out), config, schema)
+        return Path(out)
+
 
 def as_split(value: SplitLike, name: str) -> Split:
     """A Split from a Split, an ``(x, y)`` pair, or a dict ``{"x": ..., "y": ...}``; x may be a dict of named arrays."""

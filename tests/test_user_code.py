@@ -182,6 +182,7 @@ OPTIMIZE_SCRIPT = """
 \"\"\"A user's script, run as `python my_script.py` outside the repository; its model classes are its own.\"\"\"
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -253,7 +254,20 @@ def one_run(results, which):
             "table": float(row["macro_f1"]), "inputs": session.input_names,
             "batched": float(f1_score(y_test, batched.argmax(1), average="macro")),
             "whole": float(f1_score(y_test, whole.argmax(1), average="macro"))}
-    return {"columns": list(front.table.columns), "run_dir": str(front.run_dir), "members": members}
+    # the first member's bundle, loaded as a deployment would, called with the inputs by name
+    import importlib.util
+    trial = int(front.table["trial"].iloc[0])
+    out = front.bundle(trial, Path(results) / f"bundle-{which}")
+    spec = importlib.util.spec_from_file_location(f"bundle_run_{which}", out / "run.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    few = {k: v[:8] for k, v in feeds.items()}
+    with runner.load(out) as bundled:
+        got = bundled(**few) if which == "dict" else bundled(few["input"])
+    expected = front.model(trial)(few)
+    same = all(np.allclose(got[k], expected[k], rtol=1e-4, atol=1e-5) for k in expected)
+    return {"columns": list(front.table.columns), "run_dir": str(front.run_dir), "members": members,
+            "bundle_matches": same}
 
 
 if __name__ == "__main__":
@@ -291,3 +305,5 @@ def test_optimize_from_a_script_outside_the_repo(script_run, which):
         assert member["batched"] == pytest.approx(member["table"], abs=1e-9), (trial, member)
         # and on the whole test split in one call (argmax is not changed by batching for these models)
         assert member["whole"] == pytest.approx(member["table"], abs=1e-9), (trial, member)
+    # the bundle of a model handed in from Python runs with its inputs by name, as the plain session does
+    assert out["bundle_matches"]
