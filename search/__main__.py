@@ -34,10 +34,26 @@ def summary(run_dir) -> str:
               for path in sorted(run_dir.glob("pareto-*.csv"))]
     if len(base) and len(front):
         lines.append(_versus_baseline(base.iloc[0], front, schema))
+    ended = _stop_note(run_dir)
+    if ended:
+        completed = int((table["state"] == "COMPLETE").sum())
+        lines.append(f"stopped early: {ended} ({completed} completed trials of trials={_trials_asked(run_dir)})")
     lines.append(f"results: {run_dir}/  (pareto.png, pareto.html, history.png, importance.png, trials.csv, models/)")
     sort = next((m for m, d in schema.objectives if d == "minimize"), first)
     lines.append(f"pick one: python -m search.pick {run_dir} --sort {sort}")
     return "\n".join(lines)
+
+
+def _stop_note(run_dir) -> str:
+    from search.study import load_run_study, stop_note
+
+    return stop_note(load_run_study(run_dir))
+
+
+def _trials_asked(run_dir) -> int:
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(run_dir / "config.yaml").trials)
 
 
 def _versus_baseline(b, front, schema) -> str:

@@ -114,6 +114,8 @@ class Settings:
     remeasure: bool
     cover: bool
     fail_fast: FailFast
+    time_budget_s: float | None = None
+    stall_trials: int | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -123,9 +125,15 @@ class Settings:
                 raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
             return value
 
-        timeout = cfg.trial_timeout_s
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ConfigError(f"trial_timeout_s must be a number of seconds > 0 or null, got {timeout!r}")
+        def seconds(key: str) -> float | None:
+            value = cfg.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"{key} must be a number of seconds > 0 or null, got {value!r}")
+            return None if value is None else float(value)
+
+        stall = cfg.get("stall_trials")
+        if stall is not None:
+            stall = integer("stall_trials", 1)
         run = cfg.run
         if run is not None and (not str(run).strip() or "/" in str(run) or str(run) in (".", "..")):
             raise ConfigError(f"run must be a plain folder name under {cfg.results_dir}/, got {run!r}")
@@ -137,11 +145,13 @@ class Settings:
             workers=integer("workers", 1),
             batch_size=integer("batch_size", 1),
             resume_force=bool(cfg.resume_force),
-            trial_timeout_s=None if timeout is None else float(timeout),
+            trial_timeout_s=seconds("trial_timeout_s"),
             max_retries=integer("max_retries", 0),
             remeasure=_boolean(cfg, "remeasure"),
             cover=_boolean(cfg, "cover"),
             fail_fast=_fail_fast(cfg.get("fail_fast") or {}),
+            time_budget_s=seconds("time_budget"),
+            stall_trials=stall,
         )
 
 

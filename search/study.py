@@ -161,3 +161,14 @@ def store_final(study: optuna.Study, number: int, result: dict[str, Any]) -> dic
 def final_figures(study: optuna.Study) -> dict[int, dict[str, Any]]:
     """The quiet phase's figures stored so far, by trial number."""
     return {int(key[len(FINAL):]): value for key, value in study.user_attrs.items() if key.startswith(FINAL)}
+
+
+STOPPED = "stopped_early"  # study user attr: why this driver's search ended before ``trials`` ("" it did not)
+
+
+def note_stop(study: optuna.Study, reason: str) -> None:
+    study.set_user_attr(STOPPED, reason)
+
+
+def stop_note(study: optuna.Study) -> str:
+    return str(study.user_attrs.get(STOPPED, ""))

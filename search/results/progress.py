@@ -35,11 +35,14 @@ class Progress:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     started: float = field(default_factory=time.perf_counter)
     open_line: bool = False  # a tty line is being rewritten in place
+    time_budget_s: float | None = None  # a budget caps the time left
 
     def update(self, front: pd.DataFrame, done: int, failed: int) -> None:
         elapsed = time.perf_counter() - self.started
         this_run = max(done - self.already_done, 1)
         left = elapsed / this_run * max(self.total - done, 0)
+        if self.time_budget_s is not None:
+            left = min(left, self.time_budget_s - elapsed)
         best = ""
         if len(front):
             best = "".join(f" · {_best(front, metric, direction)}" for metric, direction in self.objectives[:BEST_SHOWN])

@@ -29,6 +29,7 @@ from search.run.lock import RunLock
 from search.run.retime import retime_front
 from search.bundle.sample import largest_batch, write_run_sample
 from search.manifest import carry_forward, make_manifest
+from search.run.stopping import StopRules
 from search.run.state import (Search, load_machines, note_machine, say, start_growing_fronts, take_finished,
                               update_run_folder)
 from search.runtime.target import Target, in_run_folder
@@ -186,14 +187,16 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
         + f"; target {', '.join(search.targets)}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
     for note in search.notes:
         say(note)
-    progress = Progress(search.settings.trials, already_done=done, objectives=search.objectives)
+    progress = Progress(search.settings.trials, already_done=done, objectives=search.objectives,
+                        time_budget_s=search.settings.time_budget_s)
     failure: SystematicFailure | None = None
     with StopRequest() as stop:
         try:
             start_ray(search.config["cluster"], search.settings.workers, list(search.targets.values()))
             if not stop.requested:
                 dispatcher = Dispatcher(search, workload)
-                search_loop(search, study, dispatcher, progress, stop)
+                ended_early = search_loop(search, study, dispatcher, progress, stop)
+                studies.note_stop(study, ended_early)
                 progress.finish()
                 if search.settings.remeasure and not stop.requested:
                     retime_front(search, study, dispatcher, stop)
@@ -214,20 +217,26 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
     return search.run_dir
 
 
-def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress, stop: StopRequest) -> None:
+def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress,
+                stop: StopRequest) -> str:
+    """Runs trials until ``trials`` have finished; returns "" then, or why it ended earlier (a stop rule)."""
     total, workers = search.settings.trials, search.settings.workers
     tables_due = Every(TABLES_EVERY_S)
     trials = study.get_trials(deepcopy=False)
     done, failed = studies.finished(trials)
     start_growing_fronts(search, trials)
+    rules = StopRules(search.settings.time_budget_s, search.settings.stall_trials, [d for _, d in search.objectives])
+    rules.seed([t.values for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values])
     errors: list[str] = []  # of the trials this driver finished, in order ("" completed): what fail-fast reads
+    ending = ""
     while not stop.requested:
-        while len(dispatcher.in_flight) < workers and done + len(dispatcher.in_flight) < total:
+        ending = ending or _ending(rules, len(dispatcher.in_flight))
+        while not ending and len(dispatcher.in_flight) < workers and done + len(dispatcher.in_flight) < total:
             if not dispatcher.submit(study) and dispatcher.skipped > MAX_SKIPPED_PER_TRIAL * total:
                 raise ConfigError(f"{dispatcher.skipped} drawn candidates could not run on their target; the targets "
                                   "share too little of the space (see the error column of trials.csv)")
         if not dispatcher.in_flight:
-            return
+            return ending
         finished = dispatcher.next_done(timeout_s=0.5)
         if finished is None:
             continue
@@ -236,7 +245,9 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         note_machine(search, result)
         error = studies.record(study, trial, result, search.objectives)
         done, failed = done + 1, failed + bool(error)  # record leaves it COMPLETE or FAIL: no re-read of every trial
-        front = take_finished(search, studies.frozen(study, trial), None if error else result["model_bytes"],
+        frozen = studies.frozen(study, trial)
+        rules.finished(None if error else frozen.values)
+        front = take_finished(search, frozen, None if error else result["model_bytes"],
                               tables_due.ready(), lambda: study.get_trials(deepcopy=False))
         progress.update(front, done, failed)
         errors.append(error)
@@ -245,6 +256,14 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
             progress.finish()
             raise SystematicFailure(f"stopped after {len(errors)} trial(s): {verdict}; finished trials are saved in "
                                     f"{search.run_dir}: fix the cause, then run the same command to resume")
+
+
+def _ending(rules: StopRules, in_flight: int) -> str:
+    """A stop rule's reason, said once when it fires."""
+    reason = rules.reason()
+    if reason:
+        say(f"stopping: {reason}; no new trials" + (f", waiting for the {in_flight} in flight" if in_flight else ""))
+    return reason
 
 
 __all__ = ["adopt_workload", "prepare", "run_search", "search_loop"]

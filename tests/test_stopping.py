@@ -1,0 +1,64 @@
+"""Stop rules: the exact front grows exactly when the hypervolume does; a time budget and a stall end a search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from search.results.history import REFERENCE
+from search.run.stopping import ExactFront, StopRules, as_loss
+from tests.conftest import search
+
+
+def hypervolume(points: np.ndarray) -> float:
+    from optuna._hypervolume import compute_hypervolume
+
+    return float(compute_hypervolume(points, np.full(points.shape[1], REFERENCE)))
+
+
+def test_a_trial_enters_the_exact_front_exactly_when_it_grows_the_hypervolume():
+    rng = np.random.default_rng(0)
+    points = rng.random((60, 3))
+    points[10] = points[3]  # a tie adds no volume
+    front, seen = ExactFront(), []
+    for point in points:
+        before = hypervolume(np.array(seen)) if seen else 0.0
+        seen.append(point)
+        grew = hypervolume(np.array(seen)) > before + 1e-12
+        assert front.add(point) == grew
+
+
+def test_the_stall_counts_finished_trials_since_the_front_last_grew():
+    rules = StopRules(time_budget_s=None, stall_trials=3, directions=["maximize", "minimize"])
+    rules.seed([[0.9, 1.0]])
+    for values in ([0.8, 2.0], None, [0.9, 1.0]):  # dominated, failed, a tie
+        assert rules.reason() == ""
+        rules.finished(values)
+    assert "did not grow in the last 3 trials" in rules.reason()
+    rules.finished([0.95, 1.5])  # a new trade-off: the front grew
+    assert rules.reason() == "" and rules.since_growth == 0
+    assert list(as_loss([0.9, 1.0], ["maximize", "minimize"])) == [-0.9, 1.0]
+
+
+def test_a_spent_time_budget_stops_asking():
+    rules = StopRules(time_budget_s=0.01, stall_trials=None, directions=["minimize"])
+    rules.started -= 1.0
+    assert rules.reason().startswith("time_budget=0.01 s spent")
+
+
+@pytest.mark.slow
+def test_a_time_budget_ends_the_search_with_its_reason_and_the_finished_trials_kept(tmp_path, teacher_cache):
+    proc = search(tmp_path, teacher_cache, "trials=40", "workers=2", "run=tb", "time_budget=6", "remeasure=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "tb" / "trials.csv")
+    assert 2 <= len(table) < 40 and (table["state"] == "COMPLETE").any()
+    assert "stopping: time_budget=6 s spent" in proc.stderr
+    assert "stopped early: time_budget=6 s spent" in proc.stdout
+
+
+def test_bad_stop_settings_are_one_line(tmp_path):
+    for override, message in (("time_budget=-1", "time_budget must be a number of seconds > 0"),
+                              ("stall_trials=0", "stall_trials must be an integer >= 1")):
+        proc = search(tmp_path, None, override)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
