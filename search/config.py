@@ -116,6 +116,7 @@ class Settings:
     fail_fast: FailFast
     time_budget_s: float | None = None
     stall_trials: int | None = None
+    warm_start: Path | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -152,7 +153,18 @@ class Settings:
             fail_fast=_fail_fast(cfg.get("fail_fast") or {}),
             time_budget_s=seconds("time_budget"),
             stall_trials=stall,
+            warm_start=_warm_start(cfg.get("warm_start")),
         )
+
+
+def _warm_start(value: Any) -> Path | None:
+    """An earlier run folder to start from, checked here so that a typo costs nothing."""
+    if value is None:
+        return None
+    folder = Path(str(value))
+    if not (folder / "study.db").exists():
+        raise ConfigError(f"warm_start={value}: no run folder there (expected {folder}/study.db)")
+    return folder
 
 
 def _fail_fast(node: Any) -> FailFast:

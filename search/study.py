@@ -42,9 +42,11 @@ def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
 
 
 def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: optuna.samplers.BaseSampler,
-               baseline: dict[str, Any], cover: Sequence[dict[str, Any]] = ()) -> optuna.Study:
+               baseline: dict[str, Any], cover: Sequence[dict[str, Any]] = (),
+               warm: Sequence[tuple[dict[str, Any], str]] = ()) -> optuna.Study:
     """Create or resume the run's study; a new one gets the ``baseline`` params as its first
-    trial, then the ``cover`` trials (every declared mode once), then what the sampler proposes."""
+    trial, then the ``cover`` trials (every declared mode once), then the ``warm`` start's
+    (params, where they come from), then what the sampler proposes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=sqlite_storage(run_dir / "study.db"), sampler=sampler, load_if_exists=True,
@@ -58,6 +60,8 @@ def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: op
         study.enqueue_trial(baseline, user_attrs={"baseline": True})
         for fixed in cover:
             study.enqueue_trial(fixed)
+        for fixed, origin in warm:
+            study.enqueue_trial(fixed, user_attrs={"warm_start": origin})
     return study
 
 

@@ -30,6 +30,7 @@ from search.run.retime import retime_front
 from search.bundle.sample import largest_batch, write_run_sample
 from search.manifest import carry_forward, make_manifest
 from search.run.stopping import StopRules
+from search.run.warm_start import warm_params
 from search.run.state import (Search, load_machines, note_machine, say, start_growing_fronts, take_finished,
                               update_run_folder)
 from search.runtime.target import Target, in_run_folder
@@ -178,7 +179,8 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
     # only what fits in the trials asked for: an enqueued trial never asked would stay WAITING
     cover = runnable_cover(cover_params(search.knobs), search.targets, search.knobs) if search.settings.cover else []
     cover = cover[:search.settings.trials - 1]
-    study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs), cover)
+    warm = _warm_start(search, resuming, room=search.settings.trials - 1 - len(cover))
+    study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs), cover, warm)
     search.finals.update(studies.final_figures(study))
     rerun = studies.requeue_stale(study)
     done, _ = studies.finished(study.get_trials(deepcopy=False))
@@ -256,6 +258,22 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
             progress.finish()
             raise SystematicFailure(f"stopped after {len(errors)} trial(s): {verdict}; finished trials are saved in "
                                     f"{search.run_dir}: fix the cause, then run the same command to resume")
+
+
+def _warm_start(search: Search, resuming: bool, room: int) -> list[tuple[dict, str]]:
+    """The earlier run's front to queue (a new run only: a resumed one has queued it already)."""
+    earlier = search.settings.warm_start
+    if earlier is None:
+        return []
+    if resuming:
+        say(f"warm_start={earlier} applies to a new run only; this one resumes where it was")
+        return []
+    every = warm_params(search, earlier)
+    found = every[:max(room, 0)]
+    say(f"warm start: {len(found)} member(s) of {earlier}'s front queued after the baseline and cover trials, "
+        "each measured again here" + (f" (of {len(every)}: trials={search.settings.trials} leaves room for "
+                                      f"{max(room, 0)})" if len(found) < len(every) else ""))
+    return [(params, f"{earlier.name} trial {number}") for number, params in found]
 
 
 def _ending(rules: StopRules, in_flight: int) -> str:
