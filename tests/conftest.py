@@ -40,13 +40,18 @@ def search(tmp_path: Path, teacher_cache: str | None, *overrides: str, env: dict
                           env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
 
 
+def finished_run(tmp_path_factory, teacher_cache: str, name: str, *overrides: str) -> Path:
+    """A real search on the digits, run to the end in a folder of its own: ``results/<name>``."""
+    results = tmp_path_factory.mktemp("results")
+    proc = search(results, teacher_cache, "workers=2", f"run={name}", "seed=0", *overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results / name
+
+
 @pytest.fixture(scope="session")
 def finished_digits_run(tmp_path_factory, teacher_cache) -> Path:
     """One small real search on the digits, shared by the tests that read a finished run folder."""
-    results = tmp_path_factory.mktemp("results")
-    proc = search(results, teacher_cache, "trials=3", "workers=2", "run=three", "seed=0")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return results / "three"
+    return finished_run(tmp_path_factory, teacher_cache, "three", "trials=3")
 
 
 @pytest.fixture(scope="session")

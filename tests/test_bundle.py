@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, search
+from tests.conftest import REPO, finished_run
 from search.runtime.session_settings import PARALLELISM
 
 SHIPPED = ("run.py", "verify.py", "portable.py", "machine.py")
@@ -48,10 +48,7 @@ def ort_only_python(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def modes_run(tmp_path_factory, teacher_cache) -> Path:
     """A real search whose cover trials measure every parallelism mode once."""
-    results = tmp_path_factory.mktemp("modes")
-    proc = search(results, teacher_cache, "trials=6", "workers=2", "run=modes", "seed=0")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return results / "modes"
+    return finished_run(tmp_path_factory, teacher_cache, "modes", "trials=6")
 
 
 def pick_bundle(run: Path, trial: int, out: Path) -> subprocess.CompletedProcess:
