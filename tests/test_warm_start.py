@@ -37,9 +37,3 @@ def test_a_new_run_on_another_target_starts_from_the_earlier_front(finished_digi
     assert 1 + len(ran) <= len(table) < 40 and (table["state"] == "COMPLETE").all()
     assert "stopping: time_budget=8 s spent" in proc.stderr
     assert "stopped early: time_budget=8 s spent" in proc.stdout
-
-
-def test_a_warm_start_from_no_run_is_one_line(tmp_path):
-    proc = search(tmp_path, None, f"warm_start={tmp_path / 'nothing'}")
-    assert proc.returncode == 2 and "warm_start=" in proc.stderr and "no run folder there" in proc.stderr
-    assert "Traceback" not in proc.stderr
