@@ -205,6 +205,8 @@ def write_out(run: Path, row: pd.Series, out: Path, config: dict, schema: Schema
         write_bundle(out, model_bytes, card, config, run_sample(run, config), run.resolve().name)
     except OSError as exc:
         raise PickError(f"cannot write the bundle to {out}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # the run's sample does not fit the model (a run folder edited by hand)
+        raise PickError(f"cannot bundle trial {int(row['trial'])}: {exc}") from None
     print(f"wrote the bundle of trial {int(row['trial'])} to {out}: check it here or on the deployment machine "
           f"with: python {out / 'verify.py'}")
 

@@ -36,10 +36,17 @@ MACHINE_FACTS = ("cpu", "cores", "usable_cores", "memory_bytes", "gpus", "cpu_go
 
 
 def altered_files(folder: Path, spec: dict[str, Any]) -> list[str]:
-    files = [spec["model"], *spec.get("stages", [])]
-    return [f"{f['file']} (sha256 {sha256(folder / f['file'])[:12]}..., picked {f['sha256'][:12]}...)"
-            if (folder / f["file"]).exists() else f"{f['file']} (missing)"
-            for f in files if not (folder / f["file"]).exists() or sha256(folder / f["file"]) != f["sha256"]]
+    """The model files that are missing or whose sha256 is not the picked one's."""
+    found = []
+    for entry in [spec["model"], *spec.get("stages", [])]:
+        path = folder / entry["file"]
+        if not path.exists():
+            found.append(f"{entry['file']} (missing)")
+            continue
+        digest = sha256(path)
+        if digest != entry["sha256"]:
+            found.append(f"{entry['file']} (sha256 {digest[:12]}..., picked {entry['sha256'][:12]}...)")
+    return found
 
 
 def compare_outputs(got: dict[str, np.ndarray], recorded: dict[str, np.ndarray],
