@@ -51,10 +51,11 @@ def modes_run(tmp_path_factory, teacher_cache) -> Path:
     return finished_run(tmp_path_factory, teacher_cache, "modes", "trials=6")
 
 
-def pick_bundle(run: Path, trial: int, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.pick", str(run), "--all", "--min", f"trial={trial}",
-                           "--max", f"trial={trial}", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+def pick_bundle(run: Path, trial: int, out: Path) -> int:
+    """``python -m search.pick RUN --all --min trial=N --max trial=N --out OUT``, in this process (no start-up)."""
+    from search.pick import main as pick_main
+
+    return pick_main([str(run), "--all", "--min", f"trial={trial}", "--max", f"trial={trial}", "--out", str(out)])
 
 
 def in_ort_only(python: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -73,8 +74,7 @@ def bundles(modes_run, tmp_path_factory) -> dict[str, Path]:
         trials = table[table["parallelism"] == mode]["trial"]
         assert len(trials), f"no completed {mode} trial in the cover run"
         out = tmp_path_factory.mktemp("bundles") / mode
-        proc = pick_bundle(modes_run, int(trials.iloc[0]), out)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert pick_bundle(modes_run, int(trials.iloc[0]), out) == 0
         made[mode] = out
     return made
 
