@@ -20,7 +20,8 @@ def summary(run_dir) -> str:
 
     from search.plugins import plugins_from_config
 
-    schema = plugins_from_config(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)).schema
+    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    schema = plugins_from_config(config).schema
     front = pd.read_csv(run_dir / "pareto.csv")
     table = pd.read_csv(run_dir / "trials.csv")
     base = table[table["baseline"] & (table["state"] == "COMPLETE")]
@@ -37,7 +38,7 @@ def summary(run_dir) -> str:
     ended = _stop_note(run_dir)
     if ended:
         completed = int((table["state"] == "COMPLETE").sum())
-        lines.append(f"stopped early: {ended} ({completed} completed trials of trials={_trials_asked(run_dir)})")
+        lines.append(f"stopped early: {ended} ({completed} completed trials of trials={config['trials']})")
     lines.append(f"results: {run_dir}/  (pareto.png, pareto.html, history.png, importance.png, trials.csv, models/)")
     sort = next((m for m, d in schema.objectives if d == "minimize"), first)
     lines.append(f"pick one: python -m search.pick {run_dir} --sort {sort}")
@@ -48,12 +49,6 @@ def _stop_note(run_dir) -> str:
     from search.study import load_run_study, stop_note
 
     return stop_note(load_run_study(run_dir))
-
-
-def _trials_asked(run_dir) -> int:
-    from omegaconf import OmegaConf
-
-    return int(OmegaConf.load(run_dir / "config.yaml").trials)
 
 
 def _versus_baseline(b, front, schema) -> str:

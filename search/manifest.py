@@ -15,14 +15,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from search.runtime.machine import describe_machine
+from search.runtime.machine import COMPARED_FACTS, describe_machine
 
 PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnx", "torch", "torch-pruning", "optuna", "ray", "numpy",
             "transformers", "hydra-core")
 PROJECT = "optsearch"
 REPO = Path(__file__).resolve().parent.parent
 COMPARED = ("software", "project", "providers")  # what a resume compares; the machine is compared by its facts
-MACHINE_FACTS = ("host", "cpu", "cores", "usable_cores", "memory_bytes", "gpus", "cpu_governor")
+MACHINE_FACTS = ("host", *COMPARED_FACTS)
 
 
 def software_versions() -> dict[str, str]:

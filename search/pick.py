@@ -163,7 +163,7 @@ def model_and_card(run: Path, row: pd.Series, config: dict, schema: Schema) -> t
             return kept.read_bytes(), json.loads(kept.with_suffix(".json").read_text())
         except ValueError as exc:
             raise PickError(f"{kept.with_suffix('.json')}: not a readable card ({exc})") from None
-    from search.results.card import MACHINES_FILE, model_card
+    from search.results.card import model_card, read_machines
     from search.run.rebuild import rebuild
 
     print(f"trial {trial} was not kept (not on the front); rebuilding it from its parameters ...", flush=True)
@@ -172,9 +172,8 @@ def model_and_card(run: Path, row: pd.Series, config: dict, schema: Schema) -> t
     if abs(value - float(row[name])) > 1e-9:
         print(f"warning: the rebuilt model scores {name} {value:.4f}, the table says "
               f"{float(row[name]):.4f}: it is not the same model (was the teacher retrained?)", file=sys.stderr)
-    machines = json.loads((run / MACHINES_FILE).read_text()) if (run / MACHINES_FILE).exists() else {}
     card = model_card({**row.to_dict(), name: value, "size_bytes": len(rebuilt.model_bytes)}, config, schema,
-                      machines)
+                      read_machines(run))
     return rebuilt.model_bytes, card
 
 

@@ -58,7 +58,3 @@ def read_run_sample(run_dir: Path) -> dict[str, np.ndarray] | None:
     with np.load(path, allow_pickle=False) as stored:
         return {name: stored[name] for name in stored.files}
 
-
-def batch_from(rows: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """One call's inputs of ``size`` rows from the sample, repeated as Split.batch_of repeats the test split."""
-    return Split(dict(rows)).batch_of(size)

@@ -29,10 +29,8 @@ if str(HERE) not in sys.path:
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import portable  # noqa: E402
-from machine import describe_machine  # noqa: E402
+from machine import COMPARED_FACTS, describe_machine  # noqa: E402
 from run import BundleError, load, read_spec, sample, sha256  # noqa: E402
-
-MACHINE_FACTS = ("cpu", "cores", "usable_cores", "memory_bytes", "gpus", "cpu_governor", "arch")
 
 
 def altered_files(folder: Path, spec: dict[str, Any]) -> list[str]:
@@ -74,7 +72,7 @@ def compare_outputs(got: dict[str, np.ndarray], recorded: dict[str, np.ndarray],
 
 def machine_differences(card_manifest: dict[str, Any]) -> list[str]:
     here, there = describe_machine(), card_manifest.get("machine") or {}
-    found = [f"{key}: here {here.get(key)}, card {there.get(key)}" for key in MACHINE_FACTS
+    found = [f"{key}: here {here.get(key)}, card {there.get(key)}" for key in COMPARED_FACTS
              if key in there and here.get(key) != there.get(key)]
     measured_with = there.get("onnxruntime") or (card_manifest.get("software") or {}).get("onnxruntime")
     if measured_with and measured_with != ort.__version__:
@@ -87,9 +85,7 @@ def machine_differences(card_manifest: dict[str, Any]) -> list[str]:
 
 def time_model(model: Any, spec: dict[str, Any], inputs: dict[str, np.ndarray], budget_s: float | None) -> np.ndarray:
     """Seconds per call on the measured batch (the sample, repeated to ``batch_size``), by the search's protocol."""
-    size = spec["batch_size"]
-    rows = len(next(iter(inputs.values())))
-    batch = {k: np.ascontiguousarray(np.concatenate([v] * -(-size // rows))[:size]) for k, v in inputs.items()}
+    batch = portable.batch_of(inputs, spec["batch_size"])
     protocol = dict(spec["latency_protocol"])
     if budget_s is not None:
         protocol["budget_s"] = budget_s

@@ -24,7 +24,6 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from search.bundle.sample import batch_from
 from search.files import write_bytes, write_text
 from search.runtime import machine, portable
 from search.runtime.graph_split import split_model
@@ -90,8 +89,8 @@ def provider_spec(target_config: dict[str, Any], bits: Any) -> dict[str, Any]:
             "bundle_dir_options": folders}
 
 
-def reference_outputs(model_bytes: bytes, settings: dict[str, Any], provider: dict[str, Any], stages: list[bytes],
-                      batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+def reference_outputs(model_bytes: bytes, output_names: list[str], settings: dict[str, Any], provider: dict[str, Any],
+                      stages: list[bytes], batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
     """What the model gives on ``batch`` under its settings: on its provider where it runs here, else on the CPU."""
     import onnxruntime as ort
 
@@ -103,7 +102,7 @@ def reference_outputs(model_bytes: bytes, settings: dict[str, Any], provider: di
         outputs = runner.run(batch)
     finally:
         runner.close()
-    return dict(zip(graph_io(model_bytes)[1], outputs, strict=True)), name
+    return dict(zip(output_names, outputs, strict=True)), name
 
 
 def _plain(value: Any) -> Any:
@@ -125,8 +124,8 @@ def write_bundle(out: Path, model_bytes: bytes, card: dict[str, Any], run_config
     missing = [i["name"] for i in inputs if i["name"] not in rows]
     if missing:
         raise ValueError(f"the run's sample lacks the model's input(s) {missing}")
-    batch = batch_from({i["name"]: rows[i["name"]] for i in inputs}, batch_size)
-    outputs, outputs_from = reference_outputs(model_bytes, settings, provider, stages, batch)
+    batch = portable.batch_of({i["name"]: rows[i["name"]] for i in inputs}, batch_size)
+    outputs, outputs_from = reference_outputs(model_bytes, output_names, settings, provider, stages, batch)
     protocol, noise_floor = latency_protocol(run_config)
 
     model_file = card["model_file"]

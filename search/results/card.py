@@ -30,6 +30,14 @@ def _inputs(workload: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any
             for spec in specs]
 
 
+def read_machines(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """``machines.json`` (JSON: nothing from a run folder is unpickled); {} when absent or unreadable."""
+    try:
+        return json.loads((run_dir / MACHINES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def card_manifest(run: dict[str, Any], node: str | None, machines: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
     """The run's manifest (search/manifest.py) with the machine of the node that measured the model,
     where the run recorded it; otherwise the driver's machine, said so."""

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial
 from evaluators import Evaluator
 from search.config import Settings
 from search.files import write_text
-from search.results.card import MACHINES_FILE, sync_models
+from search.results.card import MACHINES_FILE, read_machines, sync_models
 from search.results.tables import (FrontTracker, GrowingFront, front_members, target_fronts, trial_row, trials_table,
                                    write_tables)
 from search.runtime.target import Target
@@ -101,11 +101,7 @@ def take_finished(search: Search, trial: FrozenTrial, model_bytes: bytes | None,
 
 def load_machines(search: Search) -> None:
     """The nodes' machines a resumed run saw before (JSON: nothing from a run folder is unpickled)."""
-    path = search.run_dir / MACHINES_FILE
-    try:
-        search.machines = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        search.machines = {}  # rewritten whole as nodes report again
+    search.machines = read_machines(search.run_dir)  # an unreadable one is rewritten whole as nodes report again
 
 
 def note_machine(search: Search, result: dict[str, Any]) -> None:

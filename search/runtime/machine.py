@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# what makes a figure measured on one machine differ on another (the host's name does not)
+COMPARED_FACTS = ("cpu", "arch", "cores", "usable_cores", "memory_bytes", "gpus", "cpu_governor")
 GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
 
 

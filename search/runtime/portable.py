@@ -96,6 +96,14 @@ def split_batch(feeds: Feeds, parts: int) -> list[dict[str, np.ndarray]]:
     return [share for share in shares if all(len(value) for value in share.values())]
 
 
+def batch_of(rows: Feeds, size: int) -> dict[str, np.ndarray]:
+    """One call's inputs of ``size`` rows: the first rows of ``rows``, repeated when there are fewer.
+    The search times every candidate on this batch of its test split, and verify.py on the bundled sample."""
+    count = len(next(iter(rows.values())))
+    reps = -(-size // count)
+    return {k: np.ascontiguousarray(np.concatenate([v] * reps)[:size]) for k, v in rows.items()}
+
+
 def _concatenate(results: list[list[np.ndarray]]) -> list[np.ndarray]:
     """Each output of several shares' results joined along axis 0, in the shares' order."""
     return [np.concatenate(column) for column in zip(*results, strict=True)]

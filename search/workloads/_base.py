@@ -21,6 +21,7 @@ from torch import nn
 
 from search.errors import ConfigError
 from search.metrics import Metric, default_metric
+from search.runtime.portable import batch_of
 from search.workloads.calling import output_names, run_torch, to_tensors
 
 INPUT_NAME = "input"  # the name of a model's only input when the split gives one array
@@ -71,8 +72,7 @@ class Split:
 
     def batch_of(self, size: int) -> dict[str, np.ndarray]:
         """The first ``size`` rows, repeated when the split has fewer: one inference call's input."""
-        reps = -(-size // len(self))
-        return {k: np.ascontiguousarray(np.concatenate([v] * reps)[:size]) for k, v in self.inputs.items()}
+        return batch_of(self.inputs, size)
 
     def labels(self, index: np.ndarray | slice) -> Any:
         """The labels of ``index`` in the split's own form (array, dict or None)."""
