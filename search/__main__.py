@@ -39,10 +39,29 @@ def summary(run_dir) -> str:
     if ended:
         completed = int((table["state"] == "COMPLETE").sum())
         lines.append(f"stopped early: {ended} ({completed} completed trials of trials={config['trials']})")
+    stopped = table["error"].fillna("").astype(str).str.startswith("stopped after recovery epoch")
+    if stopped.any():
+        lines.append(f"recovery rungs: {int(stopped.sum())} trial(s) stopped part way through recovery, as they could "
+                     f"not reach the front (PRUNED rows, the reason in trials.csv), after "
+                     f"{table[stopped]['duration_s'].sum():.0f} s of the {table['duration_s'].sum():.0f} s all trials took")
+    lines.append(_store_note(run_dir, table))
     lines.append(f"results: {run_dir}/  (pareto.png, pareto.html, history.png, importance.png, trials.csv, models/)")
     sort = next((m for m, d in schema.objectives if d == "minimize"), first)
     lines.append(f"pick one: python -m search.pick {run_dir} --sort {sort}")
     return "\n".join(lines)
+
+
+def _store_note(run_dir, table) -> str:
+    """What the run's artifact store served: trials that reused a build, and the build time that saved."""
+    from search.run.store import FOLDER, ArtifactFolder
+
+    built = table[table["state"].isin(["COMPLETE", "FAIL"])]
+    hits = built["store_hits"].fillna(0) if "store_hits" in built else built["trial"] * 0
+    saved = float(built["build_s_saved"].fillna(0).sum()) if "build_s_saved" in built else 0.0
+    count, size = ArtifactFolder(run_dir / FOLDER).usage()
+    return (f"artifact store: {int((hits > 0).sum())} of {len(built)} trials reused a stored build "
+            f"({int(hits.sum())} hits), {saved:.1f} s of build time saved; {count} artifacts, "
+            f"{size / 2**20:.1f} MiB in {FOLDER}/")
 
 
 def _stop_note(run_dir) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 KINDS = ("int", "float", "str", "bool")
 # Columns every row has, whatever the plugins: who ran what, when, and why it failed.
 HEAD = ("trial", "state")
-TAIL = ("final", "duration_s", "node", "baseline", "started_at", "completed_at", "error")
+TAIL = ("final", "duration_s", "store_hits", "build_s_saved", "node", "baseline", "started_at", "completed_at", "error")
+TAIL_INTEGERS = ("store_hits",)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class Schema:
     @property
     def integer_columns(self) -> list[str]:
         ints = [c.name for c in (*self.fields, *self.facts, *self.metrics) if c.kind == "int"]
-        return ints + [f.alias for f in self.fields if f.alias and f.kind == "int"]
+        return ints + [f.alias for f in self.fields if f.alias and f.kind == "int"] + list(TAIL_INTEGERS)
 
     def column(self, name: str) -> Column | None:
         return next((c for c in (*self.fields, *self.facts, *self.metrics) if c.name == name), None)

@@ -17,6 +17,7 @@ from search.errors import ConfigError
 STUDY_NAME = "search"
 RERUN_PREFIX = "re-run as"
 FINAL = "final:"  # study user attribute per re-timed trial: Optuna freezes a finished trial's own attributes
+STOPPED_AT_RUNG = "stopped_at_rung"  # trial user attribute: a recovery rung stopped it (a PRUNED trial that ran)
 OUTCOME = "outcome"  # the user attribute that holds a finished trial's metrics, node, timings and error
 
 
@@ -114,7 +115,8 @@ def finished(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     """(finished, failed) trials, not counting stale trials that were re-run."""
     done = failed = 0
     for trial in trials:
-        if trial.state not in (TrialState.COMPLETE, TrialState.FAIL):
+        ran = trial.state in (TrialState.COMPLETE, TrialState.FAIL) or trial.user_attrs.get(STOPPED_AT_RUNG)
+        if not ran:
             continue
         if str(trial.user_attrs.get("error", "")).startswith(RERUN_PREFIX):
             continue
@@ -134,8 +136,13 @@ def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], obj
     if not error and any(v is None or not math.isfinite(float(v)) for v in values):
         error = f"non-finite objective values {values}: recorded as failed, not told to the sampler"
     outcome = {"metrics": metrics, "node": result.get("node"), "duration_s": result.get("duration_s"),
-               "stage_s": result.get("stage_s"), "error": error}
+               "stage_s": result.get("stage_s"), "reuse": result.get("reuse") or {},
+               "recovery": result.get("recovery") or [], "error": error}
     trial.set_user_attr(OUTCOME, outcome)
+    if result.get("stopped"):  # a recovery rung stopped it: PRUNED with the reason, tried but not failed
+        trial.set_user_attr(STOPPED_AT_RUNG, True)
+        study.tell(trial, state=TrialState.PRUNED)
+        return ""
     if error:
         study.tell(trial, state=TrialState.FAIL)
         return error

@@ -16,6 +16,9 @@ from search.transforms.quantize import HALF_FORMATS, INT8_MODES, SUPPORTED_BITS,
 from spaces._base import BuildContext, Knob, check_choices, with_baseline
 
 CALIBRATION_SAMPLES = 256  # int8 ranges come from this many training inputs (never the test split)
+# Calibration batches are this size whatever batch the candidate runs: the quantized model is then
+# one build for every batch size, and the run's store serves it to all of them.
+CALIBRATION_BATCH = 32
 DEFAULT_HALF = ("fp16",)  # a target that declares no half_formats runs fp16
 
 
@@ -131,7 +134,7 @@ class QuantBits(Knob):
 
     def build(self, model: bytes, values: Mapping[str, Any], context: BuildContext) -> bytes:
         calibration = context.workload.train.rows(0, CALIBRATION_SAMPLES)  # calibration never sees the test split
-        return quantize(model, values.get("quant_bits", 32), calibration, context.batch_size, values.get("quant_mode"))
+        return quantize(model, values.get("quant_bits", 32), calibration, CALIBRATION_BATCH, values.get("quant_mode"))
 
 
 def _check_declared(target: Target) -> None:

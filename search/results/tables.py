@@ -36,7 +36,9 @@ def trial_row(trial: optuna.trial.FrozenTrial, schema: Schema, final: dict[str, 
         row.update({k: v for k, v in final["metrics"].items() if k in schema.result_columns})
     row["final"] = remeasured
     row.update({f"search_{m}": metrics.get(m) for m in schema.timed})
-    row.update(duration_s=outcome.get("duration_s"), node=final["node"] if remeasured else outcome.get("node"),
+    reuse = outcome.get("reuse") or {}  # what the run's artifact store served this trial instead of a build
+    row.update(duration_s=outcome.get("duration_s"), store_hits=reuse.get("store_hits"),
+               build_s_saved=reuse.get("build_s_saved"), node=final["node"] if remeasured else outcome.get("node"),
                baseline=bool(attrs.get("baseline", False)), started_at=_iso(trial.datetime_start),
                completed_at=_iso(trial.datetime_complete), error=outcome.get("error") or attrs.get("error", ""))
     return row
@@ -135,8 +137,11 @@ class GrowingFront:
         self.rows.append(row)
         self.member = np.append(self.member, joins)
 
+    def members(self) -> list[dict[str, Any]]:
+        return [row for row, keep in zip(self.rows, self.member, strict=True) if keep]
+
     def table(self, schema: Schema) -> pd.DataFrame:
-        members = [row for row, keep in zip(self.rows, self.member, strict=True) if keep]
+        members = self.members()
         return pd.DataFrame(members, columns=schema.columns).astype({c: "Int64" for c in schema.integer_columns})
 
 

@@ -1,9 +1,11 @@
 """Building a candidate: the knobs' build steps in config order, torch steps then export then ONNX steps.
 
-The torch part (prune, recover) is the costly one and does not depend on bits, runtime or batch
-size: its output is cached by the build fields of the torch-stage knobs, so trials sharing them
-reuse it. Each step's time goes to the trial's ``stage_s``, and what a step learned (the share
-really pruned) to its facts.
+Two artifacts go through the run's store (search/run/store.py): the student (after the torch
+steps: prune, recover; it does not depend on bits, runtime or batch size) and the finished model
+(after the ONNX steps). Each is addressed by the build fields that made it, so two trials that
+differ only in how the model runs (parallelism, degree, batch size)
+build it once, and a trial that shares the student with an earlier one only quantizes. Each step's
+time goes to the trial's ``stage_s``, what a step learned (the share really pruned) to its facts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 from search.candidate import Candidate
 from search.errors import NotApplicable
-from search.run.cache import STAGES, stage_key
+from search.run.cache import stage_key
+from search.run.store import Artifact, StageStore
 from search.runtime.target import Target
 from search.transforms import check_onnx, export_onnx
 from search.workloads.calling import to_tensors
@@ -43,34 +46,68 @@ def _build_values(knobs: Sequence[Knob], cand: Candidate) -> dict[str, Any]:
     return {f.name: cand.get(f.name) for k in knobs for f in k.fields if f.applies_to == "build"}
 
 
-def _student(workload: Workload, cand: Candidate, knobs: Sequence[Knob], context: BuildContext) -> bytes:
-    """fp32 ONNX after the torch-stage knobs (cached: bits, runtime and batch size do not change it)."""
+def _student(workload: Workload, cand: Candidate, knobs: Sequence[Knob],
+             context: BuildContext) -> tuple[str, Callable[[], Artifact]]:
+    """The student's store key and how to make it: fp32 ONNX after the torch-stage knobs. The key
+    names the device that trains, not the target: two targets on one device share students."""
     steps = [k for k in knobs if k.stage == "torch"]
     if workload.is_onnx:  # nothing torch-side applies: the model is the user's ONNX as it came
         if any(cand.get(f.name, f.unset) != f.unset for k in steps for f in k.fields if f.applies_to == "build"):
             raise NotApplicable("pruning and distillation need a torch module; this workload is a bare ONNX model")
-        return workload.onnx_model
+        return stage_key("student", {}, workload.key, context.target.torch_device), lambda: Artifact(workload.onnx_model)
     config = {**_build_values(steps, cand), "seed": context.seed, "epochs": workload.distill_epochs}
 
-    def build() -> tuple[bytes, dict[str, Any]]:
+    def build() -> Artifact:
+        started, facts_before = time.perf_counter(), dict(context.facts)
         model = copy.deepcopy(workload.model).cpu().eval()  # a step may train in place: never the teacher
         for knob in steps:
             model = _timed(context, knob.name, lambda k=knob, m=model: k.build(m, cand.values, context))
         example = to_tensors(workload.train.rows(0, cand.batch_size))  # building never reads the test split
-        return export_onnx(model, example, workload.output_names, workload.axes), dict(context.facts)
+        data = export_onnx(model, example, workload.output_names, workload.axes)
+        learned = {k: v for k, v in context.facts.items() if facts_before.get(k) != v}
+        return Artifact(data, learned, time.perf_counter() - started)
 
-    model_bytes, facts = STAGES.get_or_build(stage_key("student", config, workload.key, cand.target), build)
-    context.facts.update(facts)
+    return stage_key("student", config, workload.key, context.target.torch_device), build
+
+
+def quick_model(workload: Workload, cand: Candidate, knobs: Sequence[Knob], target: Target, seed: int,
+                model: Any) -> bytes:
+    """The candidate as it would be built from the torch ``model`` as it stands (a student in the middle of
+    its recovery): exported and put through the ONNX steps, for figures that depend on the architecture only."""
+    context = BuildContext(workload, target, seed, cand.batch_size)  # its facts and timings are not the trial's
+    example = to_tensors(workload.train.rows(0, cand.batch_size))
+    model_bytes = export_onnx(copy.deepcopy(model).cpu().eval(), example, workload.output_names, workload.axes)
+    for knob in (k for k in knobs if k.stage == "onnx"):
+        model_bytes = knob.build(model_bytes, cand.values, context)
     return model_bytes
 
 
 def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: int, timings: dict[str, float],
-                    facts: dict[str, Any] | None = None, knobs: Sequence[Knob] | None = None) -> bytes:
-    """The candidate's final ONNX model, built by ``knobs`` (the shipped build knobs when None)."""
+                    facts: dict[str, Any] | None = None, knobs: Sequence[Knob] | None = None,
+                    store: StageStore | None = None,
+                    after_epoch: Callable[[Any, int, int, float], None] | None = None) -> bytes:
+    """The candidate's final ONNX model, built by ``knobs`` (the shipped build knobs when None), its
+    student and itself taken from ``store`` when an earlier trial built them (``store.reuse`` says so).
+    ``after_epoch`` is called by a knob that trains, after each epoch (search/run/rungs.py)."""
     knobs = default_build_knobs() if knobs is None else knobs
-    context = BuildContext(workload, target, seed, cand.batch_size, facts if facts is not None else {}, timings)
-    model_bytes = _student(workload, cand, knobs, context)
-    for knob in (k for k in knobs if k.stage == "onnx"):
-        model_bytes = _timed(context, knob.name, lambda k=knob, m=model_bytes: k.build(m, cand.values, context))
-    _timed(context, "check", lambda: check_onnx(model_bytes, workload.train.rows(0, cand.batch_size)))
-    return model_bytes
+    store = StageStore() if store is None else store
+    context = BuildContext(workload, target, seed, cand.batch_size, facts if facts is not None else {}, timings,
+                           after_epoch)
+    student_key, make_student = _student(workload, cand, knobs, context)
+    steps = [k for k in knobs if k.stage == "onnx"]
+
+    def build() -> Artifact:
+        student = store.get_or_build(student_key, make_student)
+        context.facts.update(student.facts)
+        started, facts_before, model_bytes = time.perf_counter(), dict(context.facts), student.data
+        for knob in steps:
+            model_bytes = _timed(context, knob.name, lambda k=knob, m=model_bytes: k.build(m, cand.values, context))
+        learned = {k: v for k, v in context.facts.items() if facts_before.get(k) != v}
+        # what building it from nothing takes: the student's own build, even when this one reused it
+        return Artifact(model_bytes, {**student.facts, **learned}, student.build_s + time.perf_counter() - started)
+
+    model_key = stage_key("model", _build_values(steps, cand), student_key, cand.target)
+    made = store.get_or_build(model_key, build)
+    context.facts.update(made.facts)
+    _timed(context, "check", lambda: check_onnx(made.data, workload.train.rows(0, cand.batch_size)))
+    return made.data

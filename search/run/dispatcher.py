@@ -3,6 +3,7 @@ hands back finished, failed or timed-out ones. The re-timing phase submits throu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from optuna.distributions import CategoricalDistribution
 from search import study as studies
 from search.run.cluster import task_result
 from search.run.shipping import ship_user_code
+from search.run.store import start_service, workload_fingerprint
 from search.run.state import Search, say
 from search.run.worker import TrialPlugins, remeasure_trial, run_trial
 from search.runtime.target import Target
@@ -39,8 +41,12 @@ class Dispatcher:
         shipped = ship_user_code()  # the user's modules go by value: workers and other nodes need not import them
         if shipped:
             say(f"your code goes to the workers with the trials (pickled by value): {', '.join(shipped)}")
+        # Artifacts are addressed by the weights and data too: a model changed under the same name on resume
+        # builds afresh.
+        workload = dataclasses.replace(workload, key=f"{workload.key}-{workload_fingerprint(workload)}")
         self.workload_ref = ray.put(workload)  # sent once; workers on other nodes fetch it from the object store
-        self.plugins_ref = ray.put(TrialPlugins(search.knobs, search.evaluators))
+        self.store = start_service(search.run_dir)
+        self.plugins_ref = ray.put(TrialPlugins(search.knobs, search.evaluators, self.store))
         self.in_flight: dict[ray.ObjectRef, tuple[optuna.Trial, float]] = {}  # ref -> (trial, start time)
         self.space = space(search.knobs)
         self.skipped = 0
@@ -62,9 +68,10 @@ class Dispatcher:
             return False
         # One seed for the run, not one per trial: the same settings build the same model, so
         # workers' stage caches serve repeated (prune, distill) prefixes and results reproduce.
+        plan = self.search.rung_plan()
         ref = self.tasks[candidate.target].remote(self.workload_ref, self.plugins_ref,
                                                   self.search.target_config(candidate.target), candidate.to_dict(),
-                                                  self.search.settings.seed)
+                                                  self.search.settings.seed, *([plan] if plan else []))
         self.in_flight[ref] = (trial, time.monotonic())
         return True
 
@@ -86,15 +93,18 @@ class Dispatcher:
             return None
         return self._pop(ready[0]), task_result(ready[0])
 
+    def _pop(self, ref: ray.ObjectRef) -> optuna.Trial:
+        """The trial of a task that ended; whatever it claimed in the store and did not put is released
+        (a killed or cancelled worker cannot release it itself)."""
+        self.store.release.remote(ref.task_id().hex())
+        return self.in_flight.pop(ref)[0]
+
     def _overdue(self) -> ray.ObjectRef | None:
         limit = self.search.settings.trial_timeout_s
         if limit is None:
             return None
         now = time.monotonic()
         return next((ref for ref, (_, start) in self.in_flight.items() if now - start > limit), None)
-
-    def _pop(self, ref: ray.ObjectRef) -> optuna.Trial:
-        return self.in_flight.pop(ref)[0]
 
 
 def runnable_cover(cover: list[dict[str, Any]], targets: dict[str, Target], knobs: list[Knob]) -> list[dict[str, Any]]:

@@ -1,0 +1,194 @@
+"""The run's artifact store: every stage's output (the recovered student, the finished model) is kept
+once per run, under ``results/<run>/artifacts/``, addressed by what it was built from.
+
+Workers on any node reach it through one Ray actor that runs on the driver's node (DESIGN: no disk is
+shared with the workers, and only the driver's side writes the run folder). It outlives workers and,
+being files, the driver: a resumed run finds everything built before. Two workers that need the same
+artifact at once do not both build it: the first claims it, the other waits for it. A claim dies with
+its trial (the builder releases it when its build raises; the driver releases a crashed or cancelled
+trial's). Files are ONNX bytes and JSON: nothing from the folder is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.files import write_bytes, write_text
+
+FOLDER = "artifacts"
+CLAIM_POLL_S = 0.2  # how often a worker waiting for another's build asks again
+
+
+@dataclass
+class Artifact:
+    """A stage's output: the ONNX bytes, what its build learned, and what building it from scratch took."""
+
+    data: bytes
+    facts: dict[str, Any] = field(default_factory=dict)
+    build_s: float = 0.0
+
+
+class ArtifactFolder:
+    """The artifacts as files: ``<key>.onnx`` and ``<key>.json`` (facts, build time, the bytes' sha256)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def get(self, key: str) -> Artifact | None:
+        """The artifact, or None when absent or damaged (a damaged one is built again)."""
+        try:
+            meta = json.loads((self.folder / f"{key}.json").read_text())
+            data = (self.folder / f"{key}.onnx").read_bytes()
+        except (OSError, ValueError):
+            return None
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            return None
+        return Artifact(data, dict(meta.get("facts") or {}), float(meta.get("build_s") or 0.0))
+
+    def put(self, key: str, artifact: Artifact) -> None:
+        """Bytes first, then the JSON that vouches for them: a kill in between leaves no valid entry."""
+        write_bytes(self.folder / f"{key}.onnx", artifact.data)
+        meta = {"sha256": hashlib.sha256(artifact.data).hexdigest(), "facts": artifact.facts,
+                "build_s": artifact.build_s}
+        write_text(self.folder / f"{key}.json", json.dumps(meta, default=str))
+
+    def usage(self) -> tuple[int, int]:
+        """(artifacts, bytes on disk)."""
+        files = list(self.folder.glob("*.onnx")) if self.folder.exists() else []
+        return len(files), sum(f.stat().st_size for f in files)
+
+
+class StoreService:
+    """The store's one process (a Ray actor on the driver's node): the folder, and who is building what."""
+
+    def __init__(self, folder: str) -> None:
+        self.files = ArtifactFolder(Path(folder))
+        self.claims: dict[str, str] = {}  # artifact key -> the Ray task building it
+
+    def lookup(self, key: str, claimant: str) -> tuple[str, Artifact | None]:
+        """("hit", artifact); ("build", None): the caller now holds the claim; ("wait", None): another builds it."""
+        found = self.files.get(key)
+        if found is not None:
+            return "hit", found
+        holder = self.claims.setdefault(key, claimant)
+        return ("build", None) if holder == claimant else ("wait", None)  # a retried task re-takes its own claim
+
+    def put(self, key: str, artifact: Artifact, claimant: str) -> None:
+        self.files.put(key, artifact)
+        if self.claims.get(key) == claimant:
+            del self.claims[key]
+
+    def release(self, claimant: str) -> None:
+        """Drop every claim of a trial that ended without putting what it claimed."""
+        self.claims = {k: v for k, v in self.claims.items() if v != claimant}
+
+
+@dataclass
+class Reuse:
+    """One trial's reuse: artifacts taken from the store instead of built, and the build time that saved."""
+
+    hits: int = 0
+    saved_s: float = 0.0
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {"store_hits": self.hits, "build_s_saved": round(self.saved_s, 3)}
+
+
+class StageStore:
+    """What a worker builds through: its recent artifacts in memory, the run's store (``service``, a Ray
+    actor handle; None outside a run) behind them. ``claimant`` names the trial building (its Ray task)."""
+
+    def __init__(self, service: Any = None, claimant: str = "", recent: OrderedDict[str, Artifact] | None = None,
+                 max_entries: int = 16) -> None:
+        self.service, self.claimant = service, claimant
+        self.max_entries = max_entries
+        self._recent = RECENT if recent is None else recent  # a worker's, kept across its trials
+        self.reuse = Reuse()
+
+    def get_or_build(self, key: str, build: Callable[[], Artifact]) -> Artifact:
+        """The stored artifact of ``key``, else ``build()``'s, stored for every later trial."""
+        found = self._recent.get(key) or self._from_service(key)
+        if found is not None:
+            self.reuse.hits += 1
+            self.reuse.saved_s += found.build_s
+            self._remember(key, found)
+            return found
+        try:
+            made = build()
+        except BaseException:
+            if self.service is not None:
+                self.service.release.remote(self.claimant)  # whoever waits on it builds it instead
+            raise
+        if self.service is not None:
+            _ray().get(self.service.put.remote(key, made, self.claimant))
+        self._remember(key, made)
+        return made
+
+    def _from_service(self, key: str) -> Artifact | None:
+        """The stored artifact; None when this caller is to build it (after waiting out another's build)."""
+        if self.service is None:
+            return None
+        while True:
+            verdict, found = _ray().get(self.service.lookup.remote(key, self.claimant))
+            if verdict != "wait":
+                return found
+            time.sleep(CLAIM_POLL_S)
+
+    def _remember(self, key: str, artifact: Artifact) -> None:
+        self._recent[key] = artifact
+        self._recent.move_to_end(key)
+        while len(self._recent) > self.max_entries:
+            self._recent.popitem(last=False)
+
+
+RECENT: OrderedDict[str, Artifact] = OrderedDict()  # this process's recent artifacts (Ray reuses worker processes)
+
+
+def _ray():
+    import ray
+
+    return ray
+
+
+def start_service(run_dir: Path) -> Any:
+    """The store's actor, on this (the driver's) node, reading and writing ``run_dir/artifacts``."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(StoreService).options(num_cpus=0, scheduling_strategy=here, max_concurrency=1)
+    return actor.remote(str((run_dir / FOLDER).resolve()))
+
+
+def workload_fingerprint(workload: Any) -> str:
+    """A digest of what every artifact depends on beyond its own settings: the model's weights, the
+    training and validation data and the recovery settings. A resumed run whose model file changed
+    under the same name builds afresh instead of reusing artifacts of the old one."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    if workload.onnx_model is not None:
+        digest.update(workload.onnx_model)
+    else:
+        from search.transforms.prune import weights_digest
+
+        digest.update(weights_digest(workload.model).encode())
+    for split in (workload.train, workload.val):
+        for name, array in split.inputs.items():
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        labels = split.y if isinstance(split.y, Mapping) else {"": split.y}
+        for name, array in labels.items():
+            if array is not None:
+                digest.update(str(name).encode())
+                digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
+    recovery = (workload.distill_epochs, workload.distill_lr, workload.batch_size, workload.metric.describe())
+    digest.update(repr(recovery).encode())
+    return digest.hexdigest()[:16]
