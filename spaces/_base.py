@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,9 @@ class BuildContext:
     batch_size: int
     facts: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # A knob that trains calls this after every epoch (model, epoch, epochs, best validation score so far):
+    # the run's recovery rungs (search/run/rungs.py) may stop a hopeless candidate there by raising.
+    after_epoch: Callable[[Any, int, int, float], None] | None = None
 
 
 class Knob(abc.ABC):
@@ -64,6 +67,11 @@ class Knob(abc.ABC):
     def for_workload(self, workload: Mapping[str, Any]) -> None:  # noqa: B027 - most knobs fit every model
         """Restrict the choices to what the run's model can take (``workload``: its description,
         ``search.workloads.describe``), after ``narrow``; a knob that fits no part of it fixes its unset value."""
+
+    def for_model(self, workload: Any) -> None:  # noqa: B027 - most knobs need not look at the model
+        """Learn from the run's torch model itself, once, before the search (a bare ONNX model: not
+        called): which values build the same model, so ``refuses`` and ``project`` move a draw to the
+        value that builds it, and no two trials build one model under two names."""
 
     def refuses(self, values: Mapping[str, Any], target: Target) -> str:
         """Why ``target`` cannot run these candidate values of this knob ("" when it can)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from search.errors import ConfigError
 from search.schema import Column, Field
 from search.workloads.calling import to_tensors
-from search.transforms.prune import prune, removed_share
+from search.transforms.prune import prune, removed_share, weights_digest
 from spaces._base import BuildContext, Knob
 
 
@@ -43,8 +44,58 @@ class PruneRate(Knob):
         self.high, self.step = float(high), float(step)
         self.round_to = [int(r) for r in round_to]
 
+    same_as: dict[tuple[float, int | None], tuple[float, int | None, float]] = {}
+
     def baseline(self) -> dict[str, Any]:
         return {"prune_rate": 0.0}
+
+    def for_model(self, workload: Any) -> None:
+        """Prune the model (no training) at every (rate, round_to) of the grid: draws that remove the very
+        same channels build one model, which the draw nearest its real share names (rate 0.8 with
+        round_to 16 that removes nothing is prune_rate 0.0). ``same_as`` maps the others to it."""
+        example = to_tensors(workload.train.rows(0, 1))
+        models: dict[str, list[tuple[float, int | None, float]]] = {}
+        for rate in self.grid():
+            for multiple in self.round_to if rate else [None]:
+                pruned = prune(workload.model, rate, example, workload.classifier, multiple, workload.keep)
+                share = removed_share(workload.model, pruned, workload.classifier, workload.keep)
+                models.setdefault(weights_digest(pruned), []).append((rate, multiple, share))
+        self.same_as = {}
+        for draws in models.values():
+            name = min(draws, key=lambda d: (abs(d[0] - d[2]), d[0], d[1] or 0))
+            self.same_as.update({(rate, multiple): name for rate, multiple, _ in draws if (rate, multiple) != name[:2]})
+        if self.same_as:
+            logging.getLogger("search").warning(
+                "prune_rate: on this model %s; a draw of one is re-asked as the other, so each model is built once",
+                ", ".join(f"{r:g}/{m} builds what {n[0]:g}/{n[1]} does" for (r, m), n in sorted(self.same_as.items(),
+                                                                                             key=str)))
+
+    def grid(self) -> list[float]:
+        return [round(i * self.step, 6) for i in range(int(round(self.high / self.step)) + 1)]
+
+    def refuses(self, values: Mapping[str, Any], target: Any) -> str:
+        drawn = self._drawn(values)
+        if drawn not in self.same_as:
+            return ""
+        rate, multiple, share = self.same_as[drawn]
+        return (f"prune_rate {drawn[0]:g} with prune_round_to {drawn[1]} removes the very channels prune_rate "
+                f"{rate:g}" + (f" with prune_round_to {multiple}" if multiple else "") + f" removes ({share:.0%}): "
+                "one model, built once under the name nearest what it is")
+
+    def project(self, params: dict[str, Any], target: Any) -> dict[str, Any]:
+        drawn = self._drawn(params)
+        if drawn not in self.same_as:
+            return params
+        rate, multiple, _ = self.same_as[drawn]
+        moved = {**params, "prune_rate": rate}
+        if multiple is not None and "prune_round_to" in params:
+            moved["prune_round_to"] = multiple
+        return moved
+
+    def _drawn(self, values: Mapping[str, Any]) -> tuple[float, int | None]:
+        rate = round(float(values.get("prune_rate") or 0.0), 6)
+        multiple = values.get("prune_round_to", self.round_to[0] if len(self.round_to) == 1 else None)
+        return rate, (int(multiple) if rate and multiple is not None else None)
 
     def distributions(self) -> dict[str, BaseDistribution]:
         found: dict[str, BaseDistribution] = {"prune_rate": FloatDistribution(0.0, self.high, step=self.step)}

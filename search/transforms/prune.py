@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import fnmatch
 from collections.abc import Mapping, Sequence
 
@@ -82,3 +83,13 @@ def removed_share(original: nn.Module, pruned: nn.Module, classifier: str | None
     before, after = _widths(original, classifier, keep), _widths(pruned, classifier, keep)
     total = sum(before.values())
     return 1 - sum(after.get(name, 0) for name in before) / total if total else 0.0
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A digest of every parameter and buffer (names, shapes, values): equal digests, equal models."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        values = tensor.detach().cpu().contiguous()
+        digest.update((values.float() if values.dtype == torch.bfloat16 else values).numpy().tobytes())
+    return digest.hexdigest()
