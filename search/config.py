@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from search.errors import ConfigError
@@ -117,6 +117,7 @@ class Settings:
     time_budget_s: float | None = None
     stall_trials: int | None = None
     warm_start: Path | None = None
+    recovery_rungs: tuple[float, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -154,7 +155,19 @@ class Settings:
             time_budget_s=seconds("time_budget"),
             stall_trials=stall,
             warm_start=_warm_start(cfg.get("warm_start")),
+            recovery_rungs=_rungs(cfg.get("recovery_rungs")),
         )
+
+
+def _rungs(value: Any) -> tuple[float, ...]:
+    """Shares of the recovery epochs after which a hopeless candidate stops: each in (0, 1)."""
+    if value is None:
+        return ()
+    shares = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1 for s in shares):
+        raise ConfigError(f"recovery_rungs must be a list of shares of the recovery epochs, each in (0, 1), "
+                          f"got {value!r}")
+    return tuple(sorted(float(s) for s in shares))
 
 
 def _warm_start(value: Any) -> Path | None:

@@ -61,5 +61,5 @@ class Distillation(Knob):
         if temperature is None:  # nothing was pruned: the model is the teacher, nothing to recover
             return model
         distill(model, context.workload, temperature, values.get("distill_alpha") or 0.0, context.seed,
-                context.target.torch_device)
+                context.target.torch_device, context.after_epoch)
         return model

@@ -18,6 +18,13 @@ from search.workloads import digits
 REPO = Path(__file__).resolve().parent.parent
 
 
+def tried(table):
+    """The rows of trials that ran: without the draws re-asked before anything was built (a target that
+    cannot run them, a prune value that builds another value's model), which are PRUNED rows."""
+    reasked = (table["state"] == "PRUNED") & table["error"].fillna("").astype(str).str.contains("re-asked")
+    return table[~reasked]
+
+
 @pytest.fixture(scope="session")
 def teacher_cache(tmp_path_factory) -> str:
     """One teacher cache for the whole session, so the digits teacher trains once (seconds)."""
@@ -26,7 +33,9 @@ def teacher_cache(tmp_path_factory) -> str:
 
 def quick_overrides(tmp_path: Path, teacher_cache: str | None) -> list[str]:
     """The overrides that shrink ``python -m search`` to a tiny CPU run (digits unless teacher_cache is None)."""
-    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1"]
+    # recovery_rungs=[]: a tiny run's trial count is exact; tests/test_rungs.py runs them on purpose
+    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1",
+             "recovery_rungs=[]"]
     if teacher_cache is not None:
         quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
     return quick

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import search
+from tests.conftest import search, tried
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -78,7 +78,7 @@ def test_search_joins_an_existing_cluster_and_uses_both_nodes(two_node_cluster, 
     proc = search(tmp_path, teacher_cache, f"cluster.address={two_node_cluster}", "trials=4", "workers=2", "run=c",
                   env=AUTH)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pd.read_csv(tmp_path / "c" / "trials.csv")
+    table = tried(pd.read_csv(tmp_path / "c" / "trials.csv"))
     assert len(table) == 4 and (table["state"] == "COMPLETE").all()
     assert table["node"].nunique() == 2, table["node"].tolist()
 

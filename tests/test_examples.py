@@ -17,7 +17,7 @@ from examples.regression.workload import load as load_regression
 from search.metrics import CosineFidelity, MeanSquaredError
 from search.workloads import check_workload
 from search.workloads.calling import run_torch
-from tests.conftest import search
+from tests.conftest import search, tried
 
 pytestmark = pytest.mark.slow
 README_OVERRIDES = ["hydra.searchpath=[file://examples/breast_cancer/conf]", "workload=breast_cancer"]
@@ -37,7 +37,7 @@ def test_example_search_runs_from_the_readme_command(tmp_path):
     proc = search(tmp_path, None, *README_OVERRIDES, "workload.epochs=60", "workload.distill_epochs=5", "trials=4",
                   "workers=2", "run=byo", "space.knobs.quant_bits.choices=[32,4]")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = pd.read_csv(tmp_path / "byo" / "trials.csv")
+    table = tried(pd.read_csv(tmp_path / "byo" / "trials.csv"))
     assert len(table) == 4 and (table["state"] == "COMPLETE").all(), table["error"].tolist()
     front = pd.read_csv(tmp_path / "byo" / "pareto.csv")
     card = json.loads((tmp_path / "byo" / "models" / f"trial-{front['trial'].iloc[0]}.json").read_text())
@@ -76,7 +76,7 @@ def test_regression_search_runs_from_the_readme_command(tmp_path, regression_wor
     proc = search(tmp_path, None, *REGRESSION_OVERRIDES, f"workload.epochs={REGRESSION_EPOCHS}",
                   "workload.distill_epochs=5", "trials=4", "workers=2", "run=regression")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = pd.read_csv(tmp_path / "regression" / "trials.csv")
+    table = tried(pd.read_csv(tmp_path / "regression" / "trials.csv"))
     assert len(table) == 4 and (table["state"] == "COMPLETE").all(), table["error"].tolist()
     assert "mse" in table.columns and "accuracy" not in table.columns
     # the baseline row is the factory's own model: its mse is the one measured in torch here

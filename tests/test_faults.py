@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from tests.cluster_helpers import AUTH, start_cluster
-from tests.conftest import REPO, quick_overrides, search
+from tests.conftest import REPO, quick_overrides, search, tried
 from tests.driver_control import kill_session
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ DIED = re.compile(r"^(WorkerCrashedError|NodeDiedError|ObjectLostError|OwnerDied
 
 def finished_rows(run: Path) -> pd.DataFrame:
     """trials.csv without the rows a resume re-ran (README: marked ``re-run as a new trial``)."""
-    table = pd.read_csv(run / "trials.csv")
+    table = tried(pd.read_csv(run / "trials.csv"))
     return table[~table["error"].fillna("").astype(str).str.startswith("re-run as")]
 
 

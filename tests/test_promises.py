@@ -23,7 +23,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, quick_overrides, search
+from tests.conftest import REPO, quick_overrides, search, tried
 from tests.driver_control import kill_session, running_trials, wait_for_running
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def test_pareto_csv_is_the_noise_aware_front_of_the_completed_rows(noisy_run):
     run, _ = noisy_run
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{run / 'study.db'}")
     assert study.metric_names == OBJECTIVES, "the reference below covers exactly these objectives"
-    table = pd.read_csv(run / "trials.csv")
+    table = tried(pd.read_csv(run / "trials.csv"))
     done = table[table["state"] == "COMPLETE"]
     assert len(done) >= 5
     intervals = ["latency_ci_low_ms", "latency_ci_high_ms", "energy_ci_low_mj", "energy_ci_high_mj"]
@@ -148,7 +148,7 @@ def test_cover_trials_measure_every_declared_mode_right_after_the_baseline(noisy
 def test_a_trial_whose_worker_died_is_rerun_under_max_retries(noisy_run):
     run, marker = noisy_run
     killed = json.loads((marker / "killed.json").read_text())["candidate"]  # written just before the kill
-    table = pd.read_csv(run / "trials.csv")
+    table = tried(pd.read_csv(run / "trials.csv"))
     assert len(table) == NOISY_TRIALS
     assert (table["state"] == "COMPLETE").all(), table[["trial", "state", "error"]]
     victim = pd.Series(killed)
@@ -163,7 +163,7 @@ def test_a_trial_whose_worker_died_fails_without_retries_and_the_search_goes_on(
                   "max_retries=0", *kill_once_overrides(marker))
     assert proc.returncode == 0, proc.stderr[-3000:]
     killed = pd.Series(json.loads((marker / "killed.json").read_text())["candidate"])
-    table = pd.read_csv(tmp_path / "noretry" / "trials.csv")
+    table = tried(pd.read_csv(tmp_path / "noretry" / "trials.csv"))
     assert len(table) == 3, "the failed trial counts towards trials and the search still finished them"
     failed = table[table["state"] == "FAIL"]
     assert len(failed) == 1, table[["trial", "state", "error"]]
@@ -192,7 +192,7 @@ def test_trials_in_flight_when_the_driver_is_killed_are_rerun_with_the_same_para
     assert again.returncode == 0, again.stderr[-3000:]
     after = {t.number: t.values for t in optuna.load_study(study_name="search", storage=f"sqlite:///{db}").trials}
     assert all(after[n] == values for n, values in before.items()), "a trial finished before the kill changed"
-    table = pd.read_csv(tmp_path / "killed" / "trials.csv")
+    table = tried(pd.read_csv(tmp_path / "killed" / "trials.csv"))
     rerun = table["error"].fillna("").str.startswith("re-run as")
     assert set(table.loc[rerun, "trial"]) == in_flight, "exactly the trials in flight are marked re-run"
     used: set[int] = set()  # each interrupted trial needs a run of its own

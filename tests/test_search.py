@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from search.workloads.digits import split_digits
-from tests.conftest import search
+from tests.conftest import search, tried
 from tests.driver_control import wait_for_running
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def test_run_folder_holds_every_result_file(finished_run):
 
 
 def test_trials_table_has_contract_columns_and_real_metrics(finished_run):
-    table = pd.read_csv(finished_run / "trials.csv")
+    table = tried(pd.read_csv(finished_run / "trials.csv"))
     assert set(CONTRACT_COLUMNS) <= set(table.columns)
     assert len(table) == 3
     done = table[table["state"] == "COMPLETE"]
@@ -63,7 +63,7 @@ def test_trials_table_has_contract_columns_and_real_metrics(finished_run):
 def test_quiet_phase_retimes_every_pareto_member(finished_run):
     import json
 
-    table = pd.read_csv(finished_run / "trials.csv")
+    table = tried(pd.read_csv(finished_run / "trials.csv"))
     front = pd.read_csv(finished_run / "pareto.csv")
     assert len(front) >= 1 and front["final"].all(), "every front member was re-timed after the search"
     assert front["search_latency_ms"].notna().all()
@@ -150,7 +150,7 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
                   "~workload", "+workload._target_=tests.workloads.conv_only",
                   "space.knobs.quant_bits.choices=[4]")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = pd.read_csv(tmp_path / "f" / "trials.csv")
+    table = tried(pd.read_csv(tmp_path / "f" / "trials.csv"))
     assert len(table) == 4
     failed = table[table["state"] == "FAIL"]
     assert len(failed) >= 1 and (failed["quant_bits"] == 4).all()
@@ -160,15 +160,23 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
 
 
 def test_existing_run_is_resumed_and_earlier_trials_kept(tmp_path, teacher_cache):
-    first = search(tmp_path, teacher_cache, "trials=2", "workers=2", "run=r")
+    # A space of one model (fp32, unpruned) run in several ways: it is built once, then served by the
+    # run's store to the trial in flight beside the first (which waits for it) and, after the resume,
+    # to the new driver's fresh workers.
+    one_model = ["~space.knobs.prune_rate", "~space.knobs.distillation", "space.knobs.quant_bits.choices=[32]"]
+    first = search(tmp_path, teacher_cache, "trials=2", "workers=2", "run=r", *one_model)
     assert first.returncode == 0, first.stderr[-2000:]
     before = pd.read_csv(tmp_path / "r" / "trials.csv", dtype=str)  # as written: a later row may change a dtype
-    again = search(tmp_path, teacher_cache, "trials=3", "workers=2", "run=r")
+    again = search(tmp_path, teacher_cache, "trials=3", "workers=2", "run=r", *one_model)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming" in again.stderr
     after = pd.read_csv(tmp_path / "r" / "trials.csv", dtype=str)
     assert len(after) == 3
     pd.testing.assert_frame_equal(after.iloc[:2].reset_index(drop=True), before)
+    table = pd.read_csv(tmp_path / "r" / "trials.csv")
+    assert list(table["store_hits"]) == [0, 1, 1] and (table["build_s_saved"].iloc[1:] > 0).all()
+    assert len(list((tmp_path / "r" / "artifacts").glob("*.onnx"))) == 2  # the student and the model
+    assert "artifact store: 2 of 3 trials reused a stored build" in again.stdout
 
 
 def test_resume_with_a_different_space_is_refused(tmp_path, teacher_cache):
@@ -199,7 +207,7 @@ def test_ctrl_c_saves_the_tables_and_the_same_command_resumes(tmp_path, teacher_
     again = subprocess.run([sys.executable, "-m", "search", *quick], cwd=REPO, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    table = pd.read_csv(tmp_path / "c" / "trials.csv")
+    table = tried(pd.read_csv(tmp_path / "c" / "trials.csv"))
     rerun = table["error"].fillna("").str.startswith("re-run as")
     assert (~rerun).sum() == 3, "three finished trials, not counting the interrupted ones"
     assert table[~rerun]["baseline"].sum() == 1
@@ -211,7 +219,7 @@ def test_trial_past_its_timeout_is_cancelled_and_recorded(tmp_path, teacher_cach
     proc = search(tmp_path, teacher_cache, "trials=3", "workers=1", "run=t", "trial_timeout_s=10",
                   "workload.distill_epochs=3000", "space.knobs.prune_rate.high=0.5", "sampler=random", "seed=3")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = pd.read_csv(tmp_path / "t" / "trials.csv")
+    table = tried(pd.read_csv(tmp_path / "t" / "trials.csv"))
     assert len(table) == 3 and table.iloc[0]["state"] == "COMPLETE"
     timed_out = table[table["error"].fillna("").str.startswith("timed out")]
     assert len(timed_out) >= 1 and (timed_out["prune_rate"] > 0).all()

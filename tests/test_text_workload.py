@@ -12,7 +12,7 @@ import pytest
 from search.runtime.runners import make_runner
 from search.workloads import check_workload
 from search.workloads.text import load
-from tests.conftest import search
+from tests.conftest import search, tried
 
 pytestmark = pytest.mark.slow
 SMALL = {"epochs": 4, "hidden": 32, "max_length": 24, "vocab_size": 800}  # seconds to train, still a BERT
@@ -42,7 +42,7 @@ def test_a_text_search_runs_and_its_models_run_on_int64_arrays_alone(tmp_path, t
                   "space.knobs.quant_bits.modes=[minmax,dynamic]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "text"
-    table = pd.read_csv(run / "trials.csv")
+    table = tried(pd.read_csv(run / "trials.csv"))
     assert (table["state"] == "COMPLETE").all(), table[["state", "error"]].to_string()
     assert {"fusion", "fused_ops", "accuracy"} <= set(table.columns)
     assert (table.loc[table["fusion"] == "transformer", "fused_ops"] > 0).all()

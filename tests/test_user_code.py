@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tried
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +147,7 @@ def _check_run(tmp_path: Path, folder: Path, proc: subprocess.CompletedProcess, 
                ) -> tuple[pd.DataFrame, dict[int, str]]:
     """The run finished every trial, and worker processes that could not import the module ran the model."""
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pd.read_csv(tmp_path / "results" / run / "trials.csv")
+    table = tried(pd.read_csv(tmp_path / "results" / run / "trials.csv"))
     assert len(table) == 4 and (table["state"] == "COMPLETE").all(), table["error"].tolist()
     seen = marks(folder)
     workers = {pid: node for pid, (importable, node) in seen.items() if not importable}
@@ -295,7 +295,7 @@ def test_optimize_from_a_script_outside_the_repo(script_run, which):
     out = json.loads(proc.stdout.strip().splitlines()[-1])[which]
     assert "macro_f1" in out["columns"] and "model_path" in out["columns"]
     assert Path(out["run_dir"]) == results / which
-    trials = pd.read_csv(results / which / "trials.csv")
+    trials = tried(pd.read_csv(results / which / "trials.csv"))
     assert len(trials) == 4 and (trials["state"] == "COMPLETE").all(), trials["error"].tolist()
     assert out["members"], "the front has members"
     for trial, member in out["members"].items():

@@ -29,6 +29,7 @@ from search.run.lock import RunLock
 from search.run.retime import retime_front
 from search.bundle.sample import largest_batch, write_run_sample
 from search.manifest import carry_forward, make_manifest
+from search.run.rungs import recovery_history
 from search.run.stopping import StopRules
 from search.run.warm_start import warm_params
 from search.run.state import (Search, load_machines, note_machine, say, start_growing_fronts, take_finished,
@@ -154,6 +155,9 @@ def adopt_workload(search: Search, workload: Workload) -> None:
     search.config["workload_info"] = describe(workload)
     for plugin in [*configured, *search.evaluators]:
         plugin.for_workload(search.config["workload_info"])
+    if not workload.is_onnx:
+        for knob in search.knobs:
+            knob.for_model(workload)
     search.schema = make_schema(configured, search.evaluators)
 
 
@@ -182,6 +186,9 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
     warm = _warm_start(search, resuming, room=search.settings.trials - 1 - len(cover))
     study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs), cover, warm)
     search.finals.update(studies.final_figures(study))
+    search.rungs = recovery_history(search.settings.recovery_rungs, workload, search.objectives,
+                                    [t.user_attrs.get(studies.OUTCOME) or {} for t in study.get_trials(deepcopy=False)
+                                     if t.state == optuna.trial.TrialState.COMPLETE])
     rerun = studies.requeue_stale(study)
     done, _ = studies.finished(study.get_trials(deepcopy=False))
     say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
@@ -248,7 +255,9 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         error = studies.record(study, trial, result, search.objectives)
         done, failed = done + 1, failed + bool(error)  # record leaves it COMPLETE or FAIL: no re-read of every trial
         frozen = studies.frozen(study, trial)
-        rules.finished(None if error else frozen.values)
+        rules.finished(frozen.values if frozen.state == optuna.trial.TrialState.COMPLETE else None)
+        if search.rungs is not None and frozen.state == optuna.trial.TrialState.COMPLETE:
+            search.rungs.add(result.get("recovery") or [], (result.get("metrics") or {}).get(search.rungs.quality))
         front = take_finished(search, frozen, None if error else result["model_bytes"],
                               tables_due.ready(), lambda: study.get_trials(deepcopy=False))
         progress.update(front, done, failed)

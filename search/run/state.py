@@ -19,6 +19,7 @@ from search.files import write_text
 from search.results.card import MACHINES_FILE, read_machines, sync_models
 from search.results.tables import (FrontTracker, GrowingFront, front_members, target_fronts, trial_row, trials_table,
                                    write_tables)
+from search.run.rungs import RungHistory, RungPlan
 from search.runtime.target import Target
 from search.schema import Schema
 from spaces import Knob
@@ -42,6 +43,14 @@ class Search:
     front_tracker: FrontTracker = field(default_factory=FrontTracker)
     growing: dict[str, GrowingFront] = field(default_factory=dict)  # "" the overall front; a target's by name
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)  # each node's machine, as machines.json keeps
+    rungs: RungHistory | None = None  # what recovery rungs learned so far (None: no rung applies)
+
+    def rung_plan(self) -> RungPlan | None:
+        """The next trial's recovery rungs, against the front as it stands."""
+        if self.rungs is None or "" not in self.growing:
+            return None
+        floors = {metric: interval[2] for metric, interval in self.schema.intervals.items()}
+        return self.rungs.plan(self.growing[""].members(), self.objectives, floors)
 
     def target_config(self, name: str) -> dict[str, Any]:
         return self.config["target_configs"].get(name, self.config["target"])

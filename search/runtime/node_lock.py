@@ -34,19 +34,44 @@ def _turnstile(path: Path) -> Path:
     return path.with_name(path.name + ".turnstile")
 
 
+_BUILDING: list[tuple[Path, object]] = []  # this process's shared holds while it builds: (lock path, file)
+
+
+def _take_shared(path: Path, handle) -> None:
+    with _flock(_turnstile(path), fcntl.LOCK_EX):
+        pass
+    fcntl.flock(handle, fcntl.LOCK_SH)
+
+
 @contextlib.contextmanager
 def building(path: Path = LOCK_PATH) -> Iterator[None]:
     """Shared: any number of trials build (prune, distill, quantize) at once, none while a timing waits."""
-    with _flock(_turnstile(path), fcntl.LOCK_EX):
-        pass
-    with _flock(path, fcntl.LOCK_SH):
-        yield
+    with open(path, "a+") as handle:
+        _take_shared(path, handle)
+        _BUILDING.append((path, handle))
+        try:
+            yield
+        finally:
+            _BUILDING.remove((path, handle))
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
 def measuring_alone(path: Path = LOCK_PATH) -> Iterator[None]:
-    """Exclusive: no build and no other measurement runs on this node meanwhile."""
-    with contextlib.ExitStack() as node:
-        with _flock(_turnstile(path), fcntl.LOCK_EX):  # released once the node is ours, so builds queue again
-            node.enter_context(_flock(path, fcntl.LOCK_EX))
-        yield
+    """Exclusive: no build and no other measurement runs on this node meanwhile.
+
+    Inside ``building`` (a recovery rung times a quick build mid-training) the build's own shared
+    hold is set aside meanwhile and taken again after: holding it, the exclusive lock would wait
+    on itself.
+    """
+    held = [handle for held_path, handle in _BUILDING if held_path == path]
+    for handle in held:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        with contextlib.ExitStack() as node:
+            with _flock(_turnstile(path), fcntl.LOCK_EX):  # released once the node is ours, so builds queue again
+                node.enter_context(_flock(path, fcntl.LOCK_EX))
+            yield
+    finally:
+        for handle in held:
+            _take_shared(path, handle)

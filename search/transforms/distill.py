@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from search.transforms.training import train_model
 from search.workloads._base import Workload
 
 
-def distill(student: nn.Module, workload: Workload, temperature: float, alpha: float, seed: int, device: str = "cpu") -> float:
+def distill(student: nn.Module, workload: Workload, temperature: float, alpha: float, seed: int, device: str = "cpu",
+            after_epoch: Callable[[nn.Module, int, int, float], None] | None = None) -> float:
     """Fine-tune ``student`` in place against the teacher; T = 0 trains on labels only.
 
     The loss fits the workload's metric (search/transforms/training.py): a task without labels
@@ -34,4 +37,5 @@ def distill(student: nn.Module, workload: Workload, temperature: float, alpha: f
         device=device,
         batch_size=workload.batch_size,
         output_names=workload.output_names or None,
+        after_epoch=after_epoch,
     )

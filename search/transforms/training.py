@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -99,8 +99,13 @@ def train_model(
     device: str = "cpu",
     batch_size: int = 64,
     output_names: list[str] | None = None,
+    after_epoch: Callable[[nn.Module, int, int, float], None] | None = None,
 ) -> float:
     """Train in place (against the teacher's outputs when given); keep the best epoch on ``val``.
+
+    ``after_epoch(model, epoch, epochs, best)`` is called after epoch 0 (the untrained state) and each
+    epoch with the best validation score so far; it may raise to stop the training (a recovery rung,
+    search/run/rungs.py).
 
     Returns:
         the validation score (the metric's) of the weights left in ``model``.
@@ -108,7 +113,7 @@ def train_model(
     with _one_thread():
         return _train(model, train, val, epochs=epochs, lr=lr, seed=seed, metric=metric or Accuracy(),
                       teacher=teacher, temperature=temperature, alpha=alpha, device=device, batch_size=batch_size,
-                      output_names=output_names)
+                      output_names=output_names, after_epoch=after_epoch or (lambda *_: None))
 
 
 @contextlib.contextmanager
@@ -125,7 +130,7 @@ def _one_thread() -> Iterator[None]:
 
 def _train(model: nn.Module, train: Split, val: Split, *, epochs: int, lr: float, seed: int, metric: Metric,
            teacher: nn.Module | None, temperature: float, alpha: float, device: str, batch_size: int,
-           output_names: list[str] | None) -> float:
+           output_names: list[str] | None, after_epoch: Callable[[nn.Module, int, int, float], None]) -> float:
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     generator = torch.Generator().manual_seed(seed)
@@ -138,8 +143,9 @@ def _train(model: nn.Module, train: Split, val: Split, *, epochs: int, lr: float
     # Epoch 0 is the untrained state: with epochs=0 nothing changes, and training never
     # leaves the model worse on val than it came in.
     best, best_state = score(model.to("cpu"), val, metric, reference, names), copy.deepcopy(model.state_dict())
+    after_epoch(model, 0, epochs, best)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         model.to(device).train()
         if needs_teacher:
             teacher.to(device).eval()
@@ -155,6 +161,7 @@ def _train(model: nn.Module, train: Split, val: Split, *, epochs: int, lr: float
         value = score(model.to("cpu"), val, metric, reference, names)
         if sign * value > sign * best:
             best, best_state = value, copy.deepcopy(model.state_dict())
+        after_epoch(model, epoch, epochs, best)
     model.load_state_dict(best_state)
     model.to("cpu").eval()
     return best
