@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -34,7 +35,13 @@ def _turnstile(path: Path) -> Path:
     return path.with_name(path.name + ".turnstile")
 
 
-_BUILDING: list[tuple[Path, object]] = []  # this process's shared holds while it builds: (lock path, file)
+_THIS_THREAD = threading.local()  # .building: this thread's shared holds while it builds, as (lock path, file)
+
+
+def _building() -> list[tuple[Path, object]]:
+    if not hasattr(_THIS_THREAD, "building"):
+        _THIS_THREAD.building = []
+    return _THIS_THREAD.building
 
 
 def _take_shared(path: Path, handle) -> None:
@@ -48,11 +55,11 @@ def building(path: Path = LOCK_PATH) -> Iterator[None]:
     """Shared: any number of trials build (prune, distill, quantize) at once, none while a timing waits."""
     with open(path, "a+") as handle:
         _take_shared(path, handle)
-        _BUILDING.append((path, handle))
+        _building().append((path, handle))
         try:
             yield
         finally:
-            _BUILDING.remove((path, handle))
+            _building().remove((path, handle))
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -64,7 +71,7 @@ def measuring_alone(path: Path = LOCK_PATH) -> Iterator[None]:
     hold is set aside meanwhile and taken again after: holding it, the exclusive lock would wait
     on itself.
     """
-    held = [handle for held_path, handle in _BUILDING if held_path == path]
+    held = [handle for held_path, handle in _building() if held_path == path]
     for handle in held:
         fcntl.flock(handle, fcntl.LOCK_UN)
     try:
