@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from samplers import completed, hypervolume  # noqa: E402
+from samplers import completed, hypervolume, loss_scale  # noqa: E402
 from search.plugins import plugins_from_config  # noqa: E402
 
 MARKS = (0.25, 0.5, 0.75, 1.0)
@@ -59,18 +59,7 @@ def seed_curve(runs: dict[str, Path]) -> dict[str, list[float]]:
     config = OmegaConf.to_container(OmegaConf.load(runs["no-rungs"] / "config.yaml"), resolve=True)
     objectives = list(plugins_from_config(config).schema.objectives)
     tables = {v: completed(folder) for v, folder in runs.items()}
-    every = pd.concat(tables.values())
-    scaled = {}
-    for metric, direction in objectives:
-        sign = -1.0 if direction == "maximize" else 1.0
-        low, high = (sign * every[metric]).min(), (sign * every[metric]).max()
-        scaled[metric] = (sign, low, (high - low) or 1.0)
-
-    def losses(table: pd.DataFrame):
-        import numpy as np
-
-        return np.column_stack([(s * table[m] - low) / span for m, (s, low, span) in scaled.items()])
-
+    losses = loss_scale(pd.concat(tables.values()), objectives)
     horizon = wall_s(runs["no-rungs"])
     return {v: [hypervolume(losses(t[t["elapsed_s"] <= mark * horizon])) for mark in MARKS] for v, t in tables.items()}
 

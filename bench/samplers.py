@@ -59,9 +59,8 @@ def hypervolume(losses: np.ndarray) -> float:
     return float(compute_hypervolume(front, np.full(losses.shape[1], REFERENCE)))
 
 
-def seed_scores(runs: dict[str, pd.DataFrame], objectives: list[tuple[str, str]]) -> dict[str, tuple[float, float]]:
-    """Each sampler's (hypervolume at equal trials, at equal wall time) for one seed."""
-    every = pd.concat(runs.values())
+def loss_scale(every: pd.DataFrame, objectives: list[tuple[str, str]]):
+    """Rows -> losses in [0, 1]: each objective made a loss and scaled over ``every`` (one seed's runs)."""
     scaled = {}
     for metric, direction in objectives:
         sign = -1.0 if direction == "maximize" else 1.0
@@ -71,6 +70,12 @@ def seed_scores(runs: dict[str, pd.DataFrame], objectives: list[tuple[str, str]]
     def losses(table: pd.DataFrame) -> np.ndarray:
         return np.column_stack([(s * table[m] - low) / span for m, (s, low, span) in scaled.items()])
 
+    return losses
+
+
+def seed_scores(runs: dict[str, pd.DataFrame], objectives: list[tuple[str, str]]) -> dict[str, tuple[float, float]]:
+    """Each sampler's (hypervolume at equal trials, at equal wall time) for one seed."""
+    losses = loss_scale(pd.concat(runs.values()), objectives)
     horizon = min(table["elapsed_s"].max() for table in runs.values())
     return {name: (hypervolume(losses(table)), hypervolume(losses(table[table["elapsed_s"] <= horizon])))
             for name, table in runs.items()}

@@ -149,7 +149,7 @@ def test_embedding_search_runs_and_its_fidelity_is_recomputed_outside(tmp_path, 
                   "run=embedding")
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "embedding"
-    table = pd.read_csv(run / "trials.csv")
+    table = tried(pd.read_csv(run / "trials.csv"))
     # a draw of ORT's transformer fusion with static int8 is refused by design (calibration fails on the
     # fused graph: spaces/fusion.py); no other failure is expected (a 12-trial space=full run had none)
     refused = table["error"].fillna("").str.startswith("not applicable")

@@ -155,9 +155,6 @@ def adopt_workload(search: Search, workload: Workload) -> None:
     search.config["workload_info"] = describe(workload)
     for plugin in [*configured, *search.evaluators]:
         plugin.for_workload(search.config["workload_info"])
-    if not workload.is_onnx:
-        for knob in search.knobs:
-            knob.for_model(workload)
     search.schema = make_schema(configured, search.evaluators)
 
 
@@ -179,6 +176,9 @@ def run_search(cfg: DictConfig, workload: Workload | None = None) -> Path:
 def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSampler, lock: RunLock) -> Path:
     resuming = _open_run_dir(search)
     lock.announce()
+    if not workload.is_onnx:  # after every refusal: what the knobs learn here costs time, and they may say it
+        for knob in search.knobs:
+            knob.for_model(workload)
     write_run_sample(search.run_dir, workload.test, largest_batch(search.knobs))  # for the bundles pick writes
     # only what fits in the trials asked for: an enqueued trial never asked would stay WAITING
     cover = runnable_cover(cover_params(search.knobs), search.targets, search.knobs) if search.settings.cover else []
