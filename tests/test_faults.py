@@ -127,7 +127,7 @@ def test_a_node_lost_mid_run_loses_no_finished_trial_and_the_search_finishes(tmp
     # in flight when the node was lost (asked for before the kill ended, not told before it began): retried elsewhere
     # and completed, or failed because it died
     # (a draw re-asked at once, never built, is no trial in flight)
-    in_flight = [n for n in trials_between(db, kill_start, kill_end) if n in table.index]
+    in_flight = {n for n in trials_between(db, kill_start, kill_end) if n in table.index}
     assert in_flight, "a trial was in flight when the node was lost"
     for number in in_flight:
         row = table.loc[number]
