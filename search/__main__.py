@@ -55,9 +55,8 @@ def _store_note(run_dir, table) -> str:
     """What the run's artifact store served: trials that reused a build, and the build time that saved."""
     from search.run.store import FOLDER, ArtifactFolder
 
-    built = table[table["state"].isin(["COMPLETE", "FAIL"])]
-    hits = built["store_hits"].fillna(0) if "store_hits" in built else built["trial"] * 0
-    saved = float(built["build_s_saved"].fillna(0).sum()) if "build_s_saved" in built else 0.0
+    built = table[table["state"].isin(["COMPLETE", "FAIL"])]  # trials.csv has the columns: the schema's tail
+    hits, saved = built["store_hits"].fillna(0), float(built["build_s_saved"].fillna(0).sum())
     count, size = ArtifactFolder(run_dir / FOLDER).usage()
     return (f"artifact store: {int((hits > 0).sum())} of {len(built)} trials reused a stored build "
             f"({int(hits.sum())} hits), {saved:.1f} s of build time saved; {count} artifacts, "

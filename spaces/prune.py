@@ -43,8 +43,8 @@ class PruneRate(Knob):
             raise ConfigError(f"prune_rate: round_to must be positive integers, got {list(round_to)}")
         self.high, self.step = float(high), float(step)
         self.round_to = [int(r) for r in round_to]
-
-    same_as: dict[tuple[float, int | None], tuple[float, int | None, float]] = {}
+        # (rate, round_to) -> (rate, round_to, share removed) of the draw that builds the same model (for_model)
+        self.same_as: dict[tuple[float, int | None], tuple[float, int | None, float]] = {}
 
     def baseline(self) -> dict[str, Any]:
         return {"prune_rate": 0.0}

@@ -10,7 +10,7 @@ import pytest
 import optuna
 
 from evaluators import Accuracy, Latency, Size
-from search.run.cache import StageCache, stage_key
+from search.run.store import stage_key
 from search.files import write_atomically, write_bytes, write_text
 from search.plugins import make_schema
 from search.results.pareto import pareto_mask
@@ -177,42 +177,6 @@ def test_atomic_write_that_fails_on_a_new_path_creates_nothing(tmp_path):
 
 
 # --- stage cache -------------------------------------------------------------------------------
-
-def counting_builder(calls: list[str], value: str):
-    def build() -> str:
-        calls.append(value)
-        return value
-    return build
-
-
-def test_stage_cache_builds_once_per_key():
-    cache, calls = StageCache(max_entries=4), []
-    assert cache.get_or_build("k", counting_builder(calls, "first")) == "first"
-    assert cache.get_or_build("k", counting_builder(calls, "second")) == "first"
-    assert calls == ["first"] and cache.hits == 1
-
-
-def test_stage_cache_evicts_the_least_recently_used_entry():
-    cache, calls = StageCache(max_entries=2), []
-    cache.get_or_build("a", counting_builder(calls, "a"))
-    cache.get_or_build("b", counting_builder(calls, "b"))
-    cache.get_or_build("a", counting_builder(calls, "a-again"))  # a is now the most recent
-    cache.get_or_build("c", counting_builder(calls, "c"))  # evicts b, not a
-    assert cache.get_or_build("a", counting_builder(calls, "a-rebuilt")) == "a"
-    assert cache.get_or_build("b", counting_builder(calls, "b-rebuilt")) == "b-rebuilt"
-    assert calls == ["a", "b", "c", "b-rebuilt"]
-
-
-def test_stage_cache_keeps_nothing_when_the_builder_raises():
-    cache, calls = StageCache(), []
-
-    def broken() -> str:
-        raise RuntimeError("build failed")
-
-    with pytest.raises(RuntimeError):
-        cache.get_or_build("k", broken)
-    assert cache.get_or_build("k", counting_builder(calls, "ok")) == "ok" and calls == ["ok"]
-
 
 def test_stage_key_is_stable_and_ignores_dict_order():
     assert stage_key("student", {"rate": 0.5, "T": 2}, "digits", "cpu") == \

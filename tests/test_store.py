@@ -58,6 +58,15 @@ def test_stage_store_counts_the_build_time_each_reuse_saves():
     assert first.get_or_build("other", lambda: Artifact(b"ok")).data == b"ok"
 
 
+def test_a_worker_keeps_only_its_most_recent_artifacts_in_memory():
+    recent: OrderedDict = OrderedDict()
+    for key in "abc":
+        StageStore(recent=recent, max_entries=2).get_or_build(key, lambda k=key: Artifact(k.encode()))
+    StageStore(recent=recent, max_entries=2).get_or_build("b", lambda: pytest.fail("b was evicted"))  # b is newest
+    StageStore(recent=recent, max_entries=2).get_or_build("d", lambda: Artifact(b"d"))  # evicts c, not b
+    assert list(recent) == ["b", "d"]
+
+
 def test_runtime_settings_and_batch_size_reuse_the_built_model(digits_workload):
     """A model differs from another by what builds it, not by how it runs: the second is not built."""
     target, recent = Target.from_config({"name": "cpu"}), OrderedDict()

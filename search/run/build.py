@@ -17,8 +17,7 @@ from typing import Any
 
 from search.candidate import Candidate
 from search.errors import NotApplicable
-from search.run.cache import stage_key
-from search.run.store import Artifact, StageStore
+from search.run.store import Artifact, StageStore, stage_key
 from search.runtime.target import Target
 from search.transforms import check_onnx, export_onnx
 from search.workloads.calling import to_tensors
@@ -62,10 +61,8 @@ def _student(workload: Workload, cand: Candidate, knobs: Sequence[Knob],
         model = copy.deepcopy(workload.model).cpu().eval()  # a step may train in place: never the teacher
         for knob in steps:
             model = _timed(context, knob.name, lambda k=knob, m=model: k.build(m, cand.values, context))
-        example = to_tensors(workload.train.rows(0, cand.batch_size))  # building never reads the test split
-        data = export_onnx(model, example, workload.output_names, workload.axes)
-        learned = {k: v for k, v in context.facts.items() if facts_before.get(k) != v}
-        return Artifact(data, learned, time.perf_counter() - started)
+        return Artifact(_exported(workload, cand, model), _learned(facts_before, context.facts),
+                        time.perf_counter() - started)
 
     return stage_key("student", config, workload.key, context.target.torch_device), build
 
@@ -75,11 +72,24 @@ def quick_model(workload: Workload, cand: Candidate, knobs: Sequence[Knob], targ
     """The candidate as it would be built from the torch ``model`` as it stands (a student in the middle of
     its recovery): exported and put through the ONNX steps, for figures that depend on the architecture only."""
     context = BuildContext(workload, target, seed, cand.batch_size)  # its facts and timings are not the trial's
-    example = to_tensors(workload.train.rows(0, cand.batch_size))
-    model_bytes = export_onnx(copy.deepcopy(model).cpu().eval(), example, workload.output_names, workload.axes)
+    return _onnx_steps(knobs, cand, context, _exported(workload, cand, copy.deepcopy(model).cpu().eval()))
+
+
+def _exported(workload: Workload, cand: Candidate, model: Any) -> bytes:
+    example = to_tensors(workload.train.rows(0, cand.batch_size))  # building never reads the test split
+    return export_onnx(model, example, workload.output_names, workload.axes)
+
+
+def _onnx_steps(knobs: Sequence[Knob], cand: Candidate, context: BuildContext, model_bytes: bytes) -> bytes:
+    """The ONNX-stage knobs' build steps in config order, each timed into the context."""
     for knob in (k for k in knobs if k.stage == "onnx"):
-        model_bytes = knob.build(model_bytes, cand.values, context)
+        model_bytes = _timed(context, knob.name, lambda k=knob, m=model_bytes: k.build(m, cand.values, context))
     return model_bytes
+
+
+def _learned(before: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts a build step added or changed since ``before``."""
+    return {k: v for k, v in facts.items() if before.get(k) != v}
 
 
 def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: int, timings: dict[str, float],
@@ -94,18 +104,17 @@ def build_candidate(workload: Workload, cand: Candidate, target: Target, seed: i
     context = BuildContext(workload, target, seed, cand.batch_size, facts if facts is not None else {}, timings,
                            after_epoch)
     student_key, make_student = _student(workload, cand, knobs, context)
-    steps = [k for k in knobs if k.stage == "onnx"]
 
     def build() -> Artifact:
         student = store.get_or_build(student_key, make_student)
         context.facts.update(student.facts)
-        started, facts_before, model_bytes = time.perf_counter(), dict(context.facts), student.data
-        for knob in steps:
-            model_bytes = _timed(context, knob.name, lambda k=knob, m=model_bytes: k.build(m, cand.values, context))
-        learned = {k: v for k, v in context.facts.items() if facts_before.get(k) != v}
+        started, facts_before = time.perf_counter(), dict(context.facts)
+        model_bytes = _onnx_steps(knobs, cand, context, student.data)
         # what building it from nothing takes: the student's own build, even when this one reused it
-        return Artifact(model_bytes, {**student.facts, **learned}, student.build_s + time.perf_counter() - started)
+        return Artifact(model_bytes, {**student.facts, **_learned(facts_before, context.facts)},
+                        student.build_s + time.perf_counter() - started)
 
+    steps = [k for k in knobs if k.stage == "onnx"]
     model_key = stage_key("model", _build_values(steps, cand), student_key, cand.target)
     made = store.get_or_build(model_key, build)
     context.facts.update(made.facts)

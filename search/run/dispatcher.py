@@ -66,8 +66,8 @@ class Dispatcher:
             studies.skip(study, trial, reason)
             self.skipped += 1
             return False
-        # One seed for the run, not one per trial: the same settings build the same model, so
-        # workers' stage caches serve repeated (prune, distill) prefixes and results reproduce.
+        # One seed for the run, not one per trial: the same settings build the same model, so the
+        # run's artifact store serves repeated builds and results reproduce.
         plan = self.search.rung_plan()
         ref = self.tasks[candidate.target].remote(self.workload_ref, self.plugins_ref,
                                                   self.search.target_config(candidate.target), candidate.to_dict(),

@@ -186,11 +186,12 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
     warm = _warm_start(search, resuming, room=search.settings.trials - 1 - len(cover))
     study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs), cover, warm)
     search.finals.update(studies.final_figures(study))
-    search.rungs = recovery_history(search.settings.recovery_rungs, workload, search.objectives,
-                                    [t.user_attrs.get(studies.OUTCOME) or {} for t in study.get_trials(deepcopy=False)
-                                     if t.state == optuna.trial.TrialState.COMPLETE])
     rerun = studies.requeue_stale(study)
-    done, _ = studies.finished(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    done, _ = studies.finished(trials)
+    search.rungs = recovery_history(search.settings.recovery_rungs, workload, search.objectives,
+                                    [t.user_attrs.get(studies.OUTCOME) or {} for t in trials
+                                     if t.state == optuna.trial.TrialState.COMPLETE])
     say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
         + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
         + f"; target {', '.join(search.targets)}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")

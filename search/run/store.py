@@ -26,6 +26,12 @@ FOLDER = "artifacts"
 CLAIM_POLL_S = 0.2  # how often a worker waiting for another's build asks again
 
 
+def stage_key(stage: str, config: dict[str, Any], input_key: str, target: str) -> str:
+    """An artifact's address: its stage, the settings that built it, what it was built from, where."""
+    blob = json.dumps([stage, config, input_key, target], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
 @dataclass
 class Artifact:
     """A stage's output: the ONNX bytes, what its build learned, and what building it from scratch took."""
