@@ -43,7 +43,8 @@ def summary(run_dir) -> str:
     if stopped.any():
         lines.append(f"recovery rungs: {int(stopped.sum())} trial(s) stopped part way through recovery, as they could "
                      f"not reach the front (PRUNED rows, the reason in trials.csv), after "
-                     f"{table[stopped]['duration_s'].sum():.0f} s of the {table['duration_s'].sum():.0f} s all trials took")
+                     f"{table[stopped]['duration_s'].sum():.0f} s of the {table['duration_s'].sum():.0f} s "
+                     "all trials took")
     lines.append(_store_note(run_dir, table))
     lines.append(f"results: {run_dir}/  (pareto.png, pareto.html, history.png, importance.png, trials.csv, models/)")
     sort = next((m for m, d in schema.objectives if d == "minimize"), first)

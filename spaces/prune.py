@@ -65,10 +65,11 @@ class PruneRate(Knob):
             name = min(draws, key=lambda d: (abs(d[0] - d[2]), d[0], d[1] or 0))
             self.same_as.update({(rate, multiple): name for rate, multiple, _ in draws if (rate, multiple) != name[:2]})
         if self.same_as:
+            merged = sorted(self.same_as.items(), key=str)
             logging.getLogger("search").warning(
-                "prune_rate: on this model %s; a draw of one is re-asked as the other, so each model is built once",
-                ", ".join(f"{r:g}/{m} builds what {n[0]:g}/{n[1]} does" for (r, m), n in sorted(self.same_as.items(),
-                                                                                             key=str)))
+                "prune_rate (rate/round_to): on this model %s; a draw of one is re-asked as the other, so each "
+                "model is built once",
+                ", ".join(f"{_named(*drawn)} builds what {_named(*name[:2])} does" for drawn, name in merged))
 
     def grid(self) -> list[float]:
         return [round(i * self.step, 6) for i in range(int(round(self.high / self.step)) + 1)]
@@ -79,8 +80,8 @@ class PruneRate(Knob):
             return ""
         rate, multiple, share = self.same_as[drawn]
         return (f"prune_rate {drawn[0]:g} with prune_round_to {drawn[1]} removes the very channels prune_rate "
-                f"{rate:g}" + (f" with prune_round_to {multiple}" if multiple else "") + f" removes ({share:.0%}): "
-                "one model, built once under the name nearest what it is")
+                f"{rate:g}" + (f" with prune_round_to {multiple}" if multiple else " (unpruned)") +
+                f" removes ({share:.0%}): one model, built once under the name nearest what it is")
 
     def project(self, params: dict[str, Any], target: Any) -> dict[str, Any]:
         drawn = self._drawn(params)
@@ -116,3 +117,7 @@ class PruneRate(Knob):
                        values.get("prune_round_to"), workload.keep)
         context.facts["prune_removed"] = removed_share(workload.model, pruned, workload.classifier, workload.keep)
         return pruned
+
+
+def _named(rate: float, multiple: int | None) -> str:
+    return f"{rate:g}/{multiple}" if multiple else f"{rate:g} (unpruned)"

@@ -53,7 +53,8 @@ def _student(workload: Workload, cand: Candidate, knobs: Sequence[Knob],
     if workload.is_onnx:  # nothing torch-side applies: the model is the user's ONNX as it came
         if any(cand.get(f.name, f.unset) != f.unset for k in steps for f in k.fields if f.applies_to == "build"):
             raise NotApplicable("pruning and distillation need a torch module; this workload is a bare ONNX model")
-        return stage_key("student", {}, workload.key, context.target.torch_device), lambda: Artifact(workload.onnx_model)
+        key = stage_key("student", {}, workload.key, context.target.torch_device)
+        return key, lambda: Artifact(workload.onnx_model)
     config = {**_build_values(steps, cand), "seed": context.seed, "epochs": workload.distill_epochs}
 
     def build() -> Artifact:
