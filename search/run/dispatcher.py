@@ -87,17 +87,22 @@ class Dispatcher:
         if overdue is not None:
             ray.cancel(overdue, force=True)  # kills the worker: a stuck native call ignores a polite cancel
             limit = self.search.settings.trial_timeout_s
-            return self._pop(overdue), {"error": f"timed out: ran past trial_timeout_s={limit:g} and was cancelled"}
+            return self._ended(overdue, {"error": f"timed out: ran past trial_timeout_s={limit:g} and was cancelled"})
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
         if not ready:
             return None
-        return self._pop(ready[0]), task_result(ready[0])
+        return self._ended(ready[0], task_result(ready[0]))
 
-    def _pop(self, ref: ray.ObjectRef) -> optuna.Trial:
-        """The trial of a task that ended; whatever it claimed in the store and did not put is released
-        (a killed or cancelled worker cannot release it itself)."""
-        self.store.release.remote(ref.task_id().hex())
-        return self.in_flight.pop(ref)[0]
+    def _ended(self, ref: ray.ObjectRef, result: dict[str, Any]) -> tuple[optuna.Trial, dict[str, Any]]:
+        """The trial of a task that ended, and its result."""
+        self.release_claims(ref, result)
+        return self.in_flight.pop(ref)[0], result
+
+    def release_claims(self, ref: ray.ObjectRef, result: dict[str, Any]) -> None:
+        """A task that ended in error may have died holding store claims (a killed or cancelled worker
+        cannot release them itself): they are released, so a trial waiting on its build builds it."""
+        if result.get("error"):
+            self.store.release.remote(ref.task_id().hex())
 
     def _overdue(self) -> ray.ObjectRef | None:
         limit = self.search.settings.trial_timeout_s

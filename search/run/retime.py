@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import optuna
 import ray
 
@@ -31,7 +33,8 @@ def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, st
         kept = {n: _kept_model(search, n) for n in todo}
         candidates = {n: trials[n].user_attrs["candidate"] for n in todo}
         refs = {dispatcher.remeasure(c, kept[n]): n for n, c in candidates.items()}
-        rebuilt = _collect_finals(search, study, refs, stop, to_rebuild={n for n in todo if not kept[n]})
+        rebuilt = _collect_finals(search, study, refs, stop, to_rebuild={n for n in todo if not kept[n]},
+                                  release_claims=dispatcher.release_claims)
         _, front = update_run_folder(search, trials, rebuilt, refresh_cards=True)
 
 
@@ -41,7 +44,7 @@ def _kept_model(search: Search, trial: int) -> bytes:
 
 
 def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRef, int], stop: StopRequest,
-                    to_rebuild: set[int]) -> dict[int, bytes]:
+                    to_rebuild: set[int], release_claims: Callable[[ray.ObjectRef, dict], None]) -> dict[int, bytes]:
     """Stores each re-measurement as it lands; returns the models of ``to_rebuild``, rebuilt."""
     rebuilt: dict[int, bytes] = {}
     total = len(refs)
@@ -50,6 +53,7 @@ def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRe
         for ref in ready:
             number = refs.pop(ref)
             result = task_result(ref)
+            release_claims(ref, result)
             take_error(search.run_dir, number, result)
             note_machine(search, result)
             search.finals[number] = studies.store_final(study, number, result)
