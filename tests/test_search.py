@@ -174,7 +174,9 @@ def test_existing_run_is_resumed_and_earlier_trials_kept(tmp_path, teacher_cache
     assert len(after) == 3
     pd.testing.assert_frame_equal(after.iloc[:2].reset_index(drop=True), before)
     table = pd.read_csv(tmp_path / "r" / "trials.csv")
-    assert list(table["store_hits"]) == [0, 1, 1] and (table["build_s_saved"].iloc[1:] > 0).all()
+    # trials 0 and 1 start together: whichever claims the model first builds it, the other waits and reuses it
+    assert sorted(table["store_hits"].iloc[:2]) == [0, 1] and table["store_hits"].iloc[2] == 1
+    assert (table.loc[table["store_hits"] == 1, "build_s_saved"] > 0).all()
     assert len(list((tmp_path / "r" / "artifacts").glob("*.onnx"))) == 2  # the student and the model
     assert "artifact store: 2 of 3 trials reused a stored build" in again.stdout
 

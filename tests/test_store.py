@@ -112,7 +112,7 @@ def test_driver_releases_the_claim_of_a_worker_that_died(tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:
-        service = start_service(tmp_path)
+        service, _ = start_service(tmp_path)
         ref = ray.remote(claim_and_die).options(max_retries=0).remote(service)
         with pytest.raises(ray.exceptions.RayError):
             ray.get(ref)

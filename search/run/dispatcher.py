@@ -45,8 +45,8 @@ class Dispatcher:
         # builds afresh.
         workload = dataclasses.replace(workload, key=f"{workload.key}-{workload_fingerprint(workload)}")
         self.workload_ref = ray.put(workload)  # sent once; workers on other nodes fetch it from the object store
-        self.store = start_service(search.run_dir)
-        self.plugins_ref = ray.put(TrialPlugins(search.knobs, search.evaluators, self.store))
+        self.store, store_name = start_service(search.run_dir)  # the handle kept here keeps the actor alive
+        self.plugins_ref = ray.put(TrialPlugins(search.knobs, search.evaluators, store_name))
         self.in_flight: dict[ray.ObjectRef, tuple[optuna.Trial, float]] = {}  # ref -> (trial, start time)
         self.space = space(search.knobs)
         self.skipped = 0

@@ -11,9 +11,11 @@ trial's). Files are ONNX bytes and JSON: nothing from the folder is unpickled.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -163,14 +165,25 @@ def _ray():
     return ray
 
 
-def start_service(run_dir: Path) -> Any:
-    """The store's actor, on this (the driver's) node, reading and writing ``run_dir/artifacts``."""
+def start_service(run_dir: Path) -> tuple[Any, str]:
+    """The store's actor, on this (the driver's) node, reading and writing ``run_dir/artifacts``, and its
+    name. Trials carry the name, not the handle: a handle in every task's arguments cost the driver a
+    borrower's round trip per trial; a worker looks the actor up by name once (``service``)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    name = f"optsearch-store-{uuid.uuid4().hex[:12]}"
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    actor = ray.remote(StoreService).options(num_cpus=0, scheduling_strategy=here, max_concurrency=1)
-    return actor.remote(str((run_dir / FOLDER).resolve()))
+    actor = ray.remote(StoreService).options(name=name, num_cpus=0, scheduling_strategy=here, max_concurrency=1)
+    return actor.remote(str((run_dir / FOLDER).resolve())), name
+
+
+@functools.cache
+def service(name: str) -> Any:
+    """The store actor named ``name``, looked up once per worker process."""
+    import ray
+
+    return ray.get_actor(name)
 
 
 def workload_fingerprint(workload: Any) -> str:

@@ -19,7 +19,7 @@ from search.candidate import Candidate
 from search.errors import NotApplicable
 from search.run.build import build_candidate, quick_model
 from search.run.rungs import RecoveryWatch, RungPlan, StopRecovery
-from search.run.store import StageStore
+from search.run.store import StageStore, service
 from search.runtime.machine import describe_machine
 from search.runtime.node_lock import building, measuring_alone
 from search.runtime.target import Target
@@ -82,7 +82,7 @@ class TrialPlugins:
 
     knobs: list[Knob]
     evaluators: list[Evaluator]
-    store: Any = None  # the run's artifact store (a Ray actor handle; None: this process's memory only)
+    store: str = ""  # the name of the run's artifact store actor ("": this process's memory only)
 
 
 def trial_store(plugins: TrialPlugins) -> StageStore:
@@ -91,7 +91,7 @@ def trial_store(plugins: TrialPlugins) -> StageStore:
     import ray
 
     claimant = (ray.get_runtime_context().get_task_id() or "") if ray.is_initialized() else ""
-    return StageStore(plugins.store, claimant)
+    return StageStore(service(plugins.store) if plugins.store else None, claimant)
 
 
 def run_trial(workload: Workload, plugins: TrialPlugins, target_cfg: dict, candidate: dict, seed: int,
