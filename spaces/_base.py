@@ -182,6 +182,13 @@ def cover_params(knobs: Sequence[Knob]) -> list[dict[str, Any]]:
     return trials
 
 
+def runtime_knobs(knobs: Sequence[Knob]) -> list[Knob]:
+    """The knobs that only change how a built model runs: they build nothing. The target is not one of
+    them, though it is a runtime field: each target's model is quantized for its provider."""
+    return [knob for knob in knobs
+            if knob.stage is None and all(f.applies_to == "runtime" and f.name != "target" for f in knob.fields)]
+
+
 def declared_fields(knobs: Sequence[Knob]) -> list[str]:
     return [*CORE_FIELDS, *(f.name for k in knobs for f in k.fields)]
 

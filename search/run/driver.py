@@ -38,6 +38,7 @@ from search.runtime.target import Target, in_run_folder
 from search.workloads import Workload, check_exportable, check_workload
 from search.workloads._base import describe
 from spaces import TargetChoice, baseline_params, cover_params
+from spaces._base import runtime_knobs
 
 RESUME_CHECKED = ("workload", "space", "target", "targets", "evaluators", "batch_size")
 # trials.csv and pareto.csv are views of study.db (the durable record, told after every trial):
@@ -168,6 +169,10 @@ def run_search(cfg: DictConfig, workload: Workload | None = None) -> Path:
     check_exportable(workload)
     adopt_workload(search, workload)
     sampler = instantiate_plugin(cfg.sampler, "sampler")
+    if hasattr(sampler, "set_runtime_params"):  # search/refine.py: which params a built model is re-run under
+        runtime = runtime_knobs(search.knobs)
+        sampler.set_runtime_params([p for k in runtime for p in k.distributions()],
+                                   [f.name for k in runtime for f in k.fields])
     check_free_space(search.run_dir)
     with RunLock(search.run_dir) as lock:  # one driver per run folder, from before it is written until the end
         return _run(search, workload, sampler, lock)
