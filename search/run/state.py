@@ -93,18 +93,20 @@ def take_finished(search: Search, trial: FrozenTrial, model_bytes: bytes | None,
     the table of every trial is made only when the CSV views are due. Returns the overall front."""
     row = trial_row(trial, search.schema, search.finals.get(trial.number))
     search.rows[trial.number] = ((trial.state, trial.number in search.finals), row)
+    changed = False
     if row["state"] == "COMPLETE":
-        search.growing[""].add(row, search.schema)
+        changed = search.growing[""].add(row, search.schema)
         if row["target"] in search.growing and len(search.growing) > 1:
-            search.growing[row["target"]].add(row, search.schema)
+            changed = search.growing[row["target"]].add(row, search.schema) or changed
     front = search.growing[""].table(search.schema)
     per_target = {name: f.table(search.schema) for name, f in search.growing.items() if name}
     if tables_due:
         write_tables(search.run_dir, trials_table(all_trials(), search.schema, search.finals, search.rows), front,
                      per_target)
-    new_models = {trial.number: model_bytes} if model_bytes else {}
-    sync_models(search.run_dir, front_members(front, per_target), new_models, search.config, search.schema,
-                machines=search.machines)
+    if changed:  # models/ holds the fronts' members: only a change of members changes it
+        new_models = {trial.number: model_bytes} if model_bytes else {}
+        sync_models(search.run_dir, front_members(front, per_target), new_models, search.config, search.schema,
+                    machines=search.machines)
     return front
 
 
