@@ -1,6 +1,6 @@
 """Which sampler finds the best front: hypervolume at equal trials and at equal wall time, against random.
 
-    python bench/samplers.py [--samplers nsga2 nsga3 tpe random gp] [--seeds 1 2 3 4 5] [--trials 40]
+    python bench/samplers.py [--samplers nsga2 nsga3 tpe random gp tpe_refine random_refine] [--seeds 1 2 3 4 5] [--trials 40]
                              [--workload digits] [--keep DIR] [-- extra overrides]
 
 Runs ``python -m search`` once per sampler and seed, as a user would (``remeasure=false``, so a
@@ -8,7 +8,8 @@ run is the search itself). Per seed, every objective is made a loss and scaled t
 the completed trials of all that seed's runs, and each run's front gets its hypervolume with the
 reference point at 1.1 (search/results/history.py's space). "Equal wall time" cuts every run of a
 seed at the shortest one's duration. Prints each sampler's hypervolume per seed and the median
-over seeds of its ratio to random's.
+over seeds of its ratio to random's; then, per run, how much faster and smaller than the fp32
+baseline its best trials are among those within 1 % of the baseline's quality (``--within``).
 """
 
 from __future__ import annotations
@@ -81,13 +82,36 @@ def seed_scores(runs: dict[str, pd.DataFrame], objectives: list[tuple[str, str]]
             for name, table in runs.items()}
 
 
+def versus_baseline(table: pd.DataFrame, objectives: list[tuple[str, str]], within: float) -> dict[str, float]:
+    """Each minimized objective's baseline / best, over the trials whose quality (the first maximized
+    objective) is within ``within`` (a share) of the baseline's; latency at the baseline's batch size."""
+    quality = next(m for m, d in objectives if d == "maximize")
+    base = table[table["baseline"].astype(str) == "True"].iloc[0]
+    good = table[(table[quality] >= base[quality] * (1 - within)) & (table["batch_size"] == base["batch_size"])]
+    return {m: float(base[m] / good[m].min()) for m, d in objectives if d == "minimize" and good[m].min() > 0}
+
+
+def print_versus_baseline(runs: dict[tuple[str, int], pd.DataFrame], objectives: list[tuple[str, str]],
+                          within: float) -> None:
+    minimized = [m for m, d in objectives if d == "minimize"]
+    print(f"\nbest within {within:.0%} of the baseline's {next(m for m, d in objectives if d == 'maximize')}, "
+          "baseline / best (higher is better)")
+    print(f"| sampler | seed | {' | '.join(minimized)} |")
+    print(f"|---|---|{'---|' * len(minimized)}")
+    for (name, seed), table in sorted(runs.items()):
+        ratios = versus_baseline(table, objectives, within)
+        cells = " | ".join(f"{ratios[m]:.1f}x" if m in ratios else "n/a" for m in minimized)
+        print(f"| {name} | {seed} | {cells} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samplers", nargs="+", default=["nsga2", "nsga3", "tpe", "random", "gp"])
+    parser.add_argument("--samplers", nargs="+", default=["nsga2", "nsga3", "tpe", "random", "gp", "tpe_refine", "random_refine"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--workload", default="digits")
     parser.add_argument("--keep", type=Path, help="keep the run folders here (and reuse finished ones)")
+    parser.add_argument("--within", type=float, default=0.01, help="quality share of the baseline's (0.01: 1 %%)")
     parser.add_argument("extra", nargs="*", help="more overrides for every run, after --")
     args = parser.parse_args()
     if "random" not in args.samplers:
@@ -95,11 +119,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         results = args.keep or Path(scratch)
         scores: dict[str, dict[int, tuple[float, float]]] = {s: {} for s in args.samplers}
+        tables: dict[tuple[str, int], pd.DataFrame] = {}
         for seed in args.seeds:
             runs = {s: run_search(results, s, seed, args.trials, args.workload, args.extra) for s in args.samplers}
             config = OmegaConf.to_container(OmegaConf.load(runs["random"] / "config.yaml"), resolve=True)
             objectives = list(plugins_from_config(config).schema.objectives)
-            for name, (equal_trials, equal_time) in seed_scores({s: completed(r) for s, r in runs.items()},
+            tables.update({(s, seed): completed(r) for s, r in runs.items()})
+            for name, (equal_trials, equal_time) in seed_scores({s: tables[s, seed] for s in runs},
                                                                 objectives).items():
                 scores[name][seed] = (equal_trials, equal_time)
                 print(f"seed {seed} {name}: hypervolume {equal_trials:.3f} (equal wall time {equal_time:.3f})",
@@ -112,6 +138,7 @@ def main() -> None:
         timed = [scores[name][s][1] / scores["random"][s][1] for s in args.seeds]
         cells = " | ".join(f"{scores[name][s][0]:.3f}" for s in args.seeds)
         print(f"| {name} | {cells} | {statistics.median(ratios):.2f}x | {statistics.median(timed):.2f}x |")
+    print_versus_baseline(tables, objectives, args.within)
 
 
 if __name__ == "__main__":

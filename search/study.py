@@ -104,13 +104,6 @@ def requeue_stale(study: optuna.Study) -> int:
     return len(stale)
 
 
-def frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
-    """One trial as stored, read alone: ``study.get_trials`` would copy every trial's record, a cost
-    that grows with the study. Optuna has no public accessor for one trial by id; its storage's is
-    stable across versions (RDB and cached storage alike)."""
-    return study._storage.get_trial(trial._trial_id)  # noqa: SLF001
-
-
 def finished(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     """(finished, failed) trials, not counting stale trials that were re-run."""
     done = failed = 0
@@ -125,10 +118,12 @@ def finished(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     return done, failed
 
 
-def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], objectives: Sequence[tuple[str, str]]) -> str:
-    """Tell the study a worker's result; why the trial failed, or "" when it completed.
+def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any],
+           objectives: Sequence[tuple[str, str]]) -> tuple[str, FrozenTrial]:
+    """Tell the study a worker's result; (why the trial failed or "" when it did not, the trial as stored).
 
-    The outcome is one user attribute (``OUTCOME``): one commit, not one per field.
+    The outcome is one user attribute (``OUTCOME``): one commit, not one per field. The trial comes back
+    from ``tell``, which reads it anyway: reading it again cost a query a trial.
     """
     error = result.get("error") or ""
     metrics = result.get("metrics") or {}  # a timed-out or crashed trial brings no metrics back
@@ -141,13 +136,10 @@ def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], obj
     trial.set_user_attr(OUTCOME, outcome)
     if result.get("stopped"):  # a recovery rung stopped it: PRUNED with the reason, tried but not failed
         trial.set_user_attr(STOPPED_AT_RUNG, True)
-        study.tell(trial, state=TrialState.PRUNED)
-        return ""
+        return "", study.tell(trial, state=TrialState.PRUNED)
     if error:
-        study.tell(trial, state=TrialState.FAIL)
-        return error
-    study.tell(trial, [float(v) for v in values])
-    return ""
+        return error, study.tell(trial, state=TrialState.FAIL)
+    return "", study.tell(trial, [float(v) for v in values])
 
 
 def skip(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:

@@ -97,7 +97,7 @@ def test_a_stopped_trial_is_pruned_and_counts_as_tried():
     study = optuna.create_study(directions=["maximize"])
     trial = study.ask()
     assert studies.record(study, trial, {"stopped": True, "error": "stopped after recovery epoch 1 of 4: ..."},
-                          [("accuracy", "maximize")]) == ""
+                          [("accuracy", "maximize")])[0] == ""
     frozen = study.get_trials()[0]
     assert frozen.state == optuna.trial.TrialState.PRUNED
     assert studies.finished(study.get_trials()) == (1, 0)

@@ -258,9 +258,8 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         trial, result = finished
         take_error(search.run_dir, trial.number, result)
         note_machine(search, result)
-        error = studies.record(study, trial, result, search.objectives)
+        error, frozen = studies.record(study, trial, result, search.objectives)
         done, failed = done + 1, failed + bool(error)  # record leaves it COMPLETE or FAIL: no re-read of every trial
-        frozen = studies.frozen(study, trial)
         rules.finished(frozen.values if frozen.state == optuna.trial.TrialState.COMPLETE else None)
         if search.rungs is not None and frozen.state == optuna.trial.TrialState.COMPLETE:
             search.rungs.add(result.get("recovery") or [], (result.get("metrics") or {}).get(search.rungs.quality))
