@@ -39,7 +39,8 @@ def summary(run_dir) -> str:
     if ended:
         completed = int((table["state"] == "COMPLETE").sum())
         lines.append(f"stopped early: {ended} ({completed} completed trials of trials={config['trials']})")
-    stopped = table["error"].fillna("").astype(str).str.startswith("stopped after recovery epoch")
+    # an all-empty error column reads as float: no fillna("") on it (pandas warns)
+    stopped = table["error"].map(lambda e: isinstance(e, str) and e.startswith("stopped after recovery epoch"))
     if stopped.any():
         lines.append(f"recovery rungs: {int(stopped.sum())} trial(s) stopped part way through recovery, as they could "
                      f"not reach the front (PRUNED rows, the reason in trials.csv), after "

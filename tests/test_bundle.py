@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,24 @@ def test_cards_and_config_carry_a_true_manifest(modes_run):
     card = json.loads(next((modes_run / "models").glob("trial-*.json")).read_text())
     assert card["manifest"]["machine"]["cpu"] == manifest["machine"]["cpu"]
     assert card["manifest"]["node"] and card["manifest"]["software"] == manifest["software"]
+
+
+def test_a_second_bundle_in_the_same_folder_replaces_the_first_and_a_foreign_folder_is_refused(
+        bundles, modes_run, tmp_path, capsys):
+    pipeline, sequential = bundles["pipeline"], bundles["sequential"]
+    out = tmp_path / "out"
+    shutil.copytree(pipeline, out)  # a pipeline bundle: its model, card and stages/
+    (out / "notes.txt").write_text("mine")
+    trial = json.loads((sequential / "bundle.json").read_text())["trial"]
+    assert pick_bundle(modes_run, trial, out) == 0
+    spec = json.loads((out / "bundle.json").read_text())
+    assert spec["trial"] == trial and not spec["stages"]
+    wanted = {p.name for p in sequential.iterdir() if p.name != "__pycache__"} | {"notes.txt"}
+    assert {p.name for p in out.iterdir()} == wanted  # no stages/, no other model: only the new bundle and mine
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "data.csv").write_text("a,b\n")
+    assert pick_bundle(modes_run, trial, foreign) == 2
+    assert "holds no bundle" in capsys.readouterr().err
+    assert [p.name for p in foreign.iterdir()] == ["data.csv"]

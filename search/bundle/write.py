@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import inspect
 import io
@@ -110,9 +112,32 @@ def _plain(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def clear_for_bundle(out: Path) -> None:
+    """Make ``out`` ready for a bundle: an earlier bundle's files go (those its bundle.json names, so that
+    no stale model lies beside the new one); a folder that holds other things is refused (ValueError)."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    spec_path = out / "bundle.json"
+    try:
+        spec = json.loads(spec_path.read_text())
+        files = [spec["model"]["file"], spec["card"], spec["sample"]["file"], "bundle.json", "README.txt",
+                 *(source.name for source in SHIPPED), *(stage["file"] for stage in spec.get("stages", []))]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{out} is not empty and holds no bundle: give an empty or new folder") from None
+    for name in files:
+        path = out / name
+        if path.resolve().parent in (out.resolve(), (out / "stages").resolve()):  # never outside the bundle
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (out / "stages").rmdir()  # only when empty
+    shutil.rmtree(out / "__pycache__", ignore_errors=True)  # what running run.py from the folder left
+
+
 def write_bundle(out: Path, model_bytes: bytes, card: dict[str, Any], run_config: dict[str, Any],
                  rows: dict[str, np.ndarray], run_name: str) -> None:
-    """The bundle of the model ``model_bytes`` with ``card``, its sample drawn from ``rows`` (the run's sample)."""
+    """The bundle of the model ``model_bytes`` with ``card``, its sample drawn from ``rows`` (the run's sample).
+    An earlier bundle in ``out`` is replaced; a folder that holds anything else is refused (ValueError)."""
+    clear_for_bundle(out)
     out.mkdir(parents=True, exist_ok=True)
     runtime = card["runtime"]
     settings = {k: _plain(v) for k, v in runtime.items() if k not in ("target", "provider", "batch_size")}
