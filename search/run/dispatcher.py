@@ -53,7 +53,7 @@ class Dispatcher:
 
     def submit(self, study: optuna.Study) -> bool:
         """Ask for a candidate and dispatch it; False when its target cannot run it (kept, as PRUNED)."""
-        trial = study.ask(fixed_distributions=self.space)
+        trial = studies.ask(study, self.space)
         candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
         trial.set_user_attr("candidate", candidate.to_dict())
         target = self.search.targets[candidate.target]
