@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import numpy as np
+import optuna
 import ray
 from hydra.utils import instantiate
 
@@ -54,17 +55,24 @@ def bare_round_trip_ms(repeats: int = 200) -> float:
     return statistics.median(times) * 1e3
 
 
-def driver_ms_per_trial(workers: int, trials: int, results: str, sampler: str) -> tuple[float, float]:
+def run_loop(workers: int, trials: int, results: str, sampler: str, task=no_work) -> optuna.Study:
+    """The real driver loop (ask/tell on SQLite, result files, progress) over ``trials`` of ``task``."""
     cfg = compose_config([f"trials={trials}", f"workers={workers}", f"results_dir={results}",
                           f"run=overhead-{sampler}-{workers}", f"sampler={sampler}"])
     search = prepare(cfg)
     workload = check_workload(digits.load(seed=0), "digits")
     adopt_workload(search, workload)
     search.run_dir.mkdir(parents=True)
-    study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler), baseline_params(search.knobs))
+    study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler),
+                               baseline_params(search.knobs))
     with StopRequest() as stop:
         progress = Progress(trials, objectives=search.objectives, stream=io.StringIO())
-        search_loop(search, study, Dispatcher(search, workload, task=no_work), progress, stop)
+        search_loop(search, study, Dispatcher(search, workload, task=task), progress, stop)
+    return study
+
+
+def driver_ms_per_trial(workers: int, trials: int, results: str, sampler: str) -> tuple[float, float]:
+    study = run_loop(workers, trials, results, sampler)
     ends = sorted(t.datetime_complete.timestamp() for t in study.trials)
     gaps = np.diff(ends)[trials // 4:] * 1e3  # skip the start: workers spin up, the first generation fills
     return float(np.median(gaps)), bare_round_trip_ms()

@@ -1,7 +1,8 @@
 """Which sampler finds the best front: hypervolume at equal trials and at equal wall time, against random.
 
-    python bench/samplers.py [--samplers nsga2 nsga3 tpe random gp tpe_refine random_refine] [--seeds 1 2 3 4 5] [--trials 40]
-                             [--workload digits] [--keep DIR] [-- extra overrides]
+    python bench/samplers.py [--samplers nsga2 nsga3 tpe random gp tpe_refine random_refine]
+                             [--seeds 1 2 3 4 5] [--trials 40] [--workload digits] [--keep DIR]
+                             [--within 0.01] [-- extra overrides]
 
 Runs ``python -m search`` once per sampler and seed, as a user would (``remeasure=false``, so a
 run is the search itself). Per seed, every objective is made a loss and scaled to [0, 1] over
@@ -106,7 +107,8 @@ def print_versus_baseline(runs: dict[tuple[str, int], pd.DataFrame], objectives:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samplers", nargs="+", default=["nsga2", "nsga3", "tpe", "random", "gp", "tpe_refine", "random_refine"])
+    parser.add_argument("--samplers", nargs="+",
+                        default=["nsga2", "nsga3", "tpe", "random", "gp", "tpe_refine", "random_refine"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--workload", default="digits")
