@@ -35,7 +35,7 @@ def summary(run_dir) -> str:
               for path in sorted(run_dir.glob("pareto-*.csv"))]
     if len(base) and len(front):
         lines.append(_versus_baseline(base.iloc[0], front, schema))
-    ended = _stop_note(run_dir)
+    ended, refined = _study_notes(run_dir)
     if ended:
         completed = int((table["state"] == "COMPLETE").sum())
         lines.append(f"stopped early: {ended} ({completed} completed trials of trials={config['trials']})")
@@ -46,6 +46,10 @@ def summary(run_dir) -> str:
                      f"not reach the front (PRUNED rows, the reason in trials.csv), after "
                      f"{table[stopped]['duration_s'].sum():.0f} s of the {table['duration_s'].sum():.0f} s "
                      "all trials took")
+    if refined:
+        on_front = len(set(refined) & set(front["trial"].astype(int)))
+        lines.append(f"runtime refinement: {len(refined)} trial(s) re-ran a front member's model under a runtime "
+                     f"setting another front member runs (search/refine.py); {on_front} of them on the front")
     lines.append(_store_note(run_dir, table))
     lines.append(f"results: {run_dir}/  (pareto.png, pareto.html, history.png, importance.png, trials.csv, models/)")
     sort = next((m for m, d in schema.objectives if d == "minimize"), first)
@@ -65,10 +69,13 @@ def _store_note(run_dir, table) -> str:
             f"{size / 2**20:.1f} MiB in {FOLDER}/")
 
 
-def _stop_note(run_dir) -> str:
+def _study_notes(run_dir) -> tuple[str, list[int]]:
+    """Why the search stopped early ("" it did not), and the trials that re-ran a front member's model."""
+    from search.refine import REFINES
     from search.study import load_run_study, stop_note
 
-    return stop_note(load_run_study(run_dir))
+    study = load_run_study(run_dir)
+    return stop_note(study), [t.number for t in study.get_trials(deepcopy=False) if REFINES in t.system_attrs]
 
 
 def _versus_baseline(b, front, schema) -> str:
