@@ -78,3 +78,15 @@ def test_a_resumed_study_keeps_the_share_and_repeats_no_pair(tmp_path):
 def test_share_must_be_below_one():
     with pytest.raises(ValueError):
         RuntimeRefiningSampler(optuna.samplers.RandomSampler(), share=1.0)
+
+
+def test_the_driver_tells_it_the_runtime_knobs_of_the_space():
+    from search.config import compose_config
+    from search.run.driver import make_sampler, prepare
+
+    cfg = compose_config(["sampler=tpe_refine", "space.knobs.batch_size.choices=[8,32]"])
+    sampler = make_sampler(cfg, prepare(cfg))
+    assert isinstance(sampler, RuntimeRefiningSampler) and isinstance(sampler.base, optuna.samplers.TPESampler)
+    assert sampler.runtime == {"parallelism", "degree", "batch_size"}  # not the target: a model is built per target
+    assert {"parallelism", "degree", "micro_batches", "batch_size"} <= sampler.runtime_fields
+    assert not {"quant_bits", "prune_rate", "fusion", "target"} & sampler.runtime_fields

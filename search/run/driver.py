@@ -159,6 +159,17 @@ def adopt_workload(search: Search, workload: Workload) -> None:
     search.schema = make_schema(configured, search.evaluators)
 
 
+def make_sampler(cfg: DictConfig, search: Search) -> optuna.samplers.BaseSampler:
+    """The config's sampler; one that re-runs built models (search/refine.py) is told which params only
+    change how a model runs: those of the knobs that build nothing."""
+    sampler = instantiate_plugin(cfg.sampler, "sampler")
+    if hasattr(sampler, "set_runtime_params"):
+        runtime = runtime_knobs(search.knobs)
+        sampler.set_runtime_params([p for k in runtime for p in k.distributions()],
+                                   [f.name for k in runtime for f in k.fields])
+    return sampler
+
+
 def run_search(cfg: DictConfig, workload: Workload | None = None) -> Path:
     """Run the search of ``cfg``; ``workload`` given (from Python) replaces the config's factory."""
     search = prepare(cfg)
@@ -168,11 +179,7 @@ def run_search(cfg: DictConfig, workload: Workload | None = None) -> Path:
     workload = check_workload(workload, cfg.workload.get("_target_", "?") if "workload" in cfg else "optimize()")
     check_exportable(workload)
     adopt_workload(search, workload)
-    sampler = instantiate_plugin(cfg.sampler, "sampler")
-    if hasattr(sampler, "set_runtime_params"):  # search/refine.py: which params a built model is re-run under
-        runtime = runtime_knobs(search.knobs)
-        sampler.set_runtime_params([p for k in runtime for p in k.distributions()],
-                                   [f.name for k in runtime for f in k.fields])
+    sampler = make_sampler(cfg, search)
     check_free_space(search.run_dir)
     with RunLock(search.run_dir) as lock:  # one driver per run folder, from before it is written until the end
         return _run(search, workload, sampler, lock)
