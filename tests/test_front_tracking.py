@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from search.results.pareto import extend_front, pareto_mask
+from search.results.pareto import bounds, extend_front, pareto_mask, row_bounds
 from search.results.tables import FrontTracker
 from search.schema import Field, Schema
 
@@ -32,6 +32,16 @@ def test_one_row_at_a_time_gives_the_whole_front_at_every_step():
         front = extend_front(table.iloc[:n], OBJECTIVES, INTERVALS, np.append(front, False), new)
         assert (front == pareto_mask(table.iloc[:n], OBJECTIVES, INTERVALS)).all(), n
     assert 1 < front.sum() < len(table)  # a real front: neither everything nor one row
+
+
+def test_one_rows_bounds_from_its_dict_are_those_from_a_table():
+    table = noisy_table(50, seed=1).astype({"latency_ci_low_ms": object})
+    table.loc[3, "latency_ci_low_ms"] = None  # a row measured without an interval
+    for row in table.to_dict("records"):
+        low, high = bounds(pd.DataFrame([row]), OBJECTIVES, INTERVALS)
+        mine = row_bounds(row, OBJECTIVES, INTERVALS)
+        np.testing.assert_array_equal(mine[0], low)
+        np.testing.assert_array_equal(mine[1], high)
 
 
 def test_several_new_rows_at_once_give_the_whole_front():

@@ -56,6 +56,25 @@ def bounds(table: pd.DataFrame, objectives: Sequence[tuple[str, str]],
     return np.column_stack([low for low, _ in found]), np.column_stack([high for _, high in found])
 
 
+def row_bounds(row: Mapping[str, object], objectives: Sequence[tuple[str, str]],
+               intervals: Intervals | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``bounds`` of one row given as a dict, without making a one-row table of it (a millisecond a trial)."""
+    found = [_row_bound(row, m, d, intervals or {}) for m, d in objectives]
+    return np.array([[low for low, _ in found]]), np.array([[high for _, high in found]])
+
+
+def _row_bound(row: Mapping[str, object], metric: str, direction: str, intervals: Intervals) -> tuple[float, float]:
+    value = float(row[metric])
+    low = high = value
+    if metric in intervals:
+        low_col, high_col, floor = intervals[metric]
+        if low_col in row and high_col in row:
+            low = value if pd.isna(row[low_col]) else float(row[low_col])
+            high = value if pd.isna(row[high_col]) else float(row[high_col])
+        low, high = min(low, value * (1 - floor)), max(high, value * (1 + floor))
+    return (-high, -low) if direction == "maximize" else (low, high)
+
+
 def pareto_mask(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], intervals: Intervals | None = None) -> np.ndarray:
     """True for rows no other row dominates beyond measurement noise.
 

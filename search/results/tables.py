@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 
 from search.files import write_atomically
-from search.results.pareto import dominated, bounds, extend_front, pareto_mask
+from search.results.pareto import bounds, dominated, extend_front, pareto_mask, row_bounds
 from search.schema import Schema
 from search.study import OUTCOME
 
@@ -127,7 +127,7 @@ class GrowingFront:
 
     def add(self, row: dict[str, Any], schema: Schema) -> bool:
         """Grow by one completed row; True when the members changed (it joined, or members left)."""
-        low, high = bounds(pd.DataFrame([row]), schema.objectives, schema.intervals)
+        low, high = row_bounds(row, schema.objectives, schema.intervals)
         if self.lows is None:
             self.lows, self.highs = low, high
             self.rows, self.member, self.cached = [row], np.ones(1, dtype=bool), None
