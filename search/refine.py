@@ -26,6 +26,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search.samplers import dominates, losses
+
 REFINES = "refines"  # trial system attribute: the number of the front member whose build this trial re-runs
 
 Key = tuple[tuple[str, Any], ...]
@@ -33,11 +35,6 @@ Key = tuple[tuple[str, Any], ...]
 
 def _key(params: dict[str, Any], names: Iterable[str]) -> Key:
     return tuple(sorted((name, params[name]) for name in names if name in params))
-
-
-def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Losses ``a`` at least as good as ``b`` everywhere and better somewhere."""
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
 
 
 class RuntimeRefiningSampler(optuna.samplers.BaseSampler):
@@ -90,12 +87,11 @@ class RuntimeRefiningSampler(optuna.samplers.BaseSampler):
         return _key(params, set(params) - self.runtime), _key(params, self.runtime)
 
     def _add_to_front(self, study: optuna.Study, trial: FrozenTrial, values: Sequence[float]) -> None:
-        losses = [v if d == optuna.study.StudyDirection.MINIMIZE else -v
-                  for v, d in zip(values, study.directions, strict=True)]
-        if any(dominates(entry[0], losses) or entry[0] == losses for entry in self._front.values()):
+        mine = losses(study, values)
+        if any(dominates(entry[0], mine) or entry[0] == mine for entry in self._front.values()):
             return
-        self._front = {n: entry for n, entry in self._front.items() if not dominates(losses, entry[0])}
-        self._front[trial.number] = (losses, *self._keys(trial), dict(trial.params))
+        self._front = {n: entry for n, entry in self._front.items() if not dominates(mine, entry[0])}
+        self._front[trial.number] = (mine, *self._keys(trial), dict(trial.params))
 
     def _refinement(self) -> tuple[int, dict[str, Any]] | None:
         """The next (front member, params) to re-run: the newest front builds first, each under the

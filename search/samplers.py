@@ -86,3 +86,90 @@ class IncrementalNSGAIISampler(optuna.samplers.NSGAIISampler):
 # started with optuna.samplers.NSGAIISampler resumes with its generations and parents.
 IncrementalNSGAIISampler._GENERATION_KEY = optuna.samplers.NSGAIISampler._GENERATION_KEY
 IncrementalNSGAIISampler._PARENT_CACHE_KEY_PREFIX = optuna.samplers.NSGAIISampler._PARENT_CACHE_KEY_PREFIX
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Losses ``a`` at least as good as ``b`` everywhere and better somewhere."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def losses(study: optuna.Study, values: Sequence[float]) -> list[float]:
+    """Objective values as losses (a maximized one negated)."""
+    return [v if d == optuna.study.StudyDirection.MINIMIZE else -v
+            for v, d in zip(values, study.directions, strict=True)]
+
+
+class _Window(optuna.study.Study):
+    """The study as a sampler sees it through ``WindowedSampler``: only the finished trials ``keep`` keeps.
+    It shares the study's state (no storage round trip to make it); Optuna's Hyperband pruner shows its
+    samplers a bracket of the study the same way."""
+
+    def __init__(self, study: optuna.Study, keep: set[int]) -> None:  # no super().__init__: a view, not a new study
+        self.__dict__.update(study.__dict__)
+        self._keep = keep
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[FrozenTrial]:
+        trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return [t for t in trials if not t.state.is_finished() or t.number in self._keep]
+
+
+class WindowedSampler(optuna.samplers.BaseSampler):
+    """``base``, shown only the front and the ``window`` most recent finished trials, so that a sampler whose
+    ask grows with the study (TPE reads every trial: 19 ms at 100 trials, 50 ms at 2,000 here) keeps a flat
+    cost. Up to ``window`` finished trials it sees the whole study and draws exactly as ``base``; past it,
+    it still sees every trade-off found (the front) and what was tried lately, where it is searching."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler, window: int = 300) -> None:
+        self.base, self.window = base, window
+        self._recent: dict[int, None] = {}  # finished trial numbers, oldest first (a dict keeps order)
+        self._front: dict[int, list[float]] = {}  # number -> losses
+        self._synced = False
+
+    def _sync(self, study: optuna.Study) -> None:
+        if self._synced:
+            return
+        self._synced = True
+        for trial in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                TrialState.FAIL)):
+            self._finished(study, trial.number, trial.values if trial.state == TrialState.COMPLETE else None)
+
+    def _finished(self, study: optuna.Study, number: int, values: Sequence[float] | None) -> None:
+        self._recent[number] = None
+        if len(self._recent) > self.window:
+            del self._recent[next(iter(self._recent))]
+        if values is None:
+            return
+        mine = losses(study, values)
+        if any(dominates(other, mine) or other == mine for other in self._front.values()):
+            return
+        self._front = {n: other for n, other in self._front.items() if not dominates(mine, other)}
+        self._front[number] = mine
+
+    def _view(self, study: optuna.Study) -> optuna.Study:
+        self._sync(study)
+        if len(self._recent) < self.window:  # nothing left out yet: the study itself
+            return study
+        return _Window(study, set(self._recent) | set(self._front))
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base.before_trial(self._view(study), trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.base.infer_relative_search_space(self._view(study), trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self.base.sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.base.sample_independent(self._view(study), trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.base.after_trial(study, trial, state, values)
+        if self._synced:  # before the first ask, _sync learns it from the study
+            self._finished(study, trial.number, values if state == TrialState.COMPLETE else None)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()

@@ -86,7 +86,7 @@ def test_the_driver_tells_it_the_runtime_knobs_of_the_space():
 
     cfg = compose_config(["sampler=tpe_refine", "space.knobs.batch_size.choices=[8,32]"])
     sampler = make_sampler(cfg, prepare(cfg))
-    assert isinstance(sampler, RuntimeRefiningSampler) and isinstance(sampler.base, optuna.samplers.TPESampler)
+    assert isinstance(sampler, RuntimeRefiningSampler) and isinstance(sampler.base.base, optuna.samplers.TPESampler)
     assert sampler.runtime == {"parallelism", "degree", "batch_size"}  # not the target: a model is built per target
     assert {"parallelism", "degree", "micro_batches", "batch_size"} <= sampler.runtime_fields
     assert not {"quant_bits", "prune_rate", "fusion", "target"} & sampler.runtime_fields

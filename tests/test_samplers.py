@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from search.samplers import IncrementalNSGAIISampler
+from search.samplers import IncrementalNSGAIISampler, WindowedSampler, dominates, losses
 
 SPACE = {"bits": CategoricalDistribution([4, 8, 16, 32]), "rate": FloatDistribution(0.0, 0.8),
          "degree": IntDistribution(2, 8), "mode": CategoricalDistribution(["a", "b", "c"])}
@@ -57,3 +57,41 @@ def test_a_resumed_study_draws_the_same_as_with_optunas_sampler(tmp_path):
         second = drive(study_with(kind(population_size=6, seed=4), storage), 50, 4)
         runs[name] = first + second
     assert runs["mine"] == runs["stock"]
+
+
+class Spy(optuna.samplers.RandomSampler):
+    """Random draws; records how many finished trials each relative sampling saw."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed)
+        self.seen: list[tuple[int, int]] = []  # (finished trials seen, window + the front's size then)
+        self.owner: WindowedSampler | None = None
+
+    def infer_relative_search_space(self, study, trial):
+        seen = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+        self.seen.append((seen, self.owner.window + len(self.owner._front)))
+        return {}
+
+
+def test_the_windowed_sampler_draws_as_its_base_until_the_window_fills():
+    plain = drive(study_with(optuna.samplers.TPESampler(seed=2, n_startup_trials=5)), 40, 2)
+    windowed = drive(study_with(WindowedSampler(optuna.samplers.TPESampler(seed=2, n_startup_trials=5), window=50)),
+                     40, 2)
+    assert windowed == plain
+
+
+def test_past_the_window_the_base_sees_the_front_and_the_latest_trials_only(tmp_path):
+    spy = Spy(seed=0)
+    sampler = spy.owner = WindowedSampler(spy, window=20)
+    study = study_with(sampler)
+    drive(study, 150, 5)
+    assert all(seen <= limit for seen, limit in spy.seen) and spy.seen[-1][0] >= 20  # bounded, and full
+    assert [seen for seen, _ in spy.seen[:15]] == sorted(seen for seen, _ in spy.seen[:15])  # the whole study at first
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    front = {t.number for t in completed
+             if not any(dominates(losses(study, o.values), losses(study, t.values)) for o in completed)}
+    assert set(sampler._front) == front
+
+    resumed = WindowedSampler(Spy(seed=1), window=20)  # a fresh instance learns the front from the study
+    resumed._sync(study)
+    assert set(resumed._front) == front and len(resumed._recent) == 20
