@@ -1,6 +1,6 @@
 """Thousands of trials: the driver's own cost per trial must stay flat as the study grows.
 
-    python bench/load.py [--trials 2000] [--workers 4] [--sampler nsga2]
+    python bench/load.py [--trials 2000] [--workers 4] [--sampler tpe_refine]
 
 Runs the real driver loop (Optuna ask/tell on SQLite, trials.csv/pareto.csv every second, the
 front, models and cards, the progress line) on a real local Ray with trials that build nothing
@@ -20,7 +20,6 @@ import time
 
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
 
 from overhead import no_work
 from search import study as studies
@@ -28,7 +27,7 @@ from search.config import compose_config
 from search.results.progress import Progress
 from search.run.cluster import start_ray, stop_ray
 from search.run.dispatcher import Dispatcher
-from search.run.driver import adopt_workload, prepare, search_loop
+from search.run.driver import adopt_workload, make_sampler, prepare, search_loop
 from search.run.interrupt import StopRequest
 from search.workloads import check_workload, digits
 from spaces import baseline_params
@@ -43,7 +42,8 @@ def run(trials: int, workers: int, sampler: str, results: str) -> tuple[np.ndarr
     workload = check_workload(digits.load(seed=0), "digits")
     adopt_workload(search, workload)
     search.run_dir.mkdir(parents=True)
-    study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler), baseline_params(search.knobs))
+    study = studies.open_study(search.run_dir, search.objectives, make_sampler(cfg, search),
+                               baseline_params(search.knobs))
     started = time.perf_counter()
     with StopRequest() as stop:
         progress = Progress(trials, objectives=search.objectives, stream=io.StringIO())
@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--sampler", default="nsga2")
+    parser.add_argument("--sampler", default="tpe_refine")
     args = parser.parse_args()
     target = prepare(compose_config([])).target
     with tempfile.TemporaryDirectory() as results:

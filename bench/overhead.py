@@ -19,13 +19,12 @@ import time
 import numpy as np
 import optuna
 import ray
-from hydra.utils import instantiate
 
 from search import study as studies
 from search.run.cluster import start_ray, stop_ray
 from search.config import compose_config
 from search.run.dispatcher import Dispatcher
-from search.run.driver import adopt_workload, prepare, search_loop
+from search.run.driver import adopt_workload, make_sampler, prepare, search_loop
 from search.run.interrupt import StopRequest
 from search.results.progress import Progress
 from search.workloads import check_workload, digits
@@ -63,7 +62,7 @@ def run_loop(workers: int, trials: int, results: str, sampler: str, task=no_work
     workload = check_workload(digits.load(seed=0), "digits")
     adopt_workload(search, workload)
     search.run_dir.mkdir(parents=True)
-    study = studies.open_study(search.run_dir, search.objectives, instantiate(cfg.sampler),
+    study = studies.open_study(search.run_dir, search.objectives, make_sampler(cfg, search),
                                baseline_params(search.knobs))
     with StopRequest() as stop:
         progress = Progress(trials, objectives=search.objectives, stream=io.StringIO())
@@ -81,7 +80,7 @@ def driver_ms_per_trial(workers: int, trials: int, results: str, sampler: str) -
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--samplers", nargs="+", default=["nsga2", "random"])
+    parser.add_argument("--samplers", nargs="+", default=["tpe_refine", "nsga2", "random"])
     args = parser.parse_args()
     target = prepare(compose_config([])).target
     with tempfile.TemporaryDirectory() as results:

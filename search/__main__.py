@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from search.errors import ConfigError
 
 USAGE = """usage: python -m search [key=value ...] [+target=NAME]
-  trials=N  run=NAME  seed=S  workers=W  sampler=nsga2|tpe|random  workload=NAME
+  trials=N  run=NAME  seed=S  workers=W  sampler=tpe_refine|tpe|nsga2|random  workload=NAME
   cluster.address=auto|HOST:PORT  batch_size=B  (see README for all)"""
 
 

@@ -22,7 +22,7 @@ BAD_INPUT = [
     (["space.knobs.quant_bits.half=[bf16]"], "quant_bits 16-bit format: none of ['bf16'] runs on target cpu"),
     (["space.knobs.parallelism.modes=[model_parallel]"], "parallelism: ['model_parallel'] not allowed"),
     (["space.knobs.batch_size.choices=[0,8]"], "batch_size: sizes must be integers >= 1"),
-    (["sampler=foo"], "known samplers: gp, nsga2, nsga3, random, tpe"),
+    (["sampler=foo"], "known samplers: gp, nsga2, nsga3, random, random_refine, tpe, tpe_refine"),
     (["time_budget=-1"], "time_budget must be a number of seconds > 0"),
     (["stall_trials=0"], "stall_trials must be an integer >= 1"),
     (["warm_start=no/such/run"], "warm_start=no/such/run: no run folder there"),
