@@ -110,7 +110,8 @@ def claim_and_die(service) -> None:
 
 def test_driver_releases_the_claim_of_a_worker_that_died(tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    # a private Ray, as the driver starts one: a cluster file another Ray left in /tmp/ray is not joined
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:
         service, _ = start_service(tmp_path)
         ref = ray.remote(claim_and_die).options(max_retries=0).remote(service)
