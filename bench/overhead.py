@@ -1,6 +1,6 @@
 """The driver's own cost per trial: the real ask/tell loop, result files and progress, with trials that do no work.
 
-    python bench/overhead.py [--trials 60]
+    python bench/overhead.py [--trials 60] [--samplers ...] [--profile SAMPLER]
 
 Runs the real driver loop (Optuna ask/tell on SQLite, trials.csv/pareto.csv, models and cards,
 progress line) over Ray with a task that returns at once, with 1 and then 2 workers, and
@@ -77,15 +77,48 @@ def driver_ms_per_trial(workers: int, trials: int, results: str, sampler: str) -
     return float(np.median(gaps)), bare_round_trip_ms()
 
 
+# Where a trial's driver time goes, for --profile: (label, a substring of "file:function" in the profile).
+PARTS = (("Optuna ask, the sampler's part excluded", "search/study.py:ask"),
+         ("  the sampler (relative draws)", "refine.py:sample_relative"),
+         ("Optuna tell", "optuna/study/study.py:tell"),
+         ("user-attribute commits", "optuna/trial/_trial.py:set_user_attr"),
+         ("result rows, front, model files", "search/run/state.py:take_finished"),
+         ("waiting on Ray", "ray/_private/worker.py:wait"))
+
+
+def profile(sampler: str, trials: int, results: str) -> None:
+    """One run at 1 worker under cProfile (which slows everything about 2x): ms per trial in each part."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(run_loop, 1, trials, results, sampler)
+    stats = pstats.Stats(profiler).stats  # (file, line, function) -> (..., cumulative time, ...)
+
+    def per_trial(pattern: str) -> float:
+        return sum(v[3] for k, v in stats.items() if pattern in f"{k[0]}:{k[2]}") / trials * 1e3
+
+    print(f"{sampler}, 1 worker, {trials} trials, under cProfile: "
+          f"{per_trial('search/run/driver.py:search_loop'):.1f} ms per trial in the loop")
+    sampled = per_trial("refine.py:sample_relative")
+    for label, pattern in PARTS:
+        spent = per_trial(pattern) - (sampled if pattern == "search/study.py:ask" else 0.0)
+        print(f"  {label:42s} {spent:6.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--samplers", nargs="+", default=["tpe_refine", "nsga2", "random"])
+    parser.add_argument("--profile", metavar="SAMPLER", help="instead: where the driver's time goes, by part")
     args = parser.parse_args()
     target = prepare(compose_config([])).target
     with tempfile.TemporaryDirectory() as results:
         start_ray({"object_store_memory": 200_000_000}, 2, [target])
         try:
+            if args.profile:
+                profile(args.profile, args.trials, results)
+                return
             rows = [(s, w, *driver_ms_per_trial(w, args.trials, results, s)) for s in args.samplers for w in (1, 2)]
         finally:
             stop_ray()
