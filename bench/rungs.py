@@ -84,10 +84,12 @@ def main() -> None:
                 cells = " | ".join(f"{hv:.3f}" for hv in curve[variant])
                 print(f"| {seed} | {variant} | {cells} | {wall_s(folder):.0f} | {stopped(folder)} |", flush=True)
             for i, (with_rungs, without) in enumerate(zip(curve["rungs"], curve["no-rungs"], strict=True)):
-                ratios[i].append(with_rungs / without if without else float("nan"))
+                if without:  # a run with no front member inside the joint front's nadir yet has no ratio
+                    ratios[i].append(with_rungs / without)
     print(f"\n{args.trials} trials, workload {args.workload}, seeds {args.seeds}: median hypervolume with rungs / "
           "without, at each share of the run without rungs' wall time")
-    print(" | ".join(f"{m:.0%}: {statistics.median(r):.2f}x" for m, r in zip(MARKS, ratios, strict=True)))
+    print(" | ".join(f"{m:.0%}: {statistics.median(r):.2f}x ({len(r)} seeds)" if r else f"{m:.0%}: n/a"
+                     for m, r in zip(MARKS, ratios, strict=True)))
 
 
 if __name__ == "__main__":
