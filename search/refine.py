@@ -26,7 +26,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.samplers import dominates, losses
+from search.samplers import LossFront, losses
 
 REFINES = "refines"  # trial system attribute: the number of the front member whose build this trial re-runs
 
@@ -47,8 +47,9 @@ class RuntimeRefiningSampler(optuna.samplers.BaseSampler):
         self.base, self.share = base, share
         self.runtime: frozenset[str] = frozenset()
         self.runtime_fields: frozenset[str] = frozenset()
-        # number -> (losses, build key, runtime key, its params): keys of what was built and run, params to ask
-        self._front: dict[int, tuple[list[float], Key, Key, dict[str, Any]]] = {}
+        self._front = LossFront()
+        # front member -> (build key, runtime key, its params): what it built and ran, and the params to ask
+        self._runs: dict[int, tuple[Key, Key, dict[str, Any]]] = {}
         self._tried: set[tuple[Key, Key]] = set()  # (build, runtime) pairs asked so far, finished or not
         self._planned: dict[int, dict[str, Any]] = {}  # trial number -> the params it re-runs with
         self._drawn = self._refined = 0  # trials the sampler chose (not enqueued), and how many refined
@@ -87,23 +88,21 @@ class RuntimeRefiningSampler(optuna.samplers.BaseSampler):
         return _key(params, set(params) - self.runtime), _key(params, self.runtime)
 
     def _add_to_front(self, study: optuna.Study, trial: FrozenTrial, values: Sequence[float]) -> None:
-        mine = losses(study, values)
-        if any(dominates(entry[0], mine) or entry[0] == mine for entry in self._front.values()):
-            return
-        self._front = {n: entry for n, entry in self._front.items() if not dominates(mine, entry[0])}
-        self._front[trial.number] = (mine, *self._keys(trial), dict(trial.params))
+        if self._front.add(trial.number, losses(study, values)):
+            self._runs = {n: self._runs[n] for n in self._front if n in self._runs}
+            self._runs[trial.number] = (*self._keys(trial), dict(trial.params))
 
     def _refinement(self) -> tuple[int, dict[str, Any]] | None:
         """The next (front member, params) to re-run: the newest front builds first, each under the
         runtime setting most front members run that it has not been tried with."""
         counts: dict[Key, int] = {}
         runs_with: dict[Key, dict[str, Any]] = {}  # runtime key -> the runtime params of a member that ran it
-        for _, _, runtime, params in self._front.values():
+        for _, runtime, params in self._runs.values():
             counts[runtime] = counts.get(runtime, 0) + 1
             runs_with.setdefault(runtime, {n: v for n, v in params.items() if n in self.runtime})
         settings = sorted(counts, key=lambda r: -counts[r])
-        for number in sorted(self._front, reverse=True):
-            _, build, _, params = self._front[number]
+        for number in sorted(self._runs, reverse=True):
+            build, _, params = self._runs[number]
             for runtime in settings:
                 if (build, runtime) not in self._tried:
                     self._tried.add((build, runtime))

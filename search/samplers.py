@@ -15,7 +15,7 @@ fresh instance rebuilds its bookkeeping from the study once, on its first ask.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -99,6 +99,28 @@ def losses(study: optuna.Study, values: Sequence[float]) -> list[float]:
             for v, d in zip(values, study.directions, strict=True)]
 
 
+class LossFront:
+    """The non-dominated trials by their losses (``losses``), grown one finished trial at a time: what the
+    sampler wrappers here keep instead of reading the study. Iterating gives the members' numbers."""
+
+    def __init__(self) -> None:
+        self.losses: dict[int, list[float]] = {}
+
+    def add(self, number: int, mine: list[float]) -> bool:
+        """Whether trial ``number`` joined (no member dominates or equals it); members it dominates leave."""
+        if any(dominates(other, mine) or other == mine for other in self.losses.values()):
+            return False
+        self.losses = {n: other for n, other in self.losses.items() if not dominates(mine, other)}
+        self.losses[number] = mine
+        return True
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.losses)
+
+    def __len__(self) -> int:
+        return len(self.losses)
+
+
 class _Window(optuna.study.Study):
     """The study as a sampler sees it through ``WindowedSampler``: only the finished trials ``keep`` keeps.
     It shares the study's state (no storage round trip to make it); Optuna's Hyperband pruner shows its
@@ -123,7 +145,8 @@ class WindowedSampler(optuna.samplers.BaseSampler):
     def __init__(self, base: optuna.samplers.BaseSampler, window: int = 300) -> None:
         self.base, self.window = base, window
         self._recent: dict[int, None] = {}  # finished trial numbers, oldest first (a dict keeps order)
-        self._front: dict[int, list[float]] = {}  # number -> losses
+        self._front = LossFront()
+        self._shown: tuple[int, optuna.Study] | None = None  # (id of the study, its view) until a trial finishes
         self._synced = False
 
     def _sync(self, study: optuna.Study) -> None:
@@ -136,24 +159,23 @@ class WindowedSampler(optuna.samplers.BaseSampler):
 
     def _finished(self, study: optuna.Study, number: int, values: Sequence[float] | None) -> None:
         self._recent[number] = None
+        self._shown = None
         if len(self._recent) > self.window:
             del self._recent[next(iter(self._recent))]
-        if values is None:
-            return
-        mine = losses(study, values)
-        if any(dominates(other, mine) or other == mine for other in self._front.values()):
-            return
-        self._front = {n: other for n, other in self._front.items() if not dominates(mine, other)}
-        self._front[number] = mine
+        if values is not None:
+            self._front.add(number, losses(study, values))
 
     def _view(self, study: optuna.Study) -> optuna.Study:
+        """The study as ``base`` sees it; made once until a trial finishes (an ask calls the base ~16 times)."""
         self._sync(study)
         if len(self._recent) < self.window:  # nothing left out yet: the study itself
             return study
-        # at most `window` trials in all: the newest front members (up to half of it), then the latest
-        front = sorted(self._front, reverse=True)[:self.window // 2]
-        latest = list(self._recent)[len(self._recent) - (self.window - len(front)):]
-        return _Window(study, set(front) | set(latest))
+        if self._shown is None or self._shown[0] != id(study):
+            # at most `window` trials in all: the newest front members (up to half of it), then the latest
+            front = sorted(self._front, reverse=True)[:self.window // 2]
+            latest = list(self._recent)[len(self._recent) - (self.window - len(front)):]
+            self._shown = (id(study), _Window(study, set(front) | set(latest)))
+        return self._shown[1]
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.base.before_trial(self._view(study), trial)
