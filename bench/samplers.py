@@ -121,8 +121,10 @@ def versus_baseline(table: pd.DataFrame, objectives: list[tuple[str, str]], with
 def print_versus_baseline(runs: dict[tuple[str, int], pd.DataFrame], objectives: list[tuple[str, str]],
                           within: float) -> None:
     minimized = [m for m, d in objectives if d == "minimize"]
-    print(f"\nbest within {within:.0%} of the baseline's {next(m for m, d in objectives if d == 'maximize')}, "
-          "baseline / best (higher is better)")
+    quality = next((m for m, d in objectives if d == "maximize"), None)
+    if quality is None:  # a workload whose every objective is minimized has no quality to stay within
+        return
+    print(f"\nbest within {within:.0%} of the baseline's {quality}, baseline / best (higher is better)")
     print(f"| sampler | seed | {' | '.join(minimized)} |")
     print(f"|---|---|{'---|' * len(minimized)}")
     for (name, seed), table in sorted(runs.items()):
