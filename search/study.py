@@ -7,17 +7,15 @@ import math
 import warnings
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import optuna
 from sqlalchemy import event
-from optuna import distributions
 from optuna.distributions import BaseDistribution
-from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import ConfigError
+from search.mirrored_storage import MirroredStorage
 
 STUDY_NAME = "search"
 RERUN_PREFIX = "re-run as"
@@ -33,72 +31,29 @@ def _fast_commits(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-class OneCommitAskStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage, except that inside ``one_commit()`` the params a trial is given are written
-    in one transaction when it ends, not one each: an ask of the whole space (14 params on the default
-    space) made 14 commits and took 16 ms here. Nothing reads them from the database meanwhile: the
-    asking trial keeps its own copy, and samplers read the other trials."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pending: list[tuple] | None = None  # (trial_id, name, value, distribution, previous) while deferring
-
-    @contextlib.contextmanager
-    def one_commit(self) -> Iterator[None]:
-        self._pending = []
-        try:
-            yield
-        finally:
-            pending, self._pending = self._pending, None
-            if pending:
-                self._write_params(pending)
-
-    def _write_params(self, pending: list[tuple]) -> None:
-        """The checks Optuna makes per param (the trial is updatable, each distribution is compatible
-        with the study's), with the trial read once."""
-        with _create_scoped_session(self.scoped_session, True) as session:
-            checked: set[int] = set()
-            for trial_id, name, value, distribution, previous in pending:
-                if previous is None:  # the study's first use of this param: Optuna's own path looks it up
-                    self._set_trial_param_without_commit(session, trial_id, name, value, distribution)
-                    continue
-                if trial_id not in checked:
-                    state = models.TrialModel.find_or_raise_by_id(trial_id, session).state
-                    self.check_trial_is_updatable(trial_id, state)
-                    checked.add(trial_id)
-                distributions.check_distribution_compatibility(previous, distribution)
-                session.add(models.TrialParamModel(trial_id=trial_id, param_name=name, param_value=value,
-                                                   distribution_json=distributions.distribution_to_json(distribution)))
-
-    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
-                         distribution: BaseDistribution, previous_distribution: BaseDistribution | None) -> None:
-        if self._pending is None:
-            super()._set_trial_param(trial_id, param_name, param_value_internal, distribution, previous_distribution)
-        else:
-            self._pending.append((trial_id, param_name, param_value_internal, distribution, previous_distribution))
+def batched(study: optuna.Study) -> contextlib.AbstractContextManager:
+    """The study's writes inside go to study.db in one transaction, where its storage can (``MirroredStorage``)."""
+    storage = study._storage  # noqa: SLF001 - Optuna keeps the storage private
+    return storage.batch() if isinstance(storage, MirroredStorage) else contextlib.nullcontext()
 
 
 def ask(study: optuna.Study, space: dict[str, BaseDistribution]) -> optuna.Trial:
-    """``study.ask(fixed_distributions=space)``, its params written in one commit where the storage can."""
-    backend = getattr(study._storage, "_backend", study._storage)  # noqa: SLF001 - Optuna wraps RDB in a cache
-    if not isinstance(backend, OneCommitAskStorage):
-        return study.ask(fixed_distributions=space)
-    with backend.one_commit():
+    """``study.ask(fixed_distributions=space)``, the trial and its params written in one commit."""
+    with batched(study):
         return study.ask(fixed_distributions=space)
 
 
-def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
-    """SQLite in WAL mode with synchronous=NORMAL, a trial's params written in one commit (``ask``).
+def sqlite_storage(path: Path) -> MirroredStorage:
+    """The run's study.db in WAL mode with synchronous=NORMAL, read from memory (``MirroredStorage``).
 
-    The default (rollback journal, fsync on every commit) cost ~4 ms per commit here, and a
-    trial makes about eight. In WAL mode a commit survives a killed driver (it is in the log
-    the next open replays); only a power cut can lose the last commits. The log is merged
-    into study.db when the driver closes it.
+    The default (rollback journal, fsync on every commit) cost ~4 ms per commit here. In WAL mode a
+    commit survives a killed driver (it is in the log the next open replays); only a power cut can
+    lose the last commits. The log is merged into study.db when the driver closes it.
     """
-    storage = OneCommitAskStorage(f"sqlite:///{path.resolve()}")
-    event.listen(storage.engine, "connect", _fast_commits)
-    storage.engine.dispose()  # connections opened while creating the schema predate the listener
-    return storage
+    db = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    event.listen(db.engine, "connect", _fast_commits)
+    db.engine.dispose()  # connections opened while creating the schema predate the listener
+    return MirroredStorage(db)
 
 
 def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: optuna.samplers.BaseSampler,
@@ -185,6 +140,12 @@ def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any],
     The outcome is one user attribute (``OUTCOME``): one commit, not one per field. The trial comes back
     from ``tell``, which reads it anyway: reading it again cost a query a trial.
     """
+    with batched(study):  # the outcome and the state: one commit to study.db
+        return _record(study, trial, result, objectives)
+
+
+def _record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any],
+            objectives: Sequence[tuple[str, str]]) -> tuple[str, FrozenTrial]:
     error = result.get("error") or ""
     metrics = result.get("metrics") or {}  # a timed-out or crashed trial brings no metrics back
     values = [metrics.get(metric) for metric, _ in objectives]

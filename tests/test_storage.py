@@ -1,10 +1,11 @@
-"""The study's storage writes an ask's params in one commit, and stores exactly what Optuna's ask stores."""
+"""The study's storage answers from memory and keeps study.db exactly as Optuna's own storage would."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 
 from search import study as studies
 
@@ -12,26 +13,82 @@ SPACE = {"bits": CategoricalDistribution([4, 8, 16, 32]), "rate": FloatDistribut
          "degree": IntDistribution(1, 8), "mode": CategoricalDistribution(["a", "b", "c"])}
 
 
-def run(tmp_path, name: str, one_commit: bool) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.create_study(storage=studies.sqlite_storage(tmp_path / f"{name}.db"), study_name="s",
-                                sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=5),
-                                directions=["maximize", "minimize"])
-    study.enqueue_trial({"bits": 32, "rate": 0.0})  # an enqueued trial keeps its fixed params
-    for i in range(20):
-        trial = studies.ask(study, SPACE) if one_commit else study.ask(fixed_distributions=SPACE)
-        study.tell(trial, [trial.params["rate"], i % 3])
-    return optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / f'{name}.db'}").trials
+def drive(storage) -> optuna.Study:
+    """Every kind of write a run makes: enqueued trials, asks, attributes, steps, each end state."""
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=5))
+    study.enqueue_trial({"bits": 32, "rate": 0.0}, user_attrs={"baseline": True})
+    study.set_user_attr("note", {"a": [1, 2]})
+    for i in range(16):
+        with studies.batched(study):
+            trial = study.ask(fixed_distributions=SPACE)
+            trial.set_user_attr("candidate", {"i": i})
+        study._storage.set_trial_system_attr(trial._trial_id, "generation", i // 4)
+        if i % 5 and i % 7:  # steps on a multi-objective PRUNED trial would trip TPE
+            study._storage.set_trial_intermediate_value(trial._trial_id, 1, 0.5 * i)
+        with studies.batched(study):
+            trial.set_user_attr("outcome", {"error": "" if i % 5 else "boom"})
+            if i % 5 == 0:
+                study.tell(trial, state=TrialState.FAIL)
+            elif i % 7 == 0:
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, [trial.params["rate"], float(i % 3)])
+    study.ask(fixed_distributions=SPACE)  # left running
+    return study
 
 
-def test_one_commit_asks_store_what_optunas_ask_stores(tmp_path):
-    mine, stock = run(tmp_path, "mine", True), run(tmp_path, "stock", False)
-    assert [(t.params, t.distributions, t.values) for t in mine] == [(t.params, t.distributions, t.values)
-                                                                    for t in stock]
-    assert mine[0].params["bits"] == 32 and mine[0].params["rate"] == 0.0
+def stored(path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{path}").trials
 
 
-def test_a_param_whose_distribution_changed_is_still_refused(tmp_path):
-    study = optuna.create_study(storage=studies.sqlite_storage(tmp_path / "s.db"))
+def facts(trial: optuna.trial.FrozenTrial) -> tuple:
+    return (trial.number, trial.state, trial.params, trial.distributions, trial.values, trial.user_attrs,
+            trial.system_attrs, trial.intermediate_values)
+
+
+def test_the_file_holds_what_optunas_own_storage_would_hold(tmp_path):
+    mine = drive(studies.sqlite_storage(tmp_path / "mine.db"))
+    drive(optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'stock.db'}"))
+    in_file = stored(tmp_path / "mine.db")
+    assert [facts(t) for t in in_file] == [facts(t) for t in stored(tmp_path / "stock.db")]
+    assert [(t.datetime_start, t.datetime_complete) for t in in_file] == [
+        (t.datetime_start, t.datetime_complete) for t in mine.trials]
+    assert (in_file[0].params["bits"], in_file[0].params["rate"], in_file[0].user_attrs["baseline"]) == (32, 0.0, True)
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'mine.db'}").user_attrs == {
+        "note": {"a": [1, 2]}}
+
+
+def test_a_reopened_study_goes_on_where_it_was(tmp_path):
+    before = drive(studies.sqlite_storage(tmp_path / "s.db")).trials
+    study = optuna.load_study(study_name="s", storage=studies.sqlite_storage(tmp_path / "s.db"))
+    assert [facts(t) for t in study.trials] == [facts(t) for t in before]
+    running = study.get_trials(states=(TrialState.RUNNING,))[0]
+    study.tell(running.number, [0.1, 0.2])
+    trial = study.ask(fixed_distributions=SPACE)
+    assert trial.number == len(before)
+    in_file = stored(tmp_path / "s.db")
+    assert [t.number for t in in_file] == list(range(len(before) + 1))
+    assert in_file[running.number].state == TrialState.COMPLETE and in_file[running.number].values == [0.1, 0.2]
+
+
+def test_a_param_whose_distribution_changed_is_refused_before_and_after_a_reopen(tmp_path):
+    study = optuna.create_study(storage=studies.sqlite_storage(tmp_path / "s.db"), study_name="s")
     studies.ask(study, {"x": FloatDistribution(0, 1)})
     with pytest.raises(ValueError):
         studies.ask(study, {"x": CategoricalDistribution(["a", "b"])})
+    reopened = optuna.load_study(study_name="s", storage=studies.sqlite_storage(tmp_path / "s.db"))
+    with pytest.raises(ValueError):
+        studies.ask(reopened, {"x": CategoricalDistribution(["a", "b"])})
+
+
+def test_a_batch_reaches_the_file_when_it_ends(tmp_path):
+    study = optuna.create_study(storage=studies.sqlite_storage(tmp_path / "s.db"), study_name="s")
+    study.enqueue_trial({"x": 0.5})
+    assert len(stored(tmp_path / "s.db")) == 1  # outside a batch, a write is in the file when the call returns
+    with studies.batched(study):
+        trial = study.ask(fixed_distributions={"x": FloatDistribution(0, 1)})
+        trial.set_user_attr("candidate", "c")
+        assert stored(tmp_path / "s.db")[0].state == TrialState.WAITING
+    in_file = stored(tmp_path / "s.db")[0]
+    assert (in_file.state, in_file.params, in_file.user_attrs) == (TrialState.RUNNING, {"x": 0.5}, {"candidate": "c"})

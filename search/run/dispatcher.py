@@ -53,7 +53,11 @@ class Dispatcher:
 
     def submit(self, study: optuna.Study) -> bool:
         """Ask for a candidate and dispatch it; False when its target cannot run it (kept, as PRUNED)."""
-        trial = studies.ask(study, self.space)
+        with studies.batched(study):  # the trial, its params and its candidate: one commit to study.db
+            return self._submit(study)
+
+    def _submit(self, study: optuna.Study) -> bool:
+        trial = study.ask(fixed_distributions=self.space)
         candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
         trial.set_user_attr("candidate", candidate.to_dict())
         target = self.search.targets[candidate.target]
