@@ -14,6 +14,7 @@ from optuna.distributions import CategoricalDistribution
 
 from search import study as studies
 from search.run.cluster import task_result
+from search.run.shared_workload import WorkloadRef, fetching_workload
 from search.run.shipping import ship_user_code
 from search.run.store import start_service, workload_fingerprint
 from search.run.state import Search, say
@@ -33,10 +34,10 @@ class Dispatcher:
         # max_retries re-runs a trial whose worker process died; a Python exception is not retried
         # (run_trial returns it as the trial's error instead).
         # Each target's trials reserve its own Ray resources (a GPU target's num_gpus).
-        self.tasks = {name: ray.remote(task).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus,
+        self.tasks = {name: ray.remote(fetching_workload(task)).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus,
                                                      max_retries=search.settings.max_retries)
                       for name, t in search.targets.items()}
-        self.remeasure_tasks = {name: ray.remote(remeasure_task).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus)
+        self.remeasure_tasks = {name: ray.remote(fetching_workload(remeasure_task)).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus)
                                 for name, t in search.targets.items()}
         shipped = ship_user_code()  # the user's modules go by value: workers and other nodes need not import them
         if shipped:
@@ -44,7 +45,8 @@ class Dispatcher:
         # Artifacts are addressed by the weights and data too: a model changed under the same name on resume
         # builds afresh.
         workload = dataclasses.replace(workload, key=f"{workload.key}-{workload_fingerprint(workload)}")
-        self.workload_ref = ray.put(workload)  # sent once; workers on other nodes fetch it from the object store
+        # Sent once; workers on other nodes fetch it from the object store, and each worker process keeps it.
+        self.workload_ref = WorkloadRef(ray.put(workload))
         self.store, store_name = start_service(search.run_dir)  # the handle kept here keeps the actor alive
         self.plugins_ref = ray.put(TrialPlugins(search.knobs, search.evaluators, store_name))
         self.in_flight: dict[ray.ObjectRef, tuple[optuna.Trial, float]] = {}  # ref -> (trial, start time)
