@@ -291,12 +291,18 @@ def _write_rows(session: Session, db_id: int, trial: FrozenTrial, parts: _Unwrit
                                 (models.TrialSystemAttributeModel, trial.system_attrs, parts.system_attrs)):
         _upsert(session, model, ("trial_id", "key"),
                 [{"trial_id": db_id, "key": key, "value_json": json.dumps(attrs[key])} for key in sorted(names)])
-    stored_step = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-    _upsert(session, models.TrialIntermediateValueModel, ("trial_id", "step"), [
-        dict(zip(("trial_id", "step", "intermediate_value", "intermediate_value_type"),
-                 (db_id, step, *stored_step(trial.intermediate_values[step])))) for step in sorted(parts.steps)])
+    _upsert(session, models.TrialIntermediateValueModel, ("trial_id", "step"),
+            [_step_row(db_id, step, trial.intermediate_values[step]) for step in sorted(parts.steps)])
     if parts.state and trial.values is not None:
-        stored_value = models.TrialValueModel.value_to_stored_repr
-        _upsert(session, models.TrialValueModel, ("trial_id", "objective"), [
-            dict(zip(("trial_id", "objective", "value", "value_type"), (db_id, objective, *stored_value(value))))
-            for objective, value in enumerate(trial.values)])
+        _upsert(session, models.TrialValueModel, ("trial_id", "objective"),
+                [_value_row(db_id, objective, value) for objective, value in enumerate(trial.values)])
+
+
+def _step_row(db_id: int, step: int, value: float) -> dict[str, Any]:
+    stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+    return {"trial_id": db_id, "step": step, "intermediate_value": stored, "intermediate_value_type": kind}
+
+
+def _value_row(db_id: int, objective: int, value: float) -> dict[str, Any]:
+    stored, kind = models.TrialValueModel.value_to_stored_repr(value)  # infinities as Optuna stores them
+    return {"trial_id": db_id, "objective": objective, "value": stored, "value_type": kind}

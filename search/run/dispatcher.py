@@ -37,7 +37,8 @@ class Dispatcher:
         self.tasks = {name: ray.remote(fetching_workload(task)).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus,
                                                      max_retries=search.settings.max_retries)
                       for name, t in search.targets.items()}
-        self.remeasure_tasks = {name: ray.remote(fetching_workload(remeasure_task)).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus)
+        self.remeasure_tasks = {name: ray.remote(fetching_workload(remeasure_task)).options(num_cpus=t.num_cpus,
+                                                                                             num_gpus=t.num_gpus)
                                 for name, t in search.targets.items()}
         shipped = ship_user_code()  # the user's modules go by value: workers and other nodes need not import them
         if shipped:
