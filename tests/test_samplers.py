@@ -66,9 +66,13 @@ class Spy(optuna.samplers.RandomSampler):
         super().__init__(seed=seed)
         self.seen: list[tuple[int, int, int]] = []  # (finished trials seen, front members among them, front size)
         self.owner: WindowedSampler | None = None
+        self.every_unfinished_shown: list[bool] = []
 
     def infer_relative_search_space(self, study, trial):
         seen = [t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        shown = {t.number for t in study.get_trials(deepcopy=False) if not t.state.is_finished()}
+        everything = study._storage.get_all_trials(study._study_id, deepcopy=False)  # the study, not the view
+        self.every_unfinished_shown.append(shown == {t.number for t in everything if not t.state.is_finished()})
         self.seen.append((len(seen), len(set(seen) & set(self.owner._front)), len(self.owner._front)))
         return {}
 
@@ -86,6 +90,7 @@ def test_past_the_window_the_base_sees_the_front_and_the_latest_trials_only(tmp_
     study = study_with(sampler)
     drive(study, 150, 5)
     assert max(seen for seen, _, _ in spy.seen) == 20  # bounded by the window, and filled
+    assert all(spy.every_unfinished_shown)  # a trial in flight long before the window is still shown
     assert all(members >= min(front, 10) for _, members, front in spy.seen)  # the front, up to half the window
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     front = {t.number for t in completed
