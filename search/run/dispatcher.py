@@ -34,11 +34,12 @@ class Dispatcher:
         # max_retries re-runs a trial whose worker process died; a Python exception is not retried
         # (run_trial returns it as the trial's error instead).
         # Each target's trials reserve its own Ray resources (a GPU target's num_gpus).
-        self.tasks = {name: ray.remote(fetching_workload(task)).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus,
-                                                     max_retries=search.settings.max_retries)
+        # Each worker process keeps the workload between trials (search/run/shared_workload.py).
+        self.tasks = {name: ray.remote(fetching_workload(task)).options(
+                          num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_retries=search.settings.max_retries)
                       for name, t in search.targets.items()}
-        self.remeasure_tasks = {name: ray.remote(fetching_workload(remeasure_task)).options(num_cpus=t.num_cpus,
-                                                                                             num_gpus=t.num_gpus)
+        self.remeasure_tasks = {name: ray.remote(fetching_workload(remeasure_task)).options(
+                                    num_cpus=t.num_cpus, num_gpus=t.num_gpus)
                                 for name, t in search.targets.items()}
         shipped = ship_user_code()  # the user's modules go by value: workers and other nodes need not import them
         if shipped:
