@@ -48,24 +48,36 @@ from search.workloads import Split, Workload
 MARKS = Path(__file__).resolve().parent / "marks"
 
 
+def mark_process():
+    """Once per process: could it import this module, and which Ray node is it?"""
+    mark = MARKS / str(os.getpid())
+    if mark.exists():
+        return
+    node = ""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    except Exception:
+        pass
+    MARKS.mkdir(exist_ok=True)
+    mark.write_text(f"{int(importlib.util.find_spec('%(module)s') is not None)} {node}")
+
+
 class UserMLP(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
 
-    def forward(self, x):
-        mark = MARKS / str(os.getpid())
-        if not mark.exists():  # once per process: could it import this module, and which Ray node is it?
-            node = ""
-            try:
-                import ray
+    def __setstate__(self, state):
+        # Every process that runs a trial unpickles the model, even where the run's store serves the trial's
+        # build and the model's forward never runs there (a cover trial reusing the baseline's build).
+        super().__setstate__(state)
+        mark_process()
 
-                if ray.is_initialized():
-                    node = ray.get_runtime_context().get_node_id()
-            except Exception:
-                pass
-            MARKS.mkdir(exist_ok=True)
-            mark.write_text(f"{int(importlib.util.find_spec('%(module)s') is not None)} {node}")
+    def forward(self, x):
+        mark_process()
         return self.body(x)
 
 
@@ -125,7 +137,7 @@ def run_launcher(tmp_path: Path, folder: Path, *overrides: str, env: dict[str, s
 
 
 def marks(folder: Path) -> dict[int, tuple[bool, str]]:
-    """PID -> (could import the module, Ray node id) of every process that ran the model's forward."""
+    """PID -> (could import the module, Ray node id) of every process that unpickled the model or ran it."""
     found = {}
     for path in (folder / "marks").iterdir():
         importable, _, node = path.read_text().partition(" ")
