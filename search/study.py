@@ -137,10 +137,10 @@ def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any],
            objectives: Sequence[tuple[str, str]]) -> tuple[str, FrozenTrial]:
     """Tell the study a worker's result; (why the trial failed or "" when it did not, the trial as stored).
 
-    The outcome is one user attribute (``OUTCOME``): one commit, not one per field. The trial comes back
-    from ``tell``, which reads it anyway: reading it again cost a query a trial.
+    The outcome is one user attribute (``OUTCOME``), written to study.db with the state and values in one
+    transaction. The trial comes back from ``tell``.
     """
-    with batched(study):  # the outcome and the state: one commit to study.db
+    with batched(study):
         return _record(study, trial, result, objectives)
 
 
