@@ -182,25 +182,14 @@ class MirroredStorage(BaseStorage):
     def _write_unless_batching(self) -> None:
         if self._batches or not self._unwritten:
             return
-        unwritten, self._unwritten = self._unwritten, {}
         created: dict[int, int] = {}
-        try:
-            with _create_scoped_session(self._db.scoped_session) as session:
-                # In creation order: the file numbers a study's trials as memory does.
-                for trial_id in sorted(unwritten):
-                    created.update(self._write_trial(session, trial_id, unwritten[trial_id]))
-        except BaseException:
-            for trial_id, parts in unwritten.items():  # kept for the next write; the file holds none of it
-                self._merge(trial_id, parts)
-            raise
+        with _create_scoped_session(self._db.scoped_session) as session:
+            # In creation order: the file numbers a study's trials as memory does.
+            for trial_id in sorted(self._unwritten):
+                created.update(self._write_trial(session, trial_id, self._unwritten[trial_id]))
+        # Only once committed: should the transaction fail, all of it stays unwritten for the next write.
+        self._unwritten.clear()
         self._db_trial_ids.update(created)
-
-    def _merge(self, trial_id: int, parts: _Unwritten) -> None:
-        mine = self._mark(trial_id)
-        mine.new |= parts.new
-        mine.state |= parts.state
-        for name in ("params", "user_attrs", "system_attrs", "steps"):
-            getattr(mine, name).update(getattr(parts, name))
 
     def _write_trial(self, session: Session, trial_id: int, parts: _Unwritten) -> dict[int, int]:
         """One trial's unwritten parts; {memory id: file id} when the trial is new to the file."""

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import optuna
 from sqlalchemy import event
-from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import ConfigError
@@ -35,12 +34,6 @@ def batched(study: optuna.Study) -> contextlib.AbstractContextManager:
     """The study's writes inside go to study.db in one transaction, where its storage can (``MirroredStorage``)."""
     storage = study._storage  # noqa: SLF001 - Optuna keeps the storage private
     return storage.batch() if isinstance(storage, MirroredStorage) else contextlib.nullcontext()
-
-
-def ask(study: optuna.Study, space: dict[str, BaseDistribution]) -> optuna.Trial:
-    """``study.ask(fixed_distributions=space)``, the trial and its params written in one commit."""
-    with batched(study):
-        return study.ask(fixed_distributions=space)
 
 
 def sqlite_storage(path: Path) -> MirroredStorage:

@@ -74,12 +74,12 @@ def test_a_reopened_study_goes_on_where_it_was(tmp_path):
 
 def test_a_param_whose_distribution_changed_is_refused_before_and_after_a_reopen(tmp_path):
     study = optuna.create_study(storage=studies.sqlite_storage(tmp_path / "s.db"), study_name="s")
-    studies.ask(study, {"x": FloatDistribution(0, 1)})
+    study.ask(fixed_distributions={"x": FloatDistribution(0, 1)})
     with pytest.raises(ValueError):
-        studies.ask(study, {"x": CategoricalDistribution(["a", "b"])})
+        study.ask(fixed_distributions={"x": CategoricalDistribution(["a", "b"])})
     reopened = optuna.load_study(study_name="s", storage=studies.sqlite_storage(tmp_path / "s.db"))
     with pytest.raises(ValueError):
-        studies.ask(reopened, {"x": CategoricalDistribution(["a", "b"])})
+        reopened.ask(fixed_distributions={"x": CategoricalDistribution(["a", "b"])})
 
 
 def test_a_batch_reaches_the_file_when_it_ends(tmp_path):
