@@ -1,11 +1,15 @@
-"""Contract suites, in the manner of optuna/testing: one suite each, parametrised over every shipped
-knob (conf/space/full.yaml), evaluator (conf/evaluators/default.yaml) and target (conf/target/*.yaml).
+"""The contract suites of search/testing, inherited by every shipped plugin: each knob (conf/space/full.yaml),
+evaluator (conf/evaluators/default.yaml), target (conf/target/*.yaml), task metric (search.metrics) and
+workload (the bundled digits, the examples'). Each test class gets every test of its contract.
 
-A new plugin that joins the shipped configs is held to the same promises without a test of its own.
+A plugin added to the shipped configs is held to the same promises without a test of its own; each contract
+is shown below to catch a deliberately broken plugin, so none of its tests is one that cannot fail.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -13,115 +17,113 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution
-from ray import cloudpickle
 
-from evaluators import Built, Evaluator
-from search.candidate import Candidate, UnknownField
-from search.plugins import load_evaluators, load_knobs, make_schema
-from search.results.card import model_card
-from search.results.html import pareto_figure
-from search.results.plots import axis_label, plot_front
-from search.results.tables import pareto_table, trials_table
-from search.runtime.target import Target
-from search.schema import KINDS
-from search.study import OUTCOME
-from search.transforms import export_onnx
-from spaces._base import STAGES
-from spaces import Knob, TargetChoice, compose_runtime, declared_fields, projected, refusal, suggest_candidate
+import search.metrics
+from evaluators import Size
+from search.config import compose_config
+from search.core.candidate import Candidate, UnknownField
+from search.metrics import (Accuracy, CosineFidelity, FromFunction, MacroF1, MeanAbsoluteError, MeanSquaredError,
+                            Metric, TopKAccuracy)
+from search.config import make_schema
+from search.results.plots import axis_label
+from search.schema import Column, Field
+from search.testing import (EvaluatorContract, KnobContract, MetricContract, TargetContract, WorkloadContract,
+                            shipped_evaluators, shipped_knobs, shipped_target_names, shipped_targets, shrunk,
+                            small_built)
+from search.workloads import Split, Workload
+from spaces import Knob, TargetChoice, declared_fields, projected, refusal, suggest_candidate
+from tests.conftest import TinyCNN
 
 REPO = Path(__file__).resolve().parent.parent
-TARGET_FILES = sorted((REPO / "conf" / "target").glob("*.yaml"))
-TYPES = {"int": (int, np.integer), "float": (float, int, np.floating), "str": (str,), "bool": (bool, np.bool_)}
-
-
-def shipped_targets() -> list[Target]:
-    from search.config import compose_config
-
-    return [Target.from_config(OmegaConf.to_container(compose_config([f"+target={p.stem}"]).target)) for p in TARGET_FILES]
-
-
-def shipped_knobs() -> list[Knob]:
-    config = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "space" / "full.yaml"), resolve=False)
-    default = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "space" / "default.yaml"), resolve=False)
-    merged = OmegaConf.to_container(OmegaConf.merge(default, {"knobs": config["knobs"]}), resolve=False)
-    merged["knobs"]["batch_size"]["baseline"] = 32  # ${batch_size} belongs to the primary config
-    return load_knobs(merged["knobs"])
-
-
-def shipped_evaluators() -> list[Evaluator]:
-    return load_evaluators(OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "evaluators" / "default.yaml")))
-
-
+TARGETS = shipped_targets()
 KNOB_NAMES = [k.name for k in shipped_knobs()]
 EVALUATOR_NAMES = [e.name for e in shipped_evaluators()]
-TARGETS = {t.name: t for t in shipped_targets()}
 
 
-def knob(name: str, targets: list[Target] | None = None) -> Knob:
+def knob(name: str, targets=None) -> Knob:
     found = {k.name: k for k in shipped_knobs()}[name]
     found.narrow(targets or [TARGETS["cpu"]])
     return found
 
 
-def draws(k: Knob, trials: int = 25) -> list[tuple[dict, dict]]:
-    """(params, fields) of ``trials`` random draws of the knob's whole space, as the driver asks for it."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    found = []
-    for _ in range(trials):
-        trial = study.ask(fixed_distributions=k.distributions())
-        found.append((trial.params, k.suggest(trial, {"target": "cpu", "batch_size": 32, "prune_rate": 0.5})))
-        study.tell(trial, 0.0)
-    return found
-
-
 # --- knobs -------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", KNOB_NAMES)
-def test_knob_declares_its_fields_with_known_kinds_and_where_they_apply(name):
-    k = knob(name)
-    assert k.fields, f"{name} declares no candidate field"
-    for f in k.fields:
-        assert f.kind in KINDS and f.applies_to in ("build", "runtime") and f.doc
-    assert k.stage in (None, *STAGES)
-    if k.stage is not None:
-        assert any(f.applies_to == "build" for f in k.fields), "a knob that builds has a build field (its cache key)"
+class TestShippedKnobs(KnobContract):
+    """Every shipped knob, narrowed to the cpu target and to every shipped target at once."""
+
+    @pytest.fixture(params=KNOB_NAMES)
+    def knob(self, request) -> Knob:
+        return {k.name: k for k in shipped_knobs()}[request.param]
+
+    @pytest.fixture(params=["cpu", "every-target"])
+    def targets(self, request):
+        return [TARGETS["cpu"]] if request.param == "cpu" else list(TARGETS.values())
 
 
-@pytest.mark.parametrize("name", KNOB_NAMES)
-def test_draws_stay_within_declared_choices_and_set_only_declared_fields(name):
-    k = knob(name)
-    declared = {f.name: f for f in k.fields}
-    for params, fields in draws(k):
-        for param, value in params.items():
-            dist = k.distributions()[param]
-            assert dist._contains(dist.to_internal_repr(value)), (param, value)
-        assert set(fields) <= set(declared), set(fields) - set(declared)
-        for field_name, value in fields.items():
-            assert value is None or value == declared[field_name].unset or \
-                isinstance(value, TYPES[declared[field_name].kind]), (field_name, value)
+class Levels(Knob):
+    """A sound knob of three runtime levels; each subclass below breaks one promise of it."""
+
+    name = "levels"
+    fields = (Field("level", kind="int", unset=1, applies_to="runtime", doc="a level"),)
+
+    def distributions(self):
+        return {"level": CategoricalDistribution([1, 2, 3])}
+
+    def suggest(self, trial, chosen):
+        return {"level": self.draw(trial, "level")}
+
+    def baseline(self):
+        return {"level": 1}
 
 
-@pytest.mark.parametrize("name", KNOB_NAMES)
-def test_baseline_and_cover_params_belong_to_the_space(name):
-    k = knob(name)
-    space = k.distributions()
-    for fixed in [k.baseline(), *k.cover()]:
-        for param, value in fixed.items():
-            assert param in space, f"{name}: {param} fixed but not searched"
-            dist = space[param]
-            assert dist._contains(dist.to_internal_repr(value)), (param, value)
+class DrawsAString(Levels):
+    def suggest(self, trial, chosen):
+        return {"level": str(self.draw(trial, "level"))}
 
 
-@pytest.mark.parametrize("name", KNOB_NAMES)
-def test_fields_survive_the_ray_boundary(name):
-    k = knob(name)
-    knobs = [k]
-    for _, fields in draws(k, trials=5):
-        cand = Candidate(target="cpu", runtime=compose_runtime(knobs, fields), **fields)
-        across = cloudpickle.loads(cloudpickle.dumps(cand.to_dict()))  # what Ray does to a task's arguments
-        assert Candidate.from_dict(across, declared_fields(knobs)) == cand
+class BaselineOutsideItsSpace(Levels):
+    def baseline(self):
+        return {"level": 4}
+
+
+class BuildsWithoutABuildField(Levels):
+    stage = "onnx"
+
+
+class RefusesWhatItKept(Levels):
+    """Narrowed to a one-thread target it keeps level 3, then refuses it there."""
+
+    def refuses(self, values, target):
+        return "level 3 needs two threads" if values.get("level") == 3 and target.thread_budget < 2 else ""
+
+
+class Opaque:
+    """A value that compares by identity: it does not come back equal from the other side of Ray."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+
+class SetsAnOpaqueValue(Levels):
+    def suggest(self, trial, chosen):
+        return {"level": Opaque(self.draw(trial, "level"))}
+
+
+@pytest.mark.parametrize("broken, promise", [
+    (DrawsAString, "test_draws_stay_within_declared_choices_and_set_only_declared_fields"),
+    (BaselineOutsideItsSpace, "test_baseline_and_cover_params_belong_to_the_space"),
+    (BuildsWithoutABuildField, "test_declares_its_fields_with_known_kinds_and_where_they_apply"),
+    (RefusesWhatItKept, "test_narrowed_to_a_target_its_draws_run_there_and_projection_moves_nothing"),
+    (SetsAnOpaqueValue, "test_fields_survive_the_ray_boundary"),
+], ids=lambda p: p.__name__ if isinstance(p, type) else "")
+def test_the_knob_contract_catches_a_knob_that_breaks_a_promise(broken, promise):
+    targets = [TARGETS["cpu"], TARGETS["cpu_1t"]]
+    getattr(KnobContract(), promise)(Levels(), targets)  # the sound knob keeps it
+    with pytest.raises(AssertionError):
+        getattr(KnobContract(), promise)(broken(), targets)
 
 
 def test_an_undeclared_field_is_an_error_never_dropped():
@@ -143,24 +145,6 @@ def test_an_undeclared_field_is_an_error_never_dropped():
         suggest_candidate([Sloppy()], trial, TARGETS["cpu"], 32)
 
 
-@pytest.mark.parametrize("target_name", sorted(TARGETS))
-@pytest.mark.parametrize("name", KNOB_NAMES)
-def test_every_target_narrows_every_knob_consistently(name, target_name):
-    """After narrowing to a target, every choice left runs there, and projecting it moves nothing;
-    narrowed to all targets, every draw a target refuses is projected onto one it runs."""
-    target = TARGETS[target_name]
-    k = knob(name, [target])
-    for params, fields in draws(k, trials=15):
-        assert k.refuses(fields, target) == "", (params, fields)
-        assert k.project(dict(params), target) == params
-    wide = knob(name, list(TARGETS.values()))
-    for params, _ in draws(wide, trials=15):
-        moved = wide.project(dict(params), target)
-        trial = optuna.trial.FixedTrial(moved)
-        fields = wide.suggest(trial, {"target": target_name, "batch_size": 32, "prune_rate": 0.5})
-        assert wide.refuses(fields, target) == "", (params, moved, fields)
-
-
 def test_cover_trials_across_targets_run_where_they_are_placed():
     from search.run.dispatcher import runnable_cover
     from spaces import cover_params
@@ -177,93 +161,209 @@ def test_cover_trials_across_targets_run_where_they_are_placed():
 
 # --- evaluators --------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def measured(tmp_path_factory) -> dict[str, dict]:
-    """Every shipped evaluator's figures on a real model, measured through its runner."""
-    from tests.conftest import TinyCNN
+class TestShippedEvaluators(EvaluatorContract):
+    @pytest.fixture(params=EVALUATOR_NAMES)
+    def evaluator(self, request):
+        return {e.name: e for e in shipped_evaluators()}[request.param]
 
-    torch.manual_seed(0)
-    model = TinyCNN().eval()
-    rng = np.random.default_rng(0)
-    from search.workloads import Split
 
-    test = Split(rng.random((64, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 64).astype(np.int64))
-    model_bytes = export_onnx(model, torch.from_numpy(test.x[:8]))
-    built = Built(model_bytes, Candidate(target="cpu", batch_size=8), TARGETS["cpu"], test)
+class ForgetsAColumn(Size):
+    columns = (*Size.columns, Column("size_kib", kind="float", unit="KiB", doc="size of the ONNX file in KiB"))
+
+
+class SaysNothingInTheCard(Size):
+    def card_note(self, row, target):
+        return ""
+
+
+def test_the_evaluator_contract_catches_a_column_it_declares_but_does_not_fill():
+    built = small_built(TARGETS["cpu"])
     try:
-        return {e.name: e.measure(built) for e in _quick(shipped_evaluators())}
+        EvaluatorContract().test_fills_exactly_its_declared_columns(Size(), built)
+        with pytest.raises(AssertionError):
+            EvaluatorContract().test_fills_exactly_its_declared_columns(ForgetsAColumn(), built)
     finally:
         built.close()
 
 
-def _quick(evaluators: list[Evaluator]) -> list[Evaluator]:
-    for e in evaluators:
-        for attribute, value in (("budget_s", 0.05), ("min_time_s", 0.0), ("warmup", 1), ("min_repeats", 5),
-                                 ("window_s", 0.05)):
-            if hasattr(e, attribute):
-                setattr(e, attribute, value)
-    return evaluators
+def test_the_evaluator_contract_catches_an_evaluator_silent_in_the_card(tmp_path):
+    built = small_built(TARGETS["cpu"])
+    try:
+        with pytest.raises(AssertionError, match="says nothing in the card"):
+            EvaluatorContract().test_columns_reach_both_tables_the_plots_and_the_card(SaysNothingInTheCard(), built,
+                                                                                      tmp_path)
+    finally:
+        built.close()
 
 
-@pytest.mark.parametrize("name", EVALUATOR_NAMES)
-def test_evaluator_fills_exactly_its_declared_columns(name, measured):
-    e = {e.name: e for e in shipped_evaluators()}[name]
-    declared = [c.name for c in e.declared_columns()]
-    assert e.metric in declared and e.direction in ("maximize", "minimize")
-    assert set(measured[name]) == set(declared)
-    if e.interval:
-        assert set(e.interval) <= set(declared)
-
-
-@pytest.mark.parametrize("name", EVALUATOR_NAMES)
-def test_evaluator_columns_reach_both_tables_the_plots_and_the_card(name, measured, tmp_path):
-    evaluators = {e.name: e for e in shipped_evaluators()}
-    e = evaluators[name]
-    e.objective = True  # as an objective it must also reach the plots' axes
-    knobs = shipped_knobs()
-    schema = make_schema(knobs, [evaluators["size"], e] if name != "size" else [e, evaluators["metric"]])
-    metrics = {k: v for figures in measured.values() for k, v in figures.items()}
-    study = optuna.create_study(directions=[d for _, d in schema.objectives])
-    for number in range(3):
-        scaled = {k: (v * (1 + number) if isinstance(v, float) else v) for k, v in metrics.items()}
-        study.add_trial(optuna.trial.create_trial(
-            params={}, distributions={}, values=[scaled[m] for m, _ in schema.objectives],
-            user_attrs={"candidate": Candidate(target="cpu", quant_bits=32, parallelism="sequential").to_dict(),
-                        OUTCOME: {"metrics": scaled, "node": "n", "duration_s": 1.0, "error": ""}}))
-    table = trials_table(study.trials, schema)
-    front = pareto_table(table, schema)
-    for column in e.declared_columns():
-        assert column.name in table.columns and column.name in front.columns
-        assert table[column.name].notna().all(), column.name
-    plot_front(tmp_path / "pareto.png", table, front, schema)
-    assert (tmp_path / "pareto.png").stat().st_size > 1000
-    figure = pareto_figure(table, front, schema)
-    titles = [axis.title.text for axis in figure.select_xaxes()] + [axis.title.text for axis in figure.select_yaxes()]
-    assert axis_label(e.metric, table, schema) in titles
-    assert any(e.metric in str(trace.hovertext) for trace in figure.data)
-    run = {"target": {"name": "cpu", "provider": "CPUExecutionProvider", "watts_per_core": 10.0, "idle_watts": 0.0},
-           "workload_info": {"name": "w", "input_name": "input", "input_shape": [1, 8, 8], "output_name": "logits",
-                             "preprocessing": "", "output_meaning": ""}}
-    card = model_card(front.iloc[0].to_dict(), run, schema)
-    assert {c.name for c in e.declared_columns()} <= set(card["metrics"])
-    assert card["measured"].get(name), f"{name} says nothing in the card about how it measured"
-
-
-def test_energy_axis_says_estimate_when_it_is_one(measured):
-    if measured["energy"]["energy_source"] != "estimate":
+def test_energy_axis_says_estimate_when_it_is_one():
+    energy = shrunk({e.name: e for e in shipped_evaluators()}["energy"])
+    built = small_built(TARGETS["cpu"])
+    try:
+        figures = energy.measure(built)
+    finally:
+        built.close()
+    if figures["energy_source"] != "estimate":
         pytest.skip("this machine has an energy meter")
     schema = make_schema(shipped_knobs(), shipped_evaluators())
-    table = pd.DataFrame([measured["energy"]])
-    assert axis_label("energy_mj", table, schema) == "energy (mJ / input, estimate)"
+    assert axis_label("energy_mj", pd.DataFrame([figures]), schema) == "energy (mJ / input, estimate)"
 
 
 # --- targets -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", TARGET_FILES, ids=[p.name for p in TARGET_FILES])
-def test_target_composes_through_hydra_with_a_provider_and_resources(path):
-    target = TARGETS[path.stem]
-    assert target.name == path.stem and target.provider.endswith("ExecutionProvider")
-    assert target.num_cpus > 0 and target.thread_budget >= 1
-    for k in shipped_knobs():
-        k.narrow([target])  # every shipped knob has something every shipped target runs
-        assert k.distributions()
+class TestShippedTargets(TargetContract):
+    # ids name the file: a bare "gpu" would be the gpu marker's keyword, and skipped where no GPU is
+    @pytest.fixture(params=shipped_target_names(), ids=lambda name: f"{name}.yaml")
+    def target_config(self, request):
+        return request.param
+
+
+def test_the_target_contract_catches_a_target_without_a_provider_name():
+    sound = {"name": "plain", "provider": "CPUExecutionProvider", "num_cpus": 1}
+    TargetContract().test_composes_to_a_target_with_a_provider_and_resources(sound, [])
+    with pytest.raises(AssertionError, match="no ONNX Runtime provider name"):
+        TargetContract().test_composes_to_a_target_with_a_provider_and_resources({**sound, "provider": "CPU"}, [])
+
+
+# --- task metrics ------------------------------------------------------------------------------------------
+
+def class_scores() -> tuple[dict, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"logits": rng.normal(size=(64, 10)).astype(np.float32)}, rng.integers(0, 10, 64)
+
+
+def values() -> tuple[dict, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {"prediction": rng.normal(size=(64, 1)).astype(np.float32)}, rng.normal(size=64)
+
+
+def embeddings() -> tuple[dict, None]:
+    return {"embedding": np.random.default_rng(2).normal(size=(64, 16)).astype(np.float32)}, None
+
+
+def agreement(output: np.ndarray, labels: np.ndarray) -> float:
+    return float((output.argmax(axis=1) == labels).mean())
+
+
+SHIPPED_METRICS = {  # every metric search.metrics ships, with data of its task
+    "accuracy": (Accuracy, class_scores), "top3_accuracy": (lambda: TopKAccuracy(k=3), class_scores),
+    "macro_f1": (MacroF1, class_scores), "mse": (MeanSquaredError, values), "mae": (MeanAbsoluteError, values),
+    "fidelity": (CosineFidelity, embeddings),
+    "from_function": (lambda: FromFunction(fn=agreement, name="agreement", direction="maximize"), class_scores),
+}
+
+
+class TestShippedMetrics(MetricContract):
+    @pytest.fixture(params=sorted(SHIPPED_METRICS))
+    def case(self, request):
+        return SHIPPED_METRICS[request.param]
+
+    @pytest.fixture
+    def metric(self, case):
+        return case[0]()
+
+    @pytest.fixture
+    def outputs_and_targets(self, case):
+        return case[1]()
+
+
+def test_every_metric_search_metrics_ships_is_held_to_the_contract():
+    public = [getattr(search.metrics, name) for name in search.metrics.__all__]
+    shipped = {obj for obj in public
+               if inspect.isclass(obj) and issubclass(obj, Metric) and not inspect.isabstract(obj)}
+    assert shipped == {type(make()) for make, _ in SHIPPED_METRICS.values()}
+
+
+class ErrorToMaximize(MeanSquaredError):
+    name, direction = "error_to_maximize", "maximize"
+
+
+class NamedAsARowColumn(Accuracy):
+    name = "duration_s"
+
+
+def test_the_metric_contract_catches_a_direction_that_is_backwards():
+    contract = MetricContract()
+    contract.test_a_perfect_prediction_scores_at_least_as_well_as_a_perturbed_one(MeanSquaredError(), values())
+    with pytest.raises(AssertionError, match="scores a perfect prediction"):
+        contract.test_a_perfect_prediction_scores_at_least_as_well_as_a_perturbed_one(ErrorToMaximize(), values())
+
+
+def test_the_metric_contract_catches_a_name_every_row_already_has():
+    MetricContract().test_name_is_a_column_and_direction_and_loss_are_known(Accuracy())
+    with pytest.raises(AssertionError, match="a column every row already has"):
+        MetricContract().test_name_is_a_column_and_direction_and_loss_are_known(NamedAsARowColumn())
+
+
+# --- workloads ---------------------------------------------------------------------------------------------
+
+class TestDigitsWorkload(WorkloadContract):
+    @pytest.fixture
+    def workload(self, digits_workload):
+        return digits_workload
+
+
+EXAMPLE_WORKLOADS = sorted(REPO.glob("examples/*/conf/workload/*.yaml"))
+
+
+@pytest.fixture(scope="module", params=EXAMPLE_WORKLOADS, ids=[p.stem for p in EXAMPLE_WORKLOADS])
+def example_workload(request, tmp_path_factory) -> Workload:
+    """An example's workload as its config makes it (metric and all), trained for two epochs: the
+    contract is about its form, not its quality."""
+    conf = request.param.parent.parent
+    node = OmegaConf.to_container(compose_config([f"hydra.searchpath=[file://{conf}]",
+                                                  f"workload={request.param.stem}"]).workload, resolve=True)
+    node.update({k: v for k, v in {"epochs": 2, "cache_dir": str(tmp_path_factory.mktemp("cache"))}.items()
+                 if k in node})
+    return instantiate(node)
+
+
+class TestExampleWorkloads(WorkloadContract):
+    @pytest.fixture
+    def workload(self, example_workload):
+        return example_workload
+
+
+class ExportsAnotherModel(TinyCNN):
+    """Doubles its scores only while ONNX traces it: an export that is not the model."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        return logits * 2 if torch.onnx.is_in_onnx_export() else logits
+
+
+def tiny(model: torch.nn.Module, train_dtype=np.float32) -> Workload:
+    rng = np.random.default_rng(0)
+
+    def split(n: int, dtype=np.float32) -> Split:
+        return Split({"input": rng.random((n, 1, 8, 8)).astype(dtype)}, rng.integers(0, 10, n))
+
+    torch.manual_seed(0)
+    return Workload(name="tiny", model=model.eval(), train=split(32, train_dtype), val=split(16), test=split(16))
+
+
+@pytest.mark.parametrize("broken, promise", [
+    (lambda: tiny(ExportsAnotherModel()), "test_the_exported_model_computes_what_the_model_does"),
+    (lambda: tiny(TinyCNN(), train_dtype=np.float64), "test_splits_have_the_same_input_names_and_dtypes"),
+], ids=["export-is-another-model", "train-split-is-float64"])
+def test_the_workload_contract_catches_a_workload_that_breaks_a_promise(broken, promise):
+    getattr(WorkloadContract(), promise)(tiny(TinyCNN()))  # the sound workload keeps it
+    with pytest.raises(AssertionError):
+        getattr(WorkloadContract(), promise)(broken())
+
+
+# --- the contracts are for tests only ----------------------------------------------------------------------
+
+def test_nothing_of_the_product_imports_pytest_or_the_contracts():
+    """search.testing imports pytest, which is a test dependency only: the product never imports either."""
+    product = [*REPO.joinpath("search").rglob("*.py"), *REPO.joinpath("spaces").glob("*.py"),
+               *REPO.joinpath("evaluators").glob("*.py")]
+    for path in product:
+        if path.is_relative_to(REPO / "search" / "testing"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert name.split(".")[0] != "pytest" and not name.startswith("search.testing"), \
+                    f"{path.relative_to(REPO)} imports {name}"

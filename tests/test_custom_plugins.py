@@ -13,6 +13,7 @@ import pytest
 
 from examples.custom_plugins.plugins import GraphOptimization, OperatorCount
 from tests.conftest import REPO, search
+from tests.doc_commands import documented
 
 pytestmark = pytest.mark.slow
 README_OVERRIDES = ["hydra.searchpath=[file://examples/custom_plugins/conf]", "space=custom", "evaluators=custom"]
@@ -29,6 +30,8 @@ def test_the_plugins_live_outside_the_package_and_the_package_does_not_name_them
 
 @pytest.fixture(scope="module")
 def custom_run(tmp_path_factory, teacher_cache) -> Path:
+    assert documented("python -m search 'hydra.searchpath=[file://examples/custom_plugins/conf]' space=custom "
+                      "evaluators=custom")[3:] == README_OVERRIDES
     results = tmp_path_factory.mktemp("custom")
     proc = search(results, teacher_cache, *README_OVERRIDES, "trials=3", "workers=2", "run=custom",
                   "space.knobs.graph_optimization.levels=[disabled]")
@@ -51,8 +54,10 @@ def test_new_columns_reach_the_page_and_a_picked_models_card(custom_run, tmp_pat
     page = (custom_run / "pareto.html").read_text()
     assert "operators in the graph" in page and "graph_opt_level" in page
     out = tmp_path / "chosen"
-    proc = subprocess.run([sys.executable, "-m", "search.pick", str(custom_run), "--sort", "operator_count",
-                           "--max", "operator_count=1000", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    argv = documented("python -m search.pick results/<run> --sort operator_count --max operator_count=1000 "
+                      "--out chosen/",
+                      {"results/<run>": str(custom_run), "chosen/": str(out)})
+    proc = subprocess.run([sys.executable, *argv[1:]], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     card = json.loads(next(out.glob("trial-*.json")).read_text())
     assert card["metrics"]["operator_count"] > 0 and "nodes of the model's ONNX graph" in card["measured"]["operators"]
@@ -70,3 +75,14 @@ def test_the_knobs_runtime_setting_reaches_the_session():
     import onnxruntime as ort
 
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+
+
+def test_pytest_collects_the_users_contract_tests_beside_the_suite():
+    """examples/ is on pytest's testpaths: the example's own tests, which inherit the contracts, run with the suite."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "--ignore=tests"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    collected = set(proc.stdout.split())
+    for test in ("TestGraphOptimization::test_fields_survive_the_ray_boundary",
+                 "TestOperatorCount::test_columns_reach_both_tables_the_plots_and_the_card"):
+        assert f"examples/custom_plugins/test_plugins.py::{test}" in collected, proc.stdout[-2000:]
