@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from overhead import no_work
-from search import study as studies
+from search.strategy import study as studies
 from search.config import compose_config
 from search.results.progress import Progress
 from search.run.cluster import start_ray, stop_ray

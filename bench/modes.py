@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from evaluators import Built, Energy, Latency
-from search.candidate import Candidate
+from search.core.candidate import Candidate
 from search.runtime.session_settings import PARALLELISM
 from search.runtime.target import Target
-from search.run.build import build_candidate
+from search.trial.build import build_candidate
 from search.workloads import digits
 
 MODELS = {"baseline": {}, "small": {"prune_rate": 0.5, "prune_round_to": 8, "distill_temperature": 4.0,

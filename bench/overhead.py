@@ -20,7 +20,8 @@ import numpy as np
 import optuna
 import ray
 
-from search import study as studies
+from search.core.messages import TrialResult
+from search.strategy import study as studies
 from search.run.cluster import start_ray, stop_ray
 from search.config import compose_config
 from search.run.dispatcher import Dispatcher
@@ -31,13 +32,13 @@ from search.workloads import check_workload, digits
 from spaces import baseline_params
 
 
-def no_work(workload, plugins, target_cfg, candidate, seed) -> dict:
+def no_work(workload, plugins, request) -> TrialResult:
     """A trial that builds nothing: random objective values so the front is realistic."""
     rng = np.random.default_rng()
     metrics = {"accuracy": float(rng.uniform(0.9, 1.0)), "latency_ms": float(rng.uniform(0.1, 1.0)),
                "energy_mj": float(rng.uniform(0.05, 0.3)), "size_bytes": int(rng.integers(10_000, 400_000)),
                "energy_source": "estimate"}
-    return {"metrics": metrics, "model_bytes": b"", "node": "bench", "duration_s": 0.0, "stage_s": {}, "error": ""}
+    return TrialResult(metrics=metrics, node="bench")
 
 
 def bare_round_trip_ms(repeats: int = 200) -> float:
@@ -96,7 +97,7 @@ def driver_ms_per_trial(workers: int, trials: int, results: str, sampler: str) -
 # Where a trial's driver time goes, for --profile: (label, a substring of "file:function" in the profile).
 PARTS = (("Optuna ask, the sampler's draws excluded", "optuna/study/study.py:ask"),
          ("Optuna tell", "optuna/study/study.py:tell"),
-         ("writes to study.db", "search/mirrored_storage.py:_write_unless_batching"),
+         ("writes to study.db", "search/strategy/mirrored_storage.py:_write_unless_batching"),
          ("result rows, front, model files", "search/run/state.py:take_finished"),
          ("waiting on Ray", "ray/_private/worker.py:wait"))
 

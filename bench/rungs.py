@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from samplers import completed, hypervolume, loss_scale  # noqa: E402
-from search.plugins import plugins_from_config  # noqa: E402
+from search.config import plugins_from_config  # noqa: E402
 
 MARKS = (0.25, 0.5, 0.75, 1.0)
 VARIANTS = {"rungs": [], "no-rungs": ["recovery_rungs=[]"]}

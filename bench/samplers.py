@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
-from optuna._hypervolume import compute_hypervolume
+from search.core.optuna_private import compute_hypervolume
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from search.plugins import plugins_from_config  # noqa: E402
+from search.config import plugins_from_config  # noqa: E402
 from search.results.history import REFERENCE  # noqa: E402
 from search.results.pareto import pareto_mask  # noqa: E402
 

@@ -30,18 +30,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from overhead import no_work, run_loop  # noqa: E402
 from search.config import compose_config  # noqa: E402
+from search.core.messages import TrialResult  # noqa: E402
 from search.run.cluster import start_ray, stop_ray  # noqa: E402
 from search.run.driver import prepare  # noqa: E402
 
 TRIAL_S = 2.0
 
 
-def busy_trial(workload, plugins, target_cfg, candidate, seed) -> dict:
+def busy_trial(workload, plugins, request) -> TrialResult:
     """Keeps one core busy for TRIAL_S seconds of CPU time, as a build would, then reports made-up figures."""
     start = time.process_time()
     while time.process_time() - start < TRIAL_S:
         sum(i * i for i in range(10_000))
-    return no_work(workload, plugins, target_cfg, candidate, seed)
+    return no_work(workload, plugins, request)
 
 
 def trials_per_hour(workers: int, trials: int, results: str) -> float:

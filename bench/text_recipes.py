@@ -26,8 +26,8 @@ import torch
 from omegaconf import OmegaConf
 
 from evaluators import Built, Latency, TaskMetric
-from search.candidate import Candidate
-from search.run.build import build_candidate
+from search.core.candidate import Candidate
+from search.trial.build import build_candidate
 from search.runtime.target import Target
 from search.workloads import check_workload
 from search.workloads.text import load

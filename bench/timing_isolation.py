@@ -28,14 +28,15 @@ import torch
 
 from evaluators import Built, Latency
 from search.runtime.node_lock import measuring_alone
-from search.candidate import Candidate
+from search.core.candidate import Candidate
 from search.runtime.target import Target
-from search.run.build import build_candidate
+from search.trial.build import build_candidate
 from search.workloads import digits
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = {"baseline": Candidate(target="cpu"),
-          "small": Candidate(target="cpu", prune_rate=0.5, prune_round_to=8, distill_temperature=4.0, distill_alpha=0.9)}
+          "small": Candidate(target="cpu", prune_rate=0.5, prune_round_to=8, distill_temperature=4.0,
+                             distill_alpha=0.9)}
 
 
 def measure(built: Built, evaluator: Latency, count: int, lock: bool, pause_s: float) -> list[dict]:
@@ -93,8 +94,8 @@ def main() -> None:
     built = Built(build_candidate(workload, cand, Target(name="cpu"), seed=0, timings={}), cand, Target(name="cpu"),
                   workload.test)
     evaluator = Latency()  # the search's defaults
-    print(f"model: {args.model}, batch {cand.batch_size}, {cand.get('degree', 1)} thread(s); {args.measurements} measurements per condition; "
-          f"{os.cpu_count()} cores", flush=True)
+    print(f"model: {args.model}, batch {cand.batch_size}, {cand.get('degree', 1)} thread(s); "
+          f"{args.measurements} measurements per condition; {os.cpu_count()} cores", flush=True)
     idle = measure(built, evaluator, args.measurements, lock=True, pause_s=args.pause_s)
     with tempfile.TemporaryDirectory(prefix="bench-quiet-") as folder:
         search = start_search(Path(folder))
@@ -106,7 +107,8 @@ def main() -> None:
             search.send_signal(signal.SIGINT)
             search.wait(timeout=120)
     base = statistics.median(m["latency_ms"] for m in idle)
-    print(f"\n{'condition':<28} {'p50 ms':>9} {'x idle':>6} {'CV of p50':>11} {'call CV':>11} {'CI +-':>11} {'repeats':>7}")
+    print(f"\n{'condition':<28} {'p50 ms':>9} {'x idle':>6} {'CV of p50':>11} {'call CV':>11} {'CI +-':>11} "
+          f"{'repeats':>7}")
     print(summary("(a) idle", idle, base))
     print(summary("(b) search, measured alone", loaded, base))
     print(summary("(c) search, no lock", unlocked, base))

@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 
 from evaluators import Accuracy, Built, Latency
-from search.candidate import Candidate
+from search.core.candidate import Candidate
 from search.runtime.target import Target
-from search.run.build import build_candidate
+from search.trial.build import build_candidate
 from search.workloads import digits
 
 torch.set_num_threads(1)

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from search.candidate import Candidate
-from search.errors import ConfigError
-from search.schema import Column
+from search.core.candidate import Candidate
+from search.core.errors import ConfigError
+from search.core.schema import Column
 from search.runtime.runners import Runner
 from search.runtime.target import Target
-from search.metrics import Metric, default_metric
-from search.workloads._base import Split
+from search.core.metrics import Metric, default_metric
+from search.workloads import Split
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -29,7 +29,9 @@ class Built:
     target: Target
     test: Split
     metric: Metric = field(default_factory=default_metric)
-    reference: dict[str, np.ndarray] | None = None  # the original model's test outputs, for a metric comparing with them
+    # the original model's outputs on the test split, by name: filled when the workload's metric or an
+    # evaluator of the run needs them (``needs_reference``), else None
+    reference: dict[str, np.ndarray] | None = None
     output_names: list[str] = field(default_factory=list)
     _runner: Runner | None = field(default=None, repr=False)
 
@@ -73,6 +75,9 @@ class Evaluator(abc.ABC):
         interval: the columns holding a confidence interval of ``metric``, if it has one; the
             front treats values whose intervals overlap as ties.
         noise_floor: the front widens the interval to at least +- this fraction of the value.
+        needs_reference: True when ``measure`` reads ``built.reference``, the original model's outputs on the
+            test split: the run then computes them once at start (otherwise only a metric that compares with
+            the original model, such as cosine fidelity, gets them).
     """
 
     name: str = ""
@@ -82,6 +87,7 @@ class Evaluator(abc.ABC):
     timed: bool = False
     interval: tuple[str, str] | None = None
     noise_floor: float = 0.0
+    needs_reference: bool = False
 
     def __init__(self, objective: bool = True) -> None:
         self.objective = bool(objective)

@@ -10,8 +10,8 @@ import numpy as np
 
 from evaluators._base import rows_of, Built, Evaluator, check_noise_floor
 from evaluators.meters import EstimateMeter, Meter, NvmlMeter, RaplMeter, rapl_domains
-from search.errors import ConfigError
-from search.schema import Column
+from search.core.errors import ConfigError
+from search.core.schema import Column
 from search.runtime.runners import Runner
 from search.runtime.target import Target
 

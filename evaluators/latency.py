@@ -9,8 +9,8 @@ import numpy as np
 from evaluators._base import Built, Evaluator, check_noise_floor
 from evaluators.spread import median_ci
 from search.runtime.portable import time_calls as portable_time_calls
-from search.errors import ConfigError
-from search.schema import Column
+from search.core.errors import ConfigError
+from search.core.schema import Column
 
 
 
@@ -78,7 +78,7 @@ class Latency(Evaluator):
     def card_note(self, row: dict[str, Any], target: dict[str, Any]) -> str:
         return (f"p50 (with a distribution-free ~95 % interval) and p95 of timed calls on a batch of "
                 f"{row.get('batch_size')} after {self.warmup} warm-up calls, repeated until the interval was within "
-                f"+-{self.ci_rel} of the p50 or {self.budget_s} s passed, on node {row.get('node')} with no other trial "
-                "building or measuring there"
+                f"+-{self.ci_rel} of the p50 or {self.budget_s} s passed, on node {row.get('node')} with no other "
+                "trial building or measuring there"
                 + ("; re-measured in the re-timing phase after the search" if row.get("final")
                    else "; measured during the search (not re-measured)"))

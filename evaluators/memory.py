@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from evaluators._base import Built, Evaluator
-from search.errors import ConfigError
-from search.schema import Column
+from search.core.errors import ConfigError
+from search.core.schema import Column
 
 # Runs in a fresh interpreter: the worker's own heap (torch, the workload, other sessions)
 # would hide a session's memory, and a peak cannot be reset inside one process.
@@ -50,8 +50,8 @@ print(json.dumps({"before_kib": before, "peak_kib": kib("VmHWM")}))
 """
 
 
-def peak_session_memory(model_bytes: bytes, batch: dict[str, np.ndarray], settings: dict[str, Any], providers: list[Any],
-                        calls: int) -> int:
+def peak_session_memory(model_bytes: bytes, batch: dict[str, np.ndarray], settings: dict[str, Any],
+                        providers: list[Any], calls: int) -> int:
     """Bytes of resident memory a fresh process gains from loading the model and running ``calls`` calls."""
     with tempfile.TemporaryDirectory(prefix="optsearch-mem-") as tmp:
         model, inputs = Path(tmp) / "model.onnx", Path(tmp) / "batch.npz"

@@ -58,12 +58,12 @@ class RaplMeter:
 
     def stop(self) -> float:
         after = self._read()
-        return sum(counter_delta(b, a, w) for b, a, w in zip(self._before, after, self.wraps)) / 1e6
+        return sum(counter_delta(b, a, w) for b, a, w in zip(self._before, after, self.wraps, strict=True)) / 1e6
 
 
 def integrate_power(samples: list[tuple[float, float]]) -> float:
     """Joules from (seconds, watts) samples, by the trapezoid rule."""
-    return sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in zip(samples, samples[1:]))
+    return sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in zip(samples, samples[1:], strict=False))
 
 
 class PowerSampler:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.candidate import Candidate
+from search.core.candidate import Candidate
 from search.runtime.runners import Runner, make_runner
 from search.runtime.target import Target, load_provider_libraries
 

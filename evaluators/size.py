@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from evaluators._base import Built, Evaluator
-from search.schema import Column
+from search.core.schema import Column
 
 
 class Size(Evaluator):

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from evaluators._base import Built, Evaluator
-from search.metrics import Accuracy as AccuracyMetric
-from search.metrics import Metric, default_metric
-from search.schema import Column
+from search.core.metrics import Accuracy as AccuracyMetric
+from search.core.metrics import Metric, default_metric
+from search.core.schema import Column
 
 
 def predict(built: Built) -> dict[str, np.ndarray]:
@@ -50,7 +50,8 @@ class TaskMetric(Evaluator):
     def measure(self, built: Built) -> dict[str, Any]:
         metric = self.fixed or built.metric
         if metric.name != self.metric:
-            raise ValueError(f"the evaluator was set up for metric {self.metric}, the trial's workload has {metric.name}")
+            raise ValueError(f"the evaluator was set up for metric {self.metric}, "
+                             f"the trial's workload has {metric.name}")
         return {self.metric: float(metric.score(predict(built), built.test.y, built.reference))}
 
     def card_note(self, row: dict[str, Any], target: dict[str, Any]) -> str:

@@ -6,96 +6,11 @@ import errno
 import sys
 from collections.abc import Sequence
 
-from search.errors import ConfigError
+from search.core.errors import ConfigError
 
 USAGE = """usage: python -m search [key=value ...] [+target=NAME]
   trials=N  run=NAME  seed=S  workers=W  sampler=tpe_refine|tpe|nsga2|random  workload=NAME
   cluster.address=auto|HOST:PORT  batch_size=B  (see README for all)"""
-
-
-def summary(run_dir) -> str:
-    """The front, and each objective's best against the baseline, in the columns the run's plugins declare."""
-    import pandas as pd
-    from omegaconf import OmegaConf
-
-    from search.plugins import plugins_from_config
-
-    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    schema = plugins_from_config(config).schema
-    front = pd.read_csv(run_dir / "pareto.csv")
-    table = pd.read_csv(run_dir / "trials.csv")
-    base = table[table["baseline"] & (table["state"] == "COMPLETE")]
-    varied = [f for f in schema.field_names if f in table.columns and table[f].nunique() > 1]
-    metrics = [m for m, _ in schema.objectives]
-    first, direction = schema.objectives[0]
-    lines = [f"\nPareto front ({len(front)} of {int((table['state'] == 'COMPLETE').sum())} completed trials):",
-             front[["trial", *varied, *metrics]].sort_values(first, ascending=direction == "minimize")
-             .to_string(index=False)]
-    lines += [f"front on target {path.stem.split('-', 1)[1]}: {len(pd.read_csv(path))} member(s), {path.name}"
-              for path in sorted(run_dir.glob("pareto-*.csv"))]
-    if len(base) and len(front):
-        lines.append(_versus_baseline(base.iloc[0], front, schema))
-    ended, refined = _study_notes(run_dir)
-    if ended:
-        completed = int((table["state"] == "COMPLETE").sum())
-        lines.append(f"stopped early: {ended} ({completed} completed trials of trials={config['trials']})")
-    # an all-empty error column reads as float: no fillna("") on it (pandas warns)
-    stopped = table["error"].map(lambda e: isinstance(e, str) and e.startswith("stopped after recovery epoch"))
-    if stopped.any():
-        lines.append(f"recovery rungs: {int(stopped.sum())} trial(s) stopped part way through recovery, as they could "
-                     f"not reach the front (PRUNED rows, the reason in trials.csv), after "
-                     f"{table[stopped]['duration_s'].sum():.0f} s of the {table['duration_s'].sum():.0f} s "
-                     "all trials took")
-    if refined:
-        on_front = len(set(refined) & set(front["trial"].astype(int)))
-        lines.append(f"runtime refinement: {len(refined)} trial(s) re-ran a front member's model under a runtime "
-                     f"setting another front member runs (search/refine.py); {on_front} of them on the front")
-    lines.append(_store_note(run_dir, table))
-    lines.append(f"results: {run_dir}/  (pareto.png, pareto.html, history.png, importance.png, trials.csv, models/)")
-    sort = next((m for m, d in schema.objectives if d == "minimize"), first)
-    lines.append(f"pick one: python -m search.pick {run_dir} --sort {sort}")
-    return "\n".join(lines)
-
-
-def _store_note(run_dir, table) -> str:
-    """What the run's artifact store served: trials that reused a build, and the build time that saved."""
-    from search.run.store import FOLDER, ArtifactFolder
-
-    built = table[table["state"].isin(["COMPLETE", "FAIL"])]  # trials.csv has the columns: the schema's tail
-    hits, saved = built["store_hits"].fillna(0), float(built["build_s_saved"].fillna(0).sum())
-    count, size = ArtifactFolder(run_dir / FOLDER).usage()
-    return (f"artifact store: {int((hits > 0).sum())} of {len(built)} trials reused a stored build "
-            f"({int(hits.sum())} hits), {saved:.1f} s of build time saved; {count} artifacts, "
-            f"{size / 2**20:.1f} MiB in {FOLDER}/")
-
-
-def _study_notes(run_dir) -> tuple[str, list[int]]:
-    """Why the search stopped early ("" it did not), and the trials that re-ran a front member's model."""
-    from search.refine import REFINES
-    from search.study import load_run_study, stop_note
-
-    study = load_run_study(run_dir)
-    return stop_note(study), [t.number for t in study.get_trials(deepcopy=False) if REFINES in t.system_attrs]
-
-
-def _versus_baseline(b, front, schema) -> str:
-    """Each minimized objective's best member against the fp32 baseline, with the first maximized
-    objective beside it. A figure per call (latency) is compared at the baseline's batch size only:
-    a call on fewer inputs is sooner, not faster."""
-    quality = next((m for m, d in schema.objectives if d == "maximize"), None)
-    parts = []
-    for metric, direction in schema.objectives:
-        if direction != "minimize":
-            continue
-        per_batch = getattr(schema.column(metric), "per_batch", False)
-        rows = (front[front["batch_size"] == b["batch_size"]] if per_batch else front).dropna(subset=[metric])
-        if rows.empty or not b[metric]:
-            continue
-        best = rows.loc[rows[metric].idxmin()]
-        extra = f", {quality} {best[quality]:.4f} vs {b[quality]:.4f}" if quality else ""
-        at_batch = f" at batch {int(b['batch_size'])}" if per_batch else ""
-        parts.append(f"{metric} {b[metric] / best[metric]:.2f}x lower{at_batch} (trial {int(best['trial'])}{extra})")
-    return f"vs fp32 baseline (trial {int(b['trial'])}): " + "; ".join(parts)
 
 
 def _disk_trouble(exc: BaseException) -> bool:
@@ -131,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: the results folder's disk failed during the run ({' '.join(str(exc).split())[:200]}); finished "
               "trials are in study.db: free some space, then run the same command to resume", file=sys.stderr)
         return 2
+    from search.run.summary import summary
+
     print(summary(run_dir))
     return 0
 

@@ -25,27 +25,55 @@ import pandas as pd
 from omegaconf import OmegaConf
 from torch import nn
 
-from search.errors import ConfigError
-from search.metrics import Metric
-from search.workloads._base import Split, Workload
+from search.core.errors import ConfigError
+from search.core.metrics import Metric
+from search.workloads import Split, Workload
 
 SplitLike = Split | tuple | Mapping
 
 
 @dataclass
 class OnnxModel:
-    """A front member's model in a plain ONNX Runtime session: call it with inputs by name (or one array)."""
+    """A front member's model in a plain ONNX Runtime session. It takes its inputs as a bundle's ``load(DIR)``
+    does: by name (``model(input_ids=..., attention_mask=...)``), as a dict, or one array for a one-input
+    model; arrays are cast to the input's dtype where that loses nothing. It returns every output by name."""
 
     path: Path
 
     def __post_init__(self) -> None:
         self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.input_names = list(self.inputs)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-        feeds = dict(inputs) if isinstance(inputs, Mapping) else {self.input_names[0]: inputs}
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds), strict=True))
+    def feeds(self, inputs: Mapping[str, Any] | np.ndarray | None, named: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if inputs is not None and not isinstance(inputs, Mapping):
+            if len(self.inputs) != 1:
+                raise ConfigError(f"the model takes {len(self.inputs)} inputs ({', '.join(self.inputs)}): "
+                                  "pass them by name")
+            inputs = {self.input_names[0]: inputs}
+        given = {**(inputs or {}), **named}
+        if set(given) != set(self.inputs):
+            raise ConfigError(f"the model takes the inputs {sorted(self.inputs)}; got {sorted(given)}")
+        return {name: _as_input(name, value, self.inputs[name].type) for name, value in given.items()}
+
+    def __call__(self, inputs: Mapping[str, Any] | np.ndarray | None = None, /, **named: Any) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, self.feeds(inputs, named))
+        return dict(zip(self.output_names, outputs, strict=True))
+
+
+ONNX_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+              "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+
+
+def _as_input(name: str, value: Any, onnx_type: str) -> np.ndarray:
+    array, dtype = np.asarray(value), ONNX_TYPES.get(onnx_type)
+    if dtype is not None and array.dtype != dtype:
+        if not np.can_cast(array.dtype, dtype, casting="same_kind"):
+            raise ConfigError(f"input {name}: expected {np.dtype(dtype)}, got {array.dtype}")
+        array = array.astype(dtype)
+    return np.ascontiguousarray(array)
 
 
 @dataclass

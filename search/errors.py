@@ -1,11 +1,6 @@
-"""Errors the driver turns into one clear line instead of a traceback."""
+"""Public front: the errors a plugin raises (``ConfigError`` for bad input, ``NotApplicable`` for a setting
+a model cannot take). They live in search/core/errors.py; users' code imports them from here."""
 
-from __future__ import annotations
+from search.core.errors import ConfigError, NotApplicable
 
-
-class ConfigError(ValueError):
-    """Bad input from the user: reported as one line, exit code 2."""
-
-
-class NotApplicable(RuntimeError):
-    """A knob value that would change nothing for this model; the trial is refused with this reason."""
+__all__ = ["ConfigError", "NotApplicable"]

@@ -13,11 +13,11 @@ from pathlib import Path
 import optuna
 from omegaconf import OmegaConf
 
-from search.errors import ConfigError
-from search.plugins import plugins_from_config
+from search.core.errors import ConfigError
+from search.config import plugins_from_config
 from search.results.render import render
-from search.schema import Schema
-from search.study import load_run_study
+from search.core.schema import Schema
+from search.strategy.study import load_run_study
 
 
 class ReportError(Exception):
@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote trials.csv, trials.parquet, pareto.csv, pareto.png, pareto.html, history.png, importance.png in {run_dir}")
+    print("wrote trials.csv, trials.parquet, pareto.csv, pareto.png, pareto.html, history.png, importance.png "
+          f"in {run_dir}")
     return 0
 
 

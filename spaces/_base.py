@@ -13,11 +13,11 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from search.candidate import CORE_FIELDS, Candidate, UnknownField
-from search.errors import ConfigError
+from search.core.candidate import CORE_FIELDS, Candidate, UnknownField
+from search.core.errors import ConfigError
 from search.runtime.session_settings import merge_settings, runtime_settings
 from search.runtime.target import Target
-from search.schema import Column, Field
+from search.core.schema import Column, Field
 
 STAGES = ("torch", "onnx")  # where a knob's build step runs: on the torch module, or on the exported ONNX model
 

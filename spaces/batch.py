@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from search.errors import ConfigError
-from search.schema import Field
+from search.core.errors import ConfigError
+from search.core.schema import Field
 from spaces._base import Knob, with_baseline
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from search.errors import ConfigError
-from search.schema import Field
+from search.core.errors import ConfigError
+from search.core.schema import Field
 from search.transforms.distill import distill
 from spaces._base import BuildContext, Knob
 

@@ -8,8 +8,8 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from search.errors import ConfigError, NotApplicable
-from search.schema import Column, Field
+from search.core.errors import ConfigError, NotApplicable
+from search.core.schema import Column, Field
 from search.transforms.fusion import fuse_transformer, is_quantized
 from spaces._base import BuildContext, Knob, with_baseline
 

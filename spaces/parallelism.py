@@ -8,10 +8,10 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from search.errors import ConfigError
+from search.core.errors import ConfigError
 from search.runtime.session_settings import DEFAULT_MICRO_BATCHES, PARALLELISM, runtime_settings
 from search.runtime.target import Target
-from search.schema import Field
+from search.core.schema import Field
 from spaces._base import Knob, check_choices, with_baseline
 
 

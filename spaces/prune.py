@@ -9,8 +9,8 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-from search.errors import ConfigError
-from search.schema import Column, Field
+from search.core.errors import ConfigError
+from search.core.schema import Column, Field
 from search.workloads.calling import to_tensors
 from search.transforms.prune import prune, removed_share, weights_digest
 from spaces._base import BuildContext, Knob

@@ -9,9 +9,9 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from search.errors import ConfigError
+from search.core.errors import ConfigError
 from search.runtime.target import Target
-from search.schema import Field
+from search.core.schema import Field
 from search.transforms.quantize import HALF_FORMATS, INT8_MODES, SUPPORTED_BITS, quantize
 from spaces._base import BuildContext, Knob, check_choices, with_baseline
 
@@ -59,10 +59,12 @@ class QuantBits(Knob):
             raise ConfigError(f"quant_bits: modes {unknown or 'empty'} not allowed; choose from {list(INT8_MODES)}")
         unknown_half = [h for h in half if h not in HALF_FORMATS]
         if unknown_half or not half:
-            raise ConfigError(f"quant_bits: half {unknown_half or 'empty'} not allowed; choose from {list(HALF_FORMATS)}")
+            raise ConfigError(f"quant_bits: half {unknown_half or 'empty'} not allowed; "
+                              f"choose from {list(HALF_FORMATS)}")
         unknown_attention = [m for m in attention_modes or () if m not in INT8_MODES]
         if unknown_attention:
-            raise ConfigError(f"quant_bits: attention_modes {unknown_attention} not allowed; choose from {list(INT8_MODES)}")
+            raise ConfigError(f"quant_bits: attention_modes {unknown_attention} not allowed; "
+                              f"choose from {list(INT8_MODES)}")
         self.choices = [int(c) for c in choices]
         self.modes = [str(m) for m in modes]
         self.attention_modes = [str(m) for m in attention_modes] if attention_modes else None

@@ -9,7 +9,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from search.runtime.target import Target
-from search.schema import Field
+from search.core.schema import Field
 from spaces._base import Knob
 
 

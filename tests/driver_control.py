@@ -6,6 +6,7 @@ and the process tree the command starts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -84,17 +85,13 @@ def kill_session(proc: subprocess.Popen, timeout_s: float = 30) -> None:
     """SIGKILL a driver started with ``start_new_session=True``: its process group, then every process
     left in its session (the Ray processes it started), until none is left."""
     sid = proc.pid
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(sid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=timeout_s)
     deadline = time.monotonic() + timeout_s
     while (left := session_processes(sid)) and time.monotonic() < deadline:
         for pid in left:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
     assert not session_processes(sid), f"processes of the killed search outlived it: {session_processes(sid)}"

@@ -15,7 +15,7 @@ from typing import Any
 from optuna.distributions import CategoricalDistribution
 
 from evaluators import Evaluator
-from search.schema import Column, Field
+from search.core.schema import Column, Field
 from spaces import Knob
 
 

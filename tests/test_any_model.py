@@ -9,13 +9,13 @@ import torch
 from sklearn.metrics import f1_score
 from torch import nn
 
-from search.errors import ConfigError
-from search.metrics import (Accuracy, CosineFidelity, FromFunction, MacroF1, MeanAbsoluteError, MeanSquaredError,
+from search.core.errors import ConfigError
+from search.core.metrics import (Accuracy, CosineFidelity, FromFunction, MacroF1, MeanAbsoluteError, MeanSquaredError,
                             TopKAccuracy)
 from search.transforms import export_onnx
 from search.transforms.training import train_model
 from search.workloads import Split, Workload, check_workload
-from search.workloads._base import describe
+from search.workloads import describe
 from search.workloads.calling import call, to_tensors
 
 RNG = np.random.default_rng(0)

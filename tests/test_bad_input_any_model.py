@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from search.__main__ import main
-from search.errors import ConfigError
+from search.core.errors import ConfigError
 from search.workloads import check_workload
 
 SPLIT_ROWS = {"train": 16, "val": 8, "test": 8}
@@ -187,7 +187,7 @@ def test_the_good_tiny_torch_workload_is_accepted():
 
 def test_class_labels_shaped_batch_by_one_score_as_one_class_per_row_and_wider_ones_are_refused():
     """y.reshape(-1, 1) is one class per row: scored as such, never broadcast into a (batch, batch) comparison."""
-    from search.metrics import Accuracy, MacroF1
+    from search.core.metrics import Accuracy, MacroF1
 
     outputs = {"logits": np.eye(3)[[0, 1, 2, 0]]}
     column = np.array([[0], [1], [2], [0]])

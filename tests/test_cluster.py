@@ -37,7 +37,8 @@ def start_node(*args: str) -> subprocess.Popen:
 
 
 def alive_nodes(address: str) -> int:
-    code = f"import ray; ray.init(address='{address}', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+    code = (f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
+            "print(sum(n['Alive'] for n in ray.nodes()))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **AUTH},
                           timeout=60)
     return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else 0

@@ -18,8 +18,8 @@ from search.runtime.session_settings import runtime_settings
 from evaluators.meters import EstimateMeter, PowerSampler, RaplMeter, counter_delta, integrate_power, rapl_domains
 from evaluators.spread import median_ci, relative_half_width
 from search.runtime.node_lock import building, measuring_alone
-from search.candidate import Candidate
-from search.errors import ConfigError
+from search.core.candidate import Candidate
+from search.core.errors import ConfigError
 from search.runtime.target import Target
 from search.transforms import export_onnx
 
@@ -82,7 +82,8 @@ def test_latency_stops_once_the_interval_is_tight_enough(built):
 
 
 def test_latency_times_for_at_least_min_time_s_even_when_the_interval_is_tight(built):
-    out = Latency(warmup=2, min_repeats=20, max_repeats=100_000, budget_s=60, ci_rel=0.99, min_time_s=0.2).measure(built)
+    latency = Latency(warmup=2, min_repeats=20, max_repeats=100_000, budget_s=60, ci_rel=0.99, min_time_s=0.2)
+    out = latency.measure(built)
     assert out["latency_repeats"] > 20
     assert out["latency_repeats"] * out["latency_ms"] / 1e3 >= 0.1  # p50 x calls: about the time spent timing
 

@@ -133,8 +133,8 @@ def start_client(gcs: str, env: dict[str, str], home: Path) -> subprocess.Popen:
     """Another process of this machine's that joins the private Ray and runs a task. It keeps the
     address 127.0.0.1 as given (Ray would otherwise turn it into the machine's address, where
     nothing listens) and has only the credentials in ``env``."""
-    code = ("import ray, logging; ray.init(address=%r, logging_level=logging.ERROR); "
-            "print('ran', ray.get(ray.remote(lambda: 1).remote()))" % gcs)
+    code = (f"import ray, logging; ray.init(address={gcs!r}, logging_level=logging.ERROR); "
+            "print('ran', ray.get(ray.remote(lambda: 1).remote()))")
     clean = {k: v for k, v in os.environ.items() if k not in AUTH_ENV and k != "RAY_ADDRESS"}
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**clean, "HOME": str(home), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **env})

@@ -45,7 +45,7 @@ def study_snapshot(db: Path) -> tuple[dict[int, str], dict[int, list[float]]]:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
             states = dict(conn.execute("SELECT number, state FROM trials").fetchall())
             values: dict[int, list[float]] = {}
-            for number, objective, value in conn.execute(
+            for number, _objective, value in conn.execute(
                     "SELECT t.number, v.objective, v.value FROM trials t "
                     "JOIN trial_values v ON v.trial_id = t.trial_id "
                     "WHERE t.state = 'COMPLETE' ORDER BY t.number, v.objective"):
@@ -136,7 +136,8 @@ def test_a_node_lost_mid_run_loses_no_finished_trial_and_the_search_finishes(tmp
     if retries:
         assert (lost["state"] == "COMPLETE").all(), lost[["state", "error"]]
     else:
-        assert (lost["state"] == "FAIL").sum() >= 1, f"max_retries=0, yet no lost trial failed: {lost[['state', 'error']]}"
+        assert (lost["state"] == "FAIL").sum() >= 1, \
+            f"max_retries=0, yet no lost trial failed: {lost[['state', 'error']]}"
     # the search went on without the lost node: every trial finished after the kill ran on the head
     later = table.drop(index=list(before) + list(in_flight))
     assert (later["state"] == "COMPLETE").any(), later[["state", "error"]]

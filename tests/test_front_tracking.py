@@ -7,7 +7,7 @@ import pandas as pd
 
 from search.results.pareto import bounds, extend_front, pareto_mask, row_bounds
 from search.results.tables import FrontTracker
-from search.schema import Field, Schema
+from search.core.schema import Field, Schema
 
 OBJECTIVES = (("accuracy", "maximize"), ("latency_ms", "minimize"), ("size_bytes", "minimize"))
 INTERVALS = {"latency_ms": ("latency_ci_low_ms", "latency_ci_high_ms", 0.02)}

@@ -37,7 +37,8 @@ def test_cuda_runs_every_precision_the_gpu_target_declares_like_the_cpu(digits_w
             model = quantize(fp32, bits, digits_workload.train.x[:256], 32, mode)
             gpu = SessionRunner(model, runtime_settings(), target.providers(bits))
             assert gpu.session.get_providers()[0] == "CUDAExecutionProvider"
-            cpu_out = SessionRunner(model, runtime_settings(), ["CPUExecutionProvider"]).run(x)[0] if mode != "bf16" else None
+            cpu_out = (SessionRunner(model, runtime_settings(), ["CPUExecutionProvider"]).run(x)[0]
+                       if mode != "bf16" else None)
             out = gpu.run(x)[0]
             if cpu_out is not None:
                 assert (out.argmax(1) == cpu_out.argmax(1)).mean() > 0.99, (bits, mode)

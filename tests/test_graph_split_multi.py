@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from search.errors import NotApplicable
+from search.core.errors import NotApplicable
 from search.runtime.graph_split import MAX_LIVE, Cut, balanced_cuts, cut_points, sort_topologically, split_model
 from search.runtime.runners import PipelineRunner, make_runner, split_batch
 from search.runtime.session_settings import runtime_settings

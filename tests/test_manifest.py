@@ -14,7 +14,7 @@ import onnxruntime
 import torch
 
 from tests.conftest import REPO
-from search.manifest import carry_forward, differences, make_manifest
+from search.run.manifest import carry_forward, differences, make_manifest
 
 
 def test_the_manifest_is_true_for_this_machine():

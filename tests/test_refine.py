@@ -6,7 +6,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from search.refine import REFINES, RuntimeRefiningSampler
+from search.core import attributes
+from search.strategy.refine import RuntimeRefiningSampler
 
 SPACE = {"bits": CategoricalDistribution([4, 8, 16, 32]), "rate": CategoricalDistribution([0.0, 0.2, 0.4, 0.6, 0.8]),
          "mode": CategoricalDistribution(["seq", "intra", "inter"])}
@@ -39,11 +40,11 @@ def builds(trial) -> tuple:
 
 def test_refinements_rerun_a_front_build_under_a_front_runtime_within_the_share():
     trials = run(make(share=0.25), 60)
-    refined = [t for t in trials if REFINES in t.system_attrs]
+    refined = [t for t in trials if attributes.refines(t) is not None]
     assert 0 < len(refined) <= 0.25 * len(trials)
     by_number = {t.number: t for t in trials}
     for trial in refined:
-        source = by_number[trial.system_attrs[REFINES]]
+        source = by_number[attributes.refines(trial)]
         assert builds(trial) == builds(source) and trial.params["mode"] != source.params["mode"]
         earlier = [(builds(t), t.params["mode"]) for t in trials if t.number < trial.number]
         assert (builds(trial), trial.params["mode"]) not in earlier  # never a pair already measured
@@ -62,14 +63,14 @@ def test_enqueued_trials_keep_their_params():
     study.enqueue_trial({"bits": 32, "rate": 0.0, "mode": "seq"})
     trial = study.ask(fixed_distributions=SPACE)
     assert trial.params == {"bits": 32, "rate": 0.0, "mode": "seq"}
-    assert REFINES not in study._storage.get_trial(trial._trial_id).system_attrs
+    assert attributes.refines(study.trials[trial.number]) is None
 
 
 def test_a_resumed_study_keeps_the_share_and_repeats_no_pair(tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     run(make(share=0.3, storage=storage), 30)
     trials = run(make(share=0.3, storage=storage, seed=1), 30)  # a fresh instance: bookkeeping from the study
-    refined = [t for t in trials if REFINES in t.system_attrs]
+    refined = [t for t in trials if attributes.refines(t) is not None]
     assert 0 < len(refined) <= 0.3 * len(trials)
     pairs = [(builds(t), t.params["mode"]) for t in refined]
     assert len(pairs) == len(set(pairs))

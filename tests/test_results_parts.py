@@ -10,17 +10,19 @@ import pytest
 import optuna
 
 from evaluators import Accuracy, Latency, Size
-from search.run.store import stage_key
-from search.files import write_atomically, write_bytes, write_text
-from search.plugins import make_schema
+from search.trial.store_client import stage_key
+from search.core.files import write_atomically, write_bytes, write_text
+from search.config import make_schema
 from search.results.pareto import pareto_mask
-from search.candidate import Candidate
+from search.core.candidate import Candidate
 from search.results.tables import trials_table
 from search.runtime.target import Target
-from search.run.build import build_candidate
-from search.run.worker import TrialPlugins, TrialResult, remeasure_trial, run_trial
+from search.trial.build import build_candidate
+from search.core.attributes import Final
+from search.core.messages import TrialRequest, TrialResult
+from search.trial.worker import TrialPlugins, remeasure_trial, run_trial
 from search.workloads import Workload
-from search.workloads._base import Split
+from search.workloads import Split
 from spaces import BatchSize, Distillation, Parallelism, PruneRate, QuantBits
 
 ACC_LAT = [("accuracy", "maximize"), ("latency_ms", "minimize")]
@@ -122,7 +124,7 @@ def _frozen(number: int, metrics: dict) -> optuna.trial.FrozenTrial:
 
 def test_final_figures_replace_the_search_figures_and_are_flagged():
     trials = [_frozen(0, {"accuracy": 0.9, "latency_ms": 2.0}), _frozen(1, {"accuracy": 0.8, "latency_ms": 1.0})]
-    finals = {1: {"metrics": {"latency_ms": 1.2, "latency_ci_low_ms": 1.1}, "node": "quiet-node", "error": ""}}
+    finals = {1: Final({"latency_ms": 1.2, "latency_ci_low_ms": 1.1}, "quiet-node")}
     table = trials_table(trials, ACC_LAT_SCHEMA, finals).set_index("trial")
     assert table.loc[1, "latency_ms"] == 1.2 and table.loc[1, "search_latency_ms"] == 1.0
     assert table.loc[1, "final"] and table.loc[1, "node"] == "quiet-node" and table.loc[1, "accuracy"] == 0.8
@@ -131,7 +133,7 @@ def test_final_figures_replace_the_search_figures_and_are_flagged():
 
 def test_a_failed_remeasurement_leaves_the_search_figures():
     trials = [_frozen(0, {"accuracy": 0.9, "latency_ms": 2.0})]
-    table = trials_table(trials, ACC_LAT_SCHEMA, {0: {"metrics": {}, "node": "n", "error": "boom"}})
+    table = trials_table(trials, ACC_LAT_SCHEMA, {0: Final({}, "n", error="boom")})
     assert not table.loc[0, "final"] and table.loc[0, "latency_ms"] == 2.0
 
 
@@ -139,7 +141,8 @@ def test_degree_is_written_with_its_old_name_threads_beside_it():
     trial = _frozen(0, {"accuracy": 0.9, "latency_ms": 2.0})
     trial.set_user_attr("candidate", {"target": "cpu", "parallelism": "intra_op", "degree": 3})
     old = _frozen(1, {"accuracy": 0.9, "latency_ms": 2.0})
-    old.set_user_attr("candidate", {"target": "cpu", "parallelism": "intra_op", "threads": 2})  # stored before the rename
+    # stored before the rename
+    old.set_user_attr("candidate", {"target": "cpu", "parallelism": "intra_op", "threads": 2})
     table = trials_table([trial, old], ACC_LAT_SCHEMA).set_index("trial")
     assert (table.loc[0, "degree"], table.loc[0, "threads"]) == (3, 3)
     assert (table.loc[1, "degree"], table.loc[1, "threads"]) == (2, 2)
@@ -193,62 +196,66 @@ def test_stage_key_differs_when_stage_config_input_or_target_differs():
 
 # --- one trial in a worker ---------------------------------------------------------------------
 
+def request(candidate: dict, target: dict | None = None, model_bytes: bytes = b"") -> TrialRequest:
+    """What the dispatcher sends a worker: the candidate as the driver stores it, its target, the run's seed."""
+    return TrialRequest(Candidate.from_dict(candidate), target or {"name": "cpu"}, 0, model_bytes=model_bytes)
+
+
 def test_run_trial_builds_measures_and_returns_a_loadable_model(tiny_workload):
-    result = run_trial(tiny_workload, plugins(Accuracy(), Size()), {"name": "cpu"}, CANDIDATE, seed=0)
-    assert set(result) == set(TrialResult().to_dict())
-    assert result["error"] == ""
-    assert set(result["metrics"]) == {"prune_removed", "accuracy", "size_bytes"}
-    assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
-    assert result["model_bytes"] and result["metrics"]["size_bytes"] == len(result["model_bytes"])
-    session = ort.InferenceSession(result["model_bytes"], providers=["CPUExecutionProvider"])
+    result = run_trial(tiny_workload, plugins(Accuracy(), Size()), request(CANDIDATE))
+    assert isinstance(result, TrialResult)
+    assert result.error == ""
+    assert set(result.metrics) == {"prune_removed", "accuracy", "size_bytes"}
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0
+    assert result.model_bytes and result.metrics["size_bytes"] == len(result.model_bytes)
+    session = ort.InferenceSession(result.model_bytes, providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": tiny_workload.test.x[:3]})[0].shape == (3, 10)
-    ops = {node.op_type for node in onnx.load_from_string(result["model_bytes"]).graph.node}
+    ops = {node.op_type for node in onnx.load_from_string(result.model_bytes).graph.node}
     assert "QuantizeLinear" in ops, "quant_bits 8 was applied"
-    assert result["duration_s"] > 0 and result["node"]
+    assert result.duration_s > 0 and result.node
 
 
 def test_run_trial_int4_on_a_conv_only_model_is_not_applicable(tiny_workload, conv_only):
     workload = Workload(name="conv-only", model=conv_only, train=tiny_workload.train, val=tiny_workload.val,
                         test=tiny_workload.test, distill_epochs=1, key="conv-only-results-parts")
-    result = run_trial(workload, plugins(Size()), {"name": "cpu"}, {"target": "cpu", "quant_bits": 4}, seed=0)
-    assert result["error"].startswith("not applicable")
-    assert result["metrics"] == {}
+    result = run_trial(workload, plugins(Size()), request({"target": "cpu", "quant_bits": 4}))
+    assert result.error.startswith("not applicable")
+    assert result.metrics == {}
 
 
 def test_run_trial_with_a_bad_prune_rate_returns_an_error_instead_of_raising(tiny_workload):
-    result = run_trial(tiny_workload, plugins(Size()), {"name": "cpu"}, {"target": "cpu", "prune_rate": 1.5},
-                       seed=0)
-    assert result["error"].startswith("ValueError") and "prune rate" in result["error"]
-    assert result["metrics"] == {} and result["model_bytes"] == b""
+    result = run_trial(tiny_workload, plugins(Size()), request({"target": "cpu", "prune_rate": 1.5}))
+    assert result.error.startswith("ValueError") and "prune rate" in result.error
+    assert result.metrics == {} and result.model_bytes == b""
 
 
 # (a target declaring precisions no knob knows is refused when the knobs are narrowed: test_spaces.py)
 @pytest.mark.parametrize("target_cfg", [{"name": "cpu", "energy_meter": "solar"}, {"name": "cpu", "cores": 3}])
 def test_run_trial_with_a_bad_target_config_returns_an_error(tiny_workload, target_cfg):
-    result = run_trial(tiny_workload, plugins(Size()), target_cfg, {"target": "cpu"}, seed=0)
-    assert result["error"].startswith("ConfigError")
+    result = run_trial(tiny_workload, plugins(Size()), request({"target": "cpu"}, target_cfg))
+    assert result.error.startswith("ConfigError")
 
 
 def test_run_trial_with_a_field_no_knob_declares_returns_an_error(tiny_workload):
-    result = run_trial(tiny_workload, plugins(Size()), {"name": "cpu"}, {**CANDIDATE, "warp_factor": 9}, seed=0)
-    assert result["error"].startswith("UnknownField") and "warp_factor" in result["error"]
-    assert result["metrics"] == {} and result["model_bytes"] == b""
+    result = run_trial(tiny_workload, plugins(Size()), request({**CANDIDATE, "warp_factor": 9}))
+    assert result.error.startswith("UnknownField") and "warp_factor" in result.error
+    assert result.metrics == {} and result.model_bytes == b""
 
 
 def test_remeasure_with_the_kept_model_runs_only_the_timed_evaluators(tiny_workload):
-    first = run_trial(tiny_workload, plugins(Accuracy(), Size()), {"name": "cpu"}, CANDIDATE, seed=0)
+    first = run_trial(tiny_workload, plugins(Accuracy(), Size()), request(CANDIDATE))
     again = remeasure_trial(tiny_workload, plugins(Accuracy(), Latency(warmup=1, min_repeats=5, budget_s=0.05)),
-                            {"name": "cpu"}, CANDIDATE, seed=0, model_bytes=first["model_bytes"])
-    assert again["error"] == "" and set(again["metrics"]) >= {"latency_ms", "latency_ci_low_ms"}
-    assert "accuracy" not in again["metrics"] and again["model_bytes"] == first["model_bytes"]
+                            request(CANDIDATE, model_bytes=first.model_bytes))
+    assert again.error == "" and set(again.metrics) >= {"latency_ms", "latency_ci_low_ms"}
+    assert "accuracy" not in again.metrics and again.model_bytes == first.model_bytes
 
 
 def test_remeasure_without_the_model_rebuilds_it_and_measures_everything(tiny_workload):
-    first = run_trial(tiny_workload, plugins(Accuracy()), {"name": "cpu"}, CANDIDATE, seed=0)
+    first = run_trial(tiny_workload, plugins(Accuracy()), request(CANDIDATE))
     rebuilt = remeasure_trial(tiny_workload, plugins(Accuracy(), Latency(warmup=1, min_repeats=5, budget_s=0.05)),
-                              {"name": "cpu"}, CANDIDATE, seed=0, model_bytes=b"")
-    assert rebuilt["error"] == "" and rebuilt["metrics"]["accuracy"] == first["metrics"]["accuracy"]
-    assert rebuilt["model_bytes"]
+                              request(CANDIDATE))
+    assert rebuilt.error == "" and rebuilt.metrics["accuracy"] == first.metrics["accuracy"]
+    assert rebuilt.model_bytes
 
 
 # --- no test sample reaches a build -------------------------------------------------------------

@@ -13,10 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from search.errors import ConfigError
-from search.run.failures import FailFast, likely_fix, one_line, reason
+from search.core.errors import ConfigError
+from search.config import FailFast
+from search.run.failures import likely_fix, one_line, reason, verdict
 from search.run.lock import RunLock
 from tests.conftest import REPO, search
+from tests.doc_commands import documented
 from tests.driver_control import kill_session, wait_for_running
 
 RAY_TRACEBACK = (
@@ -36,34 +38,35 @@ def test_a_ray_traceback_becomes_one_line_without_colour_codes():
 def test_the_same_mistake_reads_as_the_same_reason_whatever_its_numbers_and_paths():
     other = RAY_TRACEBACK.replace("4242", "977").replace("10.1.2.3", "10.9.9.9").replace("/home/u", "/srv/x")
     assert reason(RAY_TRACEBACK) == reason(other)
-    assert reason("ValueError: bad shape (3, 4) (at prune.py:12)") == reason("ValueError: bad shape (7, 1) (at prune.py:40)")
+    assert (reason("ValueError: bad shape (3, 4) (at prune.py:12)")
+            == reason("ValueError: bad shape (7, 1) (at prune.py:40)"))
     assert reason("ValueError: bad shape") != reason("TypeError: bad shape")
     assert "import" in likely_fix(reason(RAY_TRACEBACK))
 
 
 def test_the_first_trials_failing_alike_stop_the_run():
     rule = FailFast(first=3, share=0.5, min_trials=8)
-    assert rule.verdict([RAY_TRACEBACK] * 2) is None  # too few to say
-    verdict = rule.verdict([RAY_TRACEBACK] * 3)
-    assert verdict and "No module named 'mymodels'" in verdict and "likely fix" in verdict
-    assert rule.verdict([RAY_TRACEBACK, "", RAY_TRACEBACK]) is None  # one completed: not all alike
-    assert FailFast(first=0).verdict([RAY_TRACEBACK] * 3) is None  # 0: never on the first trials
+    assert verdict(rule, [RAY_TRACEBACK] * 2) is None  # too few to say
+    said = verdict(rule, [RAY_TRACEBACK] * 3)
+    assert said and "No module named 'mymodels'" in said and "likely fix" in said
+    assert verdict(rule, [RAY_TRACEBACK, "", RAY_TRACEBACK]) is None  # one completed: not all alike
+    assert verdict(FailFast(first=0), [RAY_TRACEBACK] * 3) is None  # 0: never on the first trials
 
 
 def test_failures_of_one_reason_past_the_share_stop_the_run_once_enough_trials_finished():
     rule = FailFast(first=3, share=0.5, min_trials=8)
     oom = "MemoryError: cannot allocate {} bytes at batch {}".format
     mixed = ["", oom(10, 8), "", oom(20, 32), "", oom(30, 128), oom(40, 8)]  # the same reason, other numbers
-    assert rule.verdict(mixed) is None  # 7 < min_trials
-    assert rule.verdict([*mixed, oom(50, 32)]) is not None  # 5 of 8 > half
-    assert rule.verdict([*mixed, ""]) is None  # 4 of 8 is not more than half
+    assert verdict(rule, mixed) is None  # 7 < min_trials
+    assert verdict(rule, [*mixed, oom(50, 32)]) is not None  # 5 of 8 > half
+    assert verdict(rule, [*mixed, ""]) is None  # 4 of 8 is not more than half
 
 
 def test_a_trials_own_reason_never_stops_the_run():
     """A setting this model cannot take fails that trial only: a search with such trials runs to the end."""
     rule = FailFast(first=3, share=0.5, min_trials=4)
     own = "not applicable: int4 weight-only has no MatMul to apply to in this graph"
-    assert rule.verdict([own] * 10) is None
+    assert verdict(rule, [own] * 10) is None
 
 
 def test_fail_fast_settings_are_checked():
@@ -84,7 +87,8 @@ def test_a_second_driver_on_a_locked_run_is_refused_naming_the_first(tmp_path):
 def test_a_lock_left_by_a_killed_driver_does_not_block(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from search.run.lock import RunLock\n"
-        f"lock = RunLock(Path({str(tmp_path / 'run')!r})).acquire(); lock.announce(); print('held', flush=True); time.sleep(60)")],
+        f"lock = RunLock(Path({str(tmp_path / 'run')!r})).acquire(); lock.announce(); "
+        "print('held', flush=True); time.sleep(60)")],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(ConfigError, match=f"pid {holder.pid}"):
@@ -97,11 +101,12 @@ def test_a_lock_left_by_a_killed_driver_does_not_block(tmp_path):
 @pytest.mark.slow
 def test_a_search_whose_every_trial_times_out_stops_in_a_few_trials_and_resumes_after_the_fix(tmp_path, teacher_cache):
     started = time.monotonic()
-    proc = search(tmp_path, teacher_cache, "trials=30", "run=ff", "trial_timeout_s=0.01")
+    proc = search(tmp_path, teacher_cache, *documented("python -m search trials=30 trial_timeout_s=0.01")[3:], "run=ff")
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert time.monotonic() - started < 60
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "timed out" in errors[0] and "trial_timeout_s" in errors[0] and "Traceback" not in proc.stderr
+    assert len(errors) == 1 and "timed out" in errors[0] and "trial_timeout_s" in errors[0]
+    assert "Traceback" not in proc.stderr
     table = pd.read_csv(tmp_path / "ff" / "trials.csv")
     failed = table[table["state"] == "FAIL"]
     assert 3 <= len(failed) <= 5 and failed["error"].str.startswith("timed out").all()

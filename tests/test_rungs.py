@@ -9,9 +9,13 @@ import optuna
 import pytest
 
 from evaluators import Accuracy, Size
-from search import study as studies
-from search.run.rungs import RecoveryWatch, RungHistory, RungPlan, StopRecovery, recovery_history
-from search.run.worker import TrialPlugins, run_trial
+from search.strategy import study as studies
+from search.run.rungs import RungHistory, recovery_history
+from search.core.attributes import Outcome
+from search.core.candidate import Candidate
+from search.core.messages import TrialRequest, TrialResult
+from search.trial.recovery import RecoveryWatch, RungPlan, StopRecovery
+from search.trial.worker import TrialPlugins, run_trial
 from search.runtime.node_lock import building, measuring_alone
 from search.transforms.training import train_model
 from spaces import Distillation, PruneRate, QuantBits
@@ -56,7 +60,7 @@ def test_history_gives_no_plan_before_enough_full_recoveries():
 
 def test_a_resumed_run_learns_from_its_earlier_trials(tiny_workload):
     workload = dataclasses.replace(tiny_workload, distill_epochs=4)
-    outcomes = [{"recovery": [0.1, 0.2, 0.3, 0.3, 0.4], "metrics": {"accuracy": 0.4}}] * 3
+    outcomes = [Outcome(metrics={"accuracy": 0.4}, recovery=[0.1, 0.2, 0.3, 0.3, 0.4])] * 3
     history = recovery_history([0.5], workload, [("accuracy", "maximize")], outcomes)
     assert history.rungs == [2] and history.gains == {2: [pytest.approx(0.1)] * 3}
     assert recovery_history([], workload, [("accuracy", "maximize")], outcomes) is None
@@ -75,7 +79,7 @@ def test_training_reports_each_epoch_and_a_rung_stops_it(tiny_workload):
         train_model(tiny_workload.model, tiny_workload.train, tiny_workload.val, epochs=5, lr=1e-3, seed=0,
                     after_epoch=rung)
     assert [s[:2] for s in seen] == [(0, 5), (1, 5), (2, 5)]
-    assert all(later >= earlier for (_, _, earlier), (_, _, later) in zip(seen, seen[1:])), "best so far"
+    assert all(later >= earlier for (_, _, earlier), (_, _, later) in zip(seen, seen[1:], strict=False)), "best so far"
 
 
 def test_a_worker_stops_a_hopeless_candidate_after_measuring_a_quick_build(tiny_workload):
@@ -85,19 +89,19 @@ def test_a_worker_stops_a_hopeless_candidate_after_measuring_a_quick_build(tiny_
     plugins = TrialPlugins([QuantBits(), PruneRate(), Distillation()], [Accuracy(), Size()])
     candidate = {"target": "cpu", "quant_bits": 8, "prune_rate": 0.5, "distill_temperature": 2.0,
                  "distill_alpha": 0.5, "batch_size": 16}
-    result = run_trial(workload, plugins, {"name": "cpu"}, candidate, 0, perfect)
-    assert result["stopped"] and result["error"].startswith("stopped after recovery epoch 1 of 4"), result["error"]
-    assert len(result["recovery"]) == 2 and result["stage_s"]["rung_preview"] > 0
-    assert not result["model_bytes"]
-    goes_on = run_trial(workload, plugins, {"name": "cpu"}, candidate, 0, None)
-    assert not goes_on["error"] and len(goes_on["recovery"]) == 5, "without a plan it recovers in full"
+    result = run_trial(workload, plugins, TrialRequest(Candidate.from_dict(candidate), {"name": "cpu"}, 0, perfect))
+    assert result.stopped and result.error.startswith("stopped after recovery epoch 1 of 4"), result.error
+    assert len(result.recovery) == 2 and result.stage_s["rung_preview"] > 0
+    assert not result.model_bytes
+    goes_on = run_trial(workload, plugins, TrialRequest(Candidate.from_dict(candidate), {"name": "cpu"}, 0))
+    assert not goes_on.error and len(goes_on.recovery) == 5, "without a plan it recovers in full"
 
 
 def test_a_stopped_trial_is_pruned_and_counts_as_tried():
     study = optuna.create_study(directions=["maximize"])
     trial = study.ask()
-    assert studies.record(study, trial, {"stopped": True, "error": "stopped after recovery epoch 1 of 4: ..."},
-                          [("accuracy", "maximize")])[0] == ""
+    stopped = TrialResult(stopped=True, error="stopped after recovery epoch 1 of 4: ...")
+    assert studies.record(study, trial, stopped, [("accuracy", "maximize")])[0] == ""
     frozen = study.get_trials()[0]
     assert frozen.state == optuna.trial.TrialState.PRUNED
     assert studies.finished(study.get_trials()) == (1, 0)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from search.errors import NotApplicable
+from search.core.errors import NotApplicable
 from search.runtime import graph_split
 from search.runtime.graph_split import cut_points, sort_topologically, split_model
 from search.runtime.runners import DataParallelRunner, PipelineRunner, SessionRunner, make_runner

@@ -8,7 +8,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from search.samplers import IncrementalNSGAIISampler, WindowedSampler, dominates, losses
+from search.core import optuna_private as private
+from search.strategy.samplers import IncrementalNSGAIISampler, WindowedSampler, dominates, losses
 
 SPACE = {"bits": CategoricalDistribution([4, 8, 16, 32]), "rate": FloatDistribution(0.0, 0.8),
          "degree": IntDistribution(2, 8), "mode": CategoricalDistribution(["a", "b", "c"])}
@@ -71,7 +72,7 @@ class Spy(optuna.samplers.RandomSampler):
     def infer_relative_search_space(self, study, trial):
         seen = [t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
         shown = {t.number for t in study.get_trials(deepcopy=False) if not t.state.is_finished()}
-        everything = study._storage.get_all_trials(study._study_id, deepcopy=False)  # the study, not the view
+        everything = private.storage_of(study).get_all_trials(private.study_id(study), deepcopy=False)  # not the view
         self.every_unfinished_shown.append(shown == {t.number for t in everything if not t.state.is_finished()})
         self.seen.append((len(seen), len(set(seen) & set(self.owner._front)), len(self.owner._front)))
         return {}

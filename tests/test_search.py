@@ -52,8 +52,10 @@ def test_trials_table_has_contract_columns_and_real_metrics(finished_run):
     assert (done["latency_p95_ms"] >= done["latency_ms"]).all()
     assert set(done["energy_source"]) <= {"estimate", "rapl"}
     assert done["accuracy"].between(0, 1).all()
-    assert (done["latency_ci_low_ms"] <= done["latency_ms"]).all() and (done["latency_ms"] <= done["latency_ci_high_ms"]).all()
-    assert (done["energy_ci_low_mj"] <= done["energy_mj"]).all() and (done["energy_mj"] <= done["energy_ci_high_mj"]).all()
+    assert (done["latency_ci_low_ms"] <= done["latency_ms"]).all()
+    assert (done["latency_ms"] <= done["latency_ci_high_ms"]).all()
+    assert (done["energy_ci_low_mj"] <= done["energy_mj"]).all()
+    assert (done["energy_mj"] <= done["energy_ci_high_mj"]).all()
     assert (done["peak_memory_bytes"] > 0).all()
     unpruned = done.loc[done["prune_rate"] == 0, "prune_removed"]
     assert len(unpruned) >= 1, "the baseline at least is unpruned"

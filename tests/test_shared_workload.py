@@ -8,7 +8,7 @@ import pytest
 import ray
 import torch
 
-from search.run.shared_workload import WorkloadRef, fetching_workload
+from search.trial.shared_workload import WorkloadRef, fetching_workload
 
 
 def identity(workload, change: str) -> dict:

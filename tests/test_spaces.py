@@ -8,14 +8,14 @@ import optuna
 import pytest
 from hydra.utils import instantiate
 
-from search.candidate import Candidate
+from search.core.candidate import Candidate
 from search.config import compose_config
-from search.errors import ConfigError
+from search.core.errors import ConfigError
 from search.run.dispatcher import runnable_cover
 from search.runtime.session_settings import PARALLELISM
 from search.runtime.target import Target
-from spaces import (BatchSize, TransformerFusion, Distillation, Parallelism, PruneRate, QuantBits, TargetChoice, baseline_params, cover_params,
-                    projected, refusal, suggest_candidate)
+from spaces import (BatchSize, TransformerFusion, Distillation, Parallelism, PruneRate, QuantBits, TargetChoice,
+                    baseline_params, cover_params, projected, refusal, suggest_candidate)
 
 CPU = Target(name="cpu", precisions=(32, 16, 8, 4), max_threads=4)
 
@@ -362,7 +362,8 @@ def test_cover_trials_measure_every_declared_mode_once():
     assert len(cover) == 7  # 32, 16, 4 and 8 bits x 4 int8 modes: the longest list
     assert {c["parallelism"] for c in cover} == set(PARALLELISM)
     assert {c["batch_size"] for c in cover} == {8, 32, 128}
-    assert {c.get("quant_mode") for c in cover if c["quant_bits"] == 8} == {"minmax", "entropy", "percentile", "dynamic"}
+    int8_modes = {c.get("quant_mode") for c in cover if c["quant_bits"] == 8}
+    assert int8_modes == {"minmax", "entropy", "percentile", "dynamic"}
     assert {c["quant_bits"] for c in cover} == {32, 16, 8, 4}
     space_ = {name: d for knob in knobs for name, d in knob.distributions().items()}
     assert all(value in space_[name].choices for c in cover for name, value in c.items())

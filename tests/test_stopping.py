@@ -9,7 +9,7 @@ from search.run.stopping import ExactFront, StopRules, as_loss
 
 
 def hypervolume(points: np.ndarray) -> float:
-    from optuna._hypervolume import compute_hypervolume
+    from search.core.optuna_private import compute_hypervolume
 
     return float(compute_hypervolume(points, np.full(points.shape[1], REFERENCE)))
 

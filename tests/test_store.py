@@ -7,9 +7,10 @@ from collections import OrderedDict
 
 import pytest
 
-from search.candidate import Candidate
-from search.run.build import build_candidate
-from search.run.store import Artifact, ArtifactFolder, StageStore, StoreService, start_service
+from search.core.candidate import Candidate
+from search.trial.build import build_candidate
+from search.run.store import ArtifactFolder, StoreService, start_service
+from search.trial.store_client import Artifact, StageStore
 from search.runtime.target import Target
 from search.transforms.prune import prune, weights_digest
 from search.workloads.calling import to_tensors

@@ -16,17 +16,17 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
-from search.candidate import Candidate  # noqa: E402
-from search.errors import ConfigError, NotApplicable  # noqa: E402
-from search.plugins import load_knobs  # noqa: E402
-from search.run import build  # noqa: E402
+from search.core.candidate import Candidate  # noqa: E402
+from search.core.errors import ConfigError, NotApplicable  # noqa: E402
+from search.config import load_knobs  # noqa: E402
+from search.trial import build  # noqa: E402
 from search.runtime.target import Target  # noqa: E402
 from search.workloads import Split  # noqa: E402
 from search.transforms.attention import (attention_modules, find_attention_heads, mlp_inputs,  # noqa: E402
                                          prune_transformer, residual_writers, sync_attention)
 from search.transforms.fusion import attention_shapes, fuse_transformer  # noqa: E402
 from spaces import QuantBits  # noqa: E402
-from spaces._base import BuildContext  # noqa: E402
+from spaces import BuildContext  # noqa: E402
 from spaces.fusion import TransformerFusion  # noqa: E402
 
 NAMES = ("input_ids", "attention_mask")
@@ -148,7 +148,8 @@ def test_pruned_heads_equal_the_original_with_those_heads_silenced(bert, pruned)
     """Removing a head = zeroing its value rows; a removed MLP neuron = zeroing its down-projection column."""
     silenced = tiny_bert()
     with torch.no_grad():
-        for old, new, mute in zip(bert.bert.encoder.layer, pruned.bert.encoder.layer, silenced.bert.encoder.layer, strict=True):
+        for old, new, mute in zip(bert.bert.encoder.layer, pruned.bert.encoder.layer, silenced.bert.encoder.layer,
+                                  strict=True):
             for before, after, weight, by_rows in (
                     (old.attention.self.value, new.attention.self.value, mute.attention.self.value, True),
                     (old.intermediate.dense, new.intermediate.dense, mute.output.dense, False)):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from search.errors import NotApplicable
+from search.core.errors import NotApplicable
 from search.transforms.training import accuracy, distillation_loss
 from search.transforms import check_onnx, distill, export_onnx, prune, quantize
 from search.transforms.prune import count_parameters
@@ -185,7 +185,7 @@ def test_export_has_a_dynamic_batch_dimension(fp32):
 
 
 def test_check_onnx_refuses_bytes_that_are_not_a_model():
-    with pytest.raises(Exception):
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidProtobuf):
         check_onnx(b"not an onnx model", BATCH)
 
 

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from string import Template
 
 import pandas as pd
 import pytest
@@ -33,7 +34,8 @@ SHORT = ["trials=4", "workers=2", "remeasure=false", "evaluators.latency.budget_
          "evaluators.energy.window_s=0.05", "evaluators.energy.windows=2"]
 AUTH = {"RAY_AUTH_MODE": "disabled"}  # as tests/test_cluster.py: every process of a cluster must agree
 
-USER_MODULE = '''
+# string.Template, not %: the scripts are full of braces
+USER_MODULE = Template('''
 """A user's workload, outside the repository: a tiny MLP on four separable clusters of 16 features."""
 import importlib.util
 import os
@@ -62,7 +64,7 @@ def mark_process():
     except Exception:
         pass
     MARKS.mkdir(exist_ok=True)
-    mark.write_text(f"{int(importlib.util.find_spec('%(module)s') is not None)} {node}")
+    mark.write_text(f"{int(importlib.util.find_spec('$module') is not None)} {node}")
 
 
 class UserMLP(nn.Module):
@@ -100,7 +102,7 @@ def load(seed: int = 0) -> Workload:
         optimizer.step()
     return Workload(name="user-mlp", model=model.eval(), train=train, val=val, test=test, distill_epochs=1,
                     key=f"user-mlp-{seed}")
-''' % {"module": MODULE}
+''').substitute(module=MODULE)
 
 LAUNCHER = """
 import sys
@@ -190,7 +192,7 @@ def test_user_module_reaches_every_node_of_a_cluster(tmp_path):
     assert {node[:8] for node in workers.values()} == trial_nodes, (workers, trial_nodes)
 
 
-OPTIMIZE_SCRIPT = """
+OPTIMIZE_SCRIPT = Template("""
 \"\"\"A user's script, run as `python my_script.py` outside the repository; its model classes are its own.\"\"\"
 import json
 import sys
@@ -203,7 +205,7 @@ from torch import nn
 
 import search
 
-SHORT = %(short)r
+SHORT = $short
 
 
 class Net(nn.Module):
@@ -277,7 +279,9 @@ def one_run(results, which):
     with runner.load(out) as bundled:
         got = bundled(**few) if which == "dict" else bundled(few["input"])
     expected = front.model(trial)(few)
-    same = all(np.allclose(got[k], expected[k], rtol=1e-4, atol=1e-5) for k in expected)
+    by_name = front.model(trial)(**few)  # front.model takes inputs as the bundle's load does: by name too
+    same = all(np.allclose(got[k], expected[k], rtol=1e-4, atol=1e-5) and np.array_equal(by_name[k], expected[k])
+               for k in expected)
     return {"columns": list(front.table.columns), "run_dir": str(front.run_dir), "members": members,
             "bundle_matches": same}
 
@@ -285,7 +289,7 @@ def one_run(results, which):
 if __name__ == "__main__":
     # both variants in one process, one after the other, as a notebook would call optimize twice
     print(json.dumps({which: one_run(sys.argv[1], which) for which in sys.argv[2:]}))
-""" % {"short": SHORT}
+""").substitute(short=repr(SHORT))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from search.study import load_run_study
+from search.core import attributes
+from search.strategy.study import load_run_study
 from tests.conftest import search, tried
 
 pytestmark = pytest.mark.slow
@@ -19,14 +20,14 @@ def test_a_new_run_on_another_target_starts_from_the_earlier_front(finished_digi
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"member(s) of {finished_digits_run}'s front queued" in proc.stderr
     study = load_run_study(tmp_path / "warm")
-    warm = [t for t in study.trials if "warm_start" in t.user_attrs]
+    warm = [t for t in study.trials if attributes.warm_origin(t) is not None]
     members = set(earlier.loc[earlier["state"] == "COMPLETE", "trial"].astype(int))
     assert 1 <= len(warm) <= len(members)
     old = {t.number: t for t in load_run_study(finished_digits_run).trials}
     ran = [t for t in warm if t.state.name != "WAITING"]  # the budget may end the run before a queued one is asked
     assert ran and ran == warm[:len(ran)], "queued in order, asked in order"
     for trial in ran:
-        source = old[int(trial.user_attrs["warm_start"].rsplit(" ", 1)[1])]
+        source = old[int(attributes.warm_origin(trial).rsplit(" ", 1)[1])]
         assert source.number in members
         # measured again, on the new target, with what it runs: one core is sequential only
         assert trial.state.name == "COMPLETE" and trial.params["parallelism"] == "sequential"

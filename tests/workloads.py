@@ -130,19 +130,19 @@ def _array_valued(output, targets):
 
 
 def metric_nan() -> Workload:
-    from search.metrics import FromFunction
+    from search.core.metrics import FromFunction
 
     return _tiny("metric-nan", metric=FromFunction(_nan, name="nanny"))
 
 
 def metric_raises() -> Workload:
-    from search.metrics import FromFunction
+    from search.core.metrics import FromFunction
 
     return _tiny("metric-raises", metric=FromFunction(_raises, name="boom"))
 
 
 def metric_not_a_number() -> Workload:
-    from search.metrics import FromFunction
+    from search.core.metrics import FromFunction
 
     return _tiny("metric-array", metric=FromFunction(_array_valued, name="two_values"))
 
@@ -192,7 +192,7 @@ def flat_output_accuracy() -> Workload:
 
 def mse_width_mismatch() -> Workload:
     """MSE on 3 output values per row against 2 label values per row."""
-    from search.metrics import MeanSquaredError
+    from search.core.metrics import MeanSquaredError
     from search.workloads import Split
 
     return _tiny("mse-width", metric=MeanSquaredError(),

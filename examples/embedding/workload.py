@@ -30,7 +30,7 @@ from torch import nn
 from search.metrics import CosineFidelity, Metric
 from search.transforms.training import train_classifier
 from search.workloads import Split, Workload
-from search.workloads.digits import _save_atomically
+from search.workloads.digits import save_weights
 from search.workloads.text import tokenized
 
 ARCH_VERSION = "embedding-encoder-v1"  # bump when the encoder or the data recipe changes
@@ -126,7 +126,7 @@ def load(seed: int = 0, epochs: int = 15, distill_epochs: int = 3, cache_dir: st
         probe = _TopicProbe(model, len(data.topics))  # trained on one thread: train_classifier sees to it
         train_classifier(probe, Split(inputs[0], data.labels[0]), Split(inputs[1], data.labels[1]), epochs=epochs,
                          lr=2e-3, seed=seed, batch_size=32)
-        _save_atomically(model, weights)
+        save_weights(model, weights)
     ids_note = (f"WordPiece ids of the lower-cased sentence ([CLS] text [SEP]), padded with 0 or cut to at most "
                 f"{max_length} tokens (the position table's length); vocabulary of {len(tokenizer)} tokens trained "
                 "on the train split")

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from optuna.distributions import CategoricalDistribution
 
-from search.files import write_bytes
-from search.workloads._base import Split
+from search.core.files import write_bytes
+from search.workloads import Split
 from spaces import Knob
 
 SAMPLE_FILE = "sample.npz"
-DEFAULT_BATCH = 32  # a candidate's batch size when no knob sets one (search/candidate.py)
+DEFAULT_BATCH = 32  # a candidate's batch size when no knob sets one (search/core/candidate.py)
 MAX_SAMPLE_BYTES = 64 * 2**20  # beyond this the sample keeps fewer rows, repeated to make a batch
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from search.files import write_bytes, write_text
+from search.core.files import write_bytes, write_text
 from search.runtime import machine, portable
 from search.runtime.graph_split import split_model
 from search.runtime.runners import make_runner

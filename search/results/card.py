@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from search.files import write_bytes, write_text
-from search.schema import Schema
+from search.core.files import write_bytes, write_text
+from search.core.schema import Schema
 
 MACHINES_FILE = "machines.json"  # each node's machine, by node name: what a card's manifest names
 
@@ -26,7 +26,8 @@ def _inputs(workload: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any
                                         "shape": ["batch", *workload["input_shape"]],
                                         "measured_shape": workload["input_shape"], "preprocessing": ""}]
     batch = row.get("batch_size")
-    return [{**spec, "measured_shape": [batch, *spec["measured_shape"]] if batch is not None else spec["measured_shape"]}
+    return [{**spec,
+             "measured_shape": [batch, *spec["measured_shape"]] if batch is not None else spec["measured_shape"]}
             for spec in specs]
 
 
@@ -39,7 +40,7 @@ def read_machines(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def card_manifest(run: dict[str, Any], node: str | None, machines: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
-    """The run's manifest (search/manifest.py) with the machine of the node that measured the model,
+    """The run's manifest (search/run/manifest.py) with the machine of the node that measured the model,
     where the run recorded it; otherwise the driver's machine, said so."""
     manifest = dict(run.get("manifest") or {})
     measured = (machines or {}).get(node or "")
@@ -65,7 +66,8 @@ def model_card(row: dict[str, Any], run: dict[str, Any], schema: Schema,
                   "dtype": _inputs(workload, clean)[0]["dtype"], "preprocessing": workload["preprocessing"]},
         "output": {"name": workload["output_name"], "meaning": workload["output_meaning"]},
         "inputs": _inputs(workload, clean),
-        "outputs": workload.get("outputs") or [{"name": workload["output_name"], "meaning": workload["output_meaning"]}],
+        "outputs": workload.get("outputs") or [{"name": workload["output_name"],
+                                                "meaning": workload["output_meaning"]}],
         "metric": workload.get("metric") or {"name": "accuracy", "direction": "maximize"},
         "parameters": {f.name: clean.get(f.name) for f in schema.fields if f.applies_to == "build"},
         "runtime": {"target": target["name"], "provider": target["provider"], **_runtime(clean, schema),

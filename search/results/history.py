@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from optuna._hypervolume import compute_hypervolume  # private, but Optuna is pinned < 6; tests exercise it
+from search.core.optuna_private import compute_hypervolume
 
 from search.results.pareto import pareto_mask
 

@@ -75,7 +75,8 @@ def _row_bound(row: Mapping[str, object], metric: str, direction: str, intervals
     return (-high, -low) if direction == "maximize" else (low, high)
 
 
-def pareto_mask(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], intervals: Intervals | None = None) -> np.ndarray:
+def pareto_mask(table: pd.DataFrame, objectives: Sequence[tuple[str, str]],
+                intervals: Intervals | None = None) -> np.ndarray:
     """True for rows no other row dominates beyond measurement noise.
 
     Rows with identical (or overlapping) objective values are all kept: neither dominates.

@@ -45,7 +45,8 @@ class Progress:
             left = min(left, self.time_budget_s - elapsed)
         best = ""
         if len(front):
-            best = "".join(f" · {_best(front, metric, direction)}" for metric, direction in self.objectives[:BEST_SHOWN])
+            best = "".join(f" · {_best(front, metric, direction)}"
+                           for metric, direction in self.objectives[:BEST_SHOWN])
         line = (f"trials {done}/{self.total} · {failed} failed · front {len(front)}{best}"
                 f" · {_clock(elapsed)} elapsed, ~{_clock(left)} left")
         if self.stream.isatty():

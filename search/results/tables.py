@@ -11,20 +11,20 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from search.files import write_atomically
+from search.core import attributes
+from search.core.attributes import Final
+from search.core.files import write_atomically
+from search.core.schema import Schema
 from search.results.pareto import bounds, dominated, extend_front, pareto_mask, row_bounds
-from search.schema import Schema
-from search.study import OUTCOME
 
 
-def trial_row(trial: optuna.trial.FrozenTrial, schema: Schema, final: dict[str, Any] | None = None) -> dict[str, Any]:
+def trial_row(trial: optuna.trial.FrozenTrial, schema: Schema, final: Final | None = None) -> dict[str, Any]:
     """A trial's row, with the columns ``schema`` declares; ``final`` (the re-timing phase's figures,
     if any) overrides what the search measured."""
-    attrs = trial.user_attrs
-    outcome = attrs.get(OUTCOME) or {}
-    metrics = outcome.get("metrics") or {}
-    candidate = attrs.get("candidate") or {}
-    remeasured = bool(final and final.get("metrics"))
+    outcome = attributes.outcome_of(trial)
+    metrics = outcome.metrics
+    candidate = attributes.candidate_of(trial)
+    remeasured = bool(final and final.metrics)
     row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name}
     for f in schema.fields:
         # a knob left out of this run (pruning for a bare ONNX model) reads as its "not applied" value
@@ -33,14 +33,14 @@ def trial_row(trial: optuna.trial.FrozenTrial, schema: Schema, final: dict[str, 
             row[f.alias] = row[f.name]
     row.update({k: metrics.get(k) for k in schema.result_columns})
     if remeasured:
-        row.update({k: v for k, v in final["metrics"].items() if k in schema.result_columns})
+        row.update({k: v for k, v in final.metrics.items() if k in schema.result_columns})
     row["final"] = remeasured
     row.update({f"search_{m}": metrics.get(m) for m in schema.timed})
-    reuse = outcome.get("reuse") or {}  # what the run's artifact store served this trial instead of a build
-    row.update(duration_s=outcome.get("duration_s"), store_hits=reuse.get("store_hits"),
-               build_s_saved=reuse.get("build_s_saved"), node=final["node"] if remeasured else outcome.get("node"),
-               baseline=bool(attrs.get("baseline", False)), started_at=_iso(trial.datetime_start),
-               completed_at=_iso(trial.datetime_complete), error=outcome.get("error") or attrs.get("error", ""))
+    reuse = outcome.reuse  # what the run's artifact store served this trial instead of a build
+    row.update(duration_s=outcome.duration_s, store_hits=reuse.get("store_hits"),
+               build_s_saved=reuse.get("build_s_saved"), node=final.node if remeasured else outcome.node,
+               baseline=attributes.is_baseline(trial), started_at=_iso(trial.datetime_start),
+               completed_at=_iso(trial.datetime_complete), error=attributes.error_of(trial))
     return row
 
 
@@ -49,14 +49,15 @@ def _iso(moment) -> str | None:
 
 
 def trials_table(trials: Sequence[optuna.trial.FrozenTrial], schema: Schema,
-                 finals: dict[int, dict[str, Any]] | None = None,
+                 finals: dict[int, Final] | None = None,
                  rows: dict[int, tuple[tuple, dict[str, Any]]] | None = None) -> pd.DataFrame:
     """One row per trial. ``rows`` keeps finished trials' rows between calls: a finished trial's row
     changes only with its state or its re-timed figures, so a long study does not rebuild them all."""
     finals = finals or {}
     found = []
     for t in trials:
-        if t.state == optuna.trial.TrialState.WAITING:  # queued params (a cover trial, a re-asked draw): not a trial yet
+        # queued params (a cover trial, a re-asked draw): not a trial yet
+        if t.state == optuna.trial.TrialState.WAITING:
             continue
         key = (t.state, t.number in finals)
         if rows is not None and t.number in rows and rows[t.number][0] == key:

@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 
 import ray
 
-from search.errors import ConfigError
+from search.core.errors import ConfigError
+from search.core.messages import TrialResult
 from search.runtime.target import Target
 
 
@@ -150,13 +151,13 @@ def check_resources(target: Target) -> None:
             )
 
 
-def task_result(ref: ray.ObjectRef) -> dict[str, Any]:
-    """A finished task's result dict, or ``{"error": ...}`` when its worker died (after its
-    retries) or the task could not run: a trial's failure is recorded, never raised."""
+def task_result(ref: ray.ObjectRef) -> TrialResult:
+    """A finished task's result, or one with the reason when its worker died (after its retries) or the
+    task could not run: a trial's failure is recorded, never raised."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}  # whole: the driver logs it and tables one line of it
+        return TrialResult.failed(f"{type(exc).__name__}: {exc}")  # whole: the driver logs it, tables one line
 
 
 def stop_ray() -> None:

@@ -12,29 +12,32 @@ import optuna
 import ray
 from optuna.distributions import CategoricalDistribution
 
-from search import study as studies
+from search.core import attributes
+from search.core.messages import TrialRequest, TrialResult
+from search.strategy import study as studies
 from search.run.cluster import task_result
-from search.run.shared_workload import WorkloadRef, fetching_workload
+from search.trial.shared_workload import WorkloadRef, fetching_workload
 from search.run.shipping import ship_user_code
 from search.run.store import start_service, workload_fingerprint
 from search.run.state import Search, say
-from search.run.worker import TrialPlugins, remeasure_trial, run_trial
+from search.trial.worker import TrialPlugins, remeasure_trial, run_trial
+from search.core.candidate import Candidate
 from search.runtime.target import Target
 from search.workloads import Workload
 from spaces import Knob, space, suggest_candidate
-from spaces._base import projected, refusal
+from spaces import projected, refusal
 
 
 class Dispatcher:
     """Keeps up to ``workers`` trials in flight and hands back finished, failed or timed-out ones."""
 
-    def __init__(self, search: Search, workload: Workload, task: Callable[..., dict] = run_trial,
-                 remeasure_task: Callable[..., dict] = remeasure_trial) -> None:
+    def __init__(self, search: Search, workload: Workload, task: Callable[..., TrialResult] = run_trial,
+                 remeasure_task: Callable[..., TrialResult] = remeasure_trial) -> None:
         self.search = search
         # max_retries re-runs a trial whose worker process died; a Python exception is not retried
         # (run_trial returns it as the trial's error instead).
         # Each target's trials reserve its own Ray resources (a GPU target's num_gpus).
-        # Each worker process keeps the workload between trials (search/run/shared_workload.py).
+        # Each worker process keeps the workload between trials (search/trial/shared_workload.py).
         self.tasks = {name: ray.remote(fetching_workload(task)).options(
                           num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_retries=search.settings.max_retries)
                       for name, t in search.targets.items()}
@@ -63,7 +66,7 @@ class Dispatcher:
     def _submit(self, study: optuna.Study) -> bool:
         trial = study.ask(fixed_distributions=self.space)
         candidate = suggest_candidate(self.search.knobs, trial, self.search.target, self.search.settings.batch_size)
-        trial.set_user_attr("candidate", candidate.to_dict())
+        attributes.write_candidate(trial, candidate)
         target = self.search.targets[candidate.target]
         reason = refusal(self.search.knobs, candidate.values, target)
         if reason:  # re-asked at once, moved to what the target runs; the draw is kept as PRUNED
@@ -76,40 +79,40 @@ class Dispatcher:
             return False
         # One seed for the run, not one per trial: the same settings build the same model, so the
         # run's artifact store serves repeated builds and results reproduce.
-        plan = self.search.rung_plan()
-        ref = self.tasks[candidate.target].remote(self.workload_ref, self.plugins_ref,
-                                                  self.search.target_config(candidate.target), candidate.to_dict(),
-                                                  self.search.settings.seed, *([plan] if plan else []))
+        request = TrialRequest(candidate, self.search.target_config(candidate.target), self.search.settings.seed,
+                               self.search.rung_plan())
+        ref = self.tasks[candidate.target].remote(self.workload_ref, self.plugins_ref, request)
         self.in_flight[ref] = (trial, time.monotonic())
         return True
 
-    def remeasure(self, candidate: dict[str, Any], model_bytes: bytes) -> ray.ObjectRef:
+    def remeasure(self, candidate: Candidate, model_bytes: bytes) -> ray.ObjectRef:
         """Re-time a finished trial's model alone on its node (rebuilt first when ``model_bytes`` is empty)."""
-        name = candidate["target"]
-        return self.remeasure_tasks[name].remote(self.workload_ref, self.plugins_ref, self.search.target_config(name),
-                                                 candidate, self.search.settings.seed, model_bytes)
+        request = TrialRequest(candidate, self.search.target_config(candidate.target), self.search.settings.seed,
+                               model_bytes=model_bytes)
+        return self.remeasure_tasks[candidate.target].remote(self.workload_ref, self.plugins_ref, request)
 
-    def next_done(self, timeout_s: float) -> tuple[optuna.Trial, dict[str, Any]] | None:
+    def next_done(self, timeout_s: float) -> tuple[optuna.Trial, TrialResult] | None:
         """A finished (or timed-out) trial and its result, or None if none within ``timeout_s``."""
         overdue = self._overdue()
         if overdue is not None:
             ray.cancel(overdue, force=True)  # kills the worker: a stuck native call ignores a polite cancel
             limit = self.search.settings.trial_timeout_s
-            return self._ended(overdue, {"error": f"timed out: ran past trial_timeout_s={limit:g} and was cancelled"})
+            return self._ended(overdue, TrialResult.failed(f"timed out: ran past trial_timeout_s={limit:g} and was "
+                                                           "cancelled"))
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
         if not ready:
             return None
         return self._ended(ready[0], task_result(ready[0]))
 
-    def _ended(self, ref: ray.ObjectRef, result: dict[str, Any]) -> tuple[optuna.Trial, dict[str, Any]]:
+    def _ended(self, ref: ray.ObjectRef, result: TrialResult) -> tuple[optuna.Trial, TrialResult]:
         """The trial of a task that ended, and its result."""
         self.release_claims(ref, result)
         return self.in_flight.pop(ref)[0], result
 
-    def release_claims(self, ref: ray.ObjectRef, result: dict[str, Any]) -> None:
+    def release_claims(self, ref: ray.ObjectRef, result: TrialResult) -> None:
         """A task that ended in error may have died holding store claims (a killed or cancelled worker
         cannot release them itself): they are released, so a trial waiting on its build builds it."""
-        if result.get("error"):
+        if result.error:
             self.store.release.remote(ref.task_id().hex())
 
     def _overdue(self) -> ray.ObjectRef | None:

@@ -14,31 +14,33 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from search import study as studies
-from search.config import Settings, target_configs, to_container
-from search.errors import ConfigError
-from search.files import write_text
-from search.plugins import instantiate_plugin, load_evaluators, load_knobs, make_schema
+from search.bundle.sample import largest_batch, write_run_sample
+from search.config import (Settings, instantiate_plugin, load_evaluators, load_knobs, make_schema, target_configs,
+                           to_container)
+from search.core import attributes
+from search.core.errors import ConfigError
+from search.core.files import write_text
 from search.results.progress import Progress
 from search.results.render import render
 from search.run.cluster import check_reachable, cluster_address, start_ray, stop_ray
 from search.run.dispatcher import Dispatcher, runnable_cover
 from search.run.failures import SystematicFailure, take_error
+from search.run.failures import verdict as fail_fast_verdict
 from search.run.interrupt import StopRequest
 from search.run.lock import RunLock
+from search.run.manifest import carry_forward, make_manifest
 from search.run.retime import retime_front
-from search.bundle.sample import largest_batch, write_run_sample
-from search.manifest import carry_forward, make_manifest
 from search.run.rungs import recovery_history
-from search.run.stopping import StopRules
-from search.run.warm_start import warm_params
 from search.run.state import (Search, load_machines, note_machine, say, start_growing_fronts, take_finished,
                               update_run_folder)
+from search.run.stopping import StopRules
+from search.run.tracking import TrackingSink, check_tracking, open_tracking
+from search.run.warm_start import warm_params
 from search.runtime.target import Target, in_run_folder
-from search.workloads import Workload, check_exportable, check_workload
-from search.workloads._base import describe
-from spaces import TargetChoice, baseline_params, cover_params
-from spaces._base import runtime_knobs
+from search.strategy import study as studies
+from search.workloads import Workload, check_exportable, check_workload, describe
+from search.workloads.quiet import quiet_hugging_face
+from spaces import TargetChoice, baseline_params, cover_params, runtime_knobs
 
 RESUME_CHECKED = ("workload", "space", "target", "targets", "evaluators", "batch_size")
 # trials.csv and pareto.csv are views of study.db (the durable record, told after every trial):
@@ -109,7 +111,8 @@ def check_free_space(folder: Path) -> None:
     free = usage.free
     if usage.total and free < MIN_FREE_BYTES:  # total 0: a pseudo file system (/proc); writing it fails, said so
         raise ConfigError(f"results folder {folder}: only {free // 1024} KiB free on its disk; a run needs at least "
-                          f"{MIN_FREE_BYTES // 2**20} MiB (study.db, tables, models): free some space or set results_dir")
+                          f"{MIN_FREE_BYTES // 2**20} MiB (study.db, tables, models): free some space or set "
+                          "results_dir")
 
 
 def clear_temporaries(run_dir: Path) -> None:
@@ -150,7 +153,8 @@ def _open_run_dir(search: Search) -> bool:
 def adopt_workload(search: Search, workload: Workload) -> None:
     """Fit the run to its workload: the task metric's column and direction, the knobs a bare ONNX
     model leaves out; the schema and objectives are made again from them."""
-    configured = list(search.knobs)  # a knob left out for this model keeps its columns (unset), as the contract lists them
+    # a knob left out for this model keeps its columns (unset), as the contract lists them
+    configured = list(search.knobs)
     if workload.is_onnx:
         _leave_out_torch_knobs(search, workload)
     search.config["workload_info"] = describe(workload)
@@ -160,7 +164,7 @@ def adopt_workload(search: Search, workload: Workload) -> None:
 
 
 def make_sampler(cfg: DictConfig, search: Search) -> optuna.samplers.BaseSampler:
-    """The config's sampler; one that re-runs built models (search/refine.py) is told which params only
+    """The config's sampler; one that re-runs built models (search/strategy/refine.py) is told which params only
     change how a model runs: those of the knobs that build nothing."""
     sampler = instantiate_plugin(cfg.sampler, "sampler")
     if hasattr(sampler, "set_runtime_params"):
@@ -174,9 +178,12 @@ def run_search(cfg: DictConfig, workload: Workload | None = None) -> Path:
     """Run the search of ``cfg``; ``workload`` given (from Python) replaces the config's factory."""
     search = prepare(cfg)
     # Everything that can refuse the run is checked before the run folder is touched.
+    check_tracking(search.config)
     if workload is None:
-        workload = instantiate_plugin(cfg.workload, "workload factory")
-    workload = check_workload(workload, cfg.workload.get("_target_", "?") if "workload" in cfg else "optimize()")
+        with quiet_hugging_face(cfg.workload.get("_target_")):  # from_pretrained's bars stay out of the run's log
+            workload = instantiate_plugin(cfg.workload, "workload factory", "workload")
+    workload = check_workload(workload, cfg.workload.get("_target_", "?") if "workload" in cfg else "optimize()",
+                              keep_reference=any(e.needs_reference for e in search.evaluators))
     check_exportable(workload)
     adopt_workload(search, workload)
     sampler = make_sampler(cfg, search)
@@ -202,13 +209,15 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
     trials = study.get_trials(deepcopy=False)
     done, _ = studies.finished(trials)
     search.rungs = recovery_history(search.settings.recovery_rungs, workload, search.objectives,
-                                    [t.user_attrs.get(studies.OUTCOME) or {} for t in trials
+                                    [attributes.outcome_of(t) for t in trials
                                      if t.state == optuna.trial.TrialState.COMPLETE])
     say(f"{'resuming' if resuming else 'starting'} run {search.run_dir}: {done}/{search.settings.trials} trials done"
         + (f", {rerun} interrupted trial(s) re-queued" if rerun else "")
-        + f"; target {', '.join(search.targets)}; objectives {', '.join(f'{m} ({d[:3]})' for m, d in search.objectives)}")
+        + f"; target {', '.join(search.targets)}; objectives "
+        + ", ".join(f"{m} ({d[:3]})" for m, d in search.objectives))
     for note in search.notes:
         say(note)
+    tracking = open_tracking(search, workload.name)  # None: off (conf/search.yaml tracking.uri)
     progress = Progress(search.settings.trials, already_done=done, objectives=search.objectives,
                         time_budget_s=search.settings.time_budget_s)
     failure: SystematicFailure | None = None
@@ -217,7 +226,7 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
             start_ray(search.config["cluster"], search.settings.workers, list(search.targets.values()))
             if not stop.requested:
                 dispatcher = Dispatcher(search, workload)
-                ended_early = search_loop(search, study, dispatcher, progress, stop)
+                ended_early = search_loop(search, study, dispatcher, progress, stop, tracking)
                 studies.note_stop(study, ended_early)
                 progress.finish()
                 if search.settings.remeasure and not stop.requested:
@@ -229,8 +238,11 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
         finally:
             stop_ray()
     progress.finish()
-    update_run_folder(search, study.get_trials(deepcopy=False), {}, tables=False)  # models; render writes tables
+    _, front = update_run_folder(search, study.get_trials(deepcopy=False), {}, tables=False)  # models; render: tables
     render(search.run_dir, study, search.schema)  # every table and plot, from study.db
+    if tracking is not None:  # after render: the tables and models are final, the re-timed figures too
+        tracking.finish(search, study.get_trials(deepcopy=False), set(front["trial"]),
+                        "FAILED" if failure else "KILLED" if stop.requested else "FINISHED")
     if failure is not None:
         raise failure
     if stop.requested:
@@ -240,7 +252,7 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
 
 
 def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, progress: Progress,
-                stop: StopRequest) -> str:
+                stop: StopRequest, tracking: TrackingSink | None = None) -> str:
     """Runs trials until ``trials`` have finished; returns "" then, or why it ended earlier (a stop rule)."""
     total, workers = search.settings.trials, search.settings.workers
     tables_due = Every(TABLES_EVERY_S)
@@ -269,12 +281,14 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         done, failed = done + 1, failed + bool(error)  # record leaves it COMPLETE or FAIL: no re-read of every trial
         rules.finished(frozen.values if frozen.state == optuna.trial.TrialState.COMPLETE else None)
         if search.rungs is not None and frozen.state == optuna.trial.TrialState.COMPLETE:
-            search.rungs.add(result.get("recovery") or [], (result.get("metrics") or {}).get(search.rungs.quality))
-        front = take_finished(search, frozen, None if error else result["model_bytes"],
+            search.rungs.add(result.recovery, result.metrics.get(search.rungs.quality))
+        front = take_finished(search, frozen, None if error else result.model_bytes,
                               tables_due.ready(), lambda: study.get_trials(deepcopy=False))
+        if tracking is not None:  # the row take_finished made: MLflow shows what trials.csv says
+            tracking.log_trial(search.rows[frozen.number][1])
         progress.update(front, done, failed)
         errors.append(error)
-        verdict = search.settings.fail_fast.verdict(errors)
+        verdict = fail_fast_verdict(search.settings.fail_fast, errors)
         if verdict:
             progress.finish()
             raise SystematicFailure(f"stopped after {len(errors)} trial(s): {verdict}; finished trials are saved in "

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from search.errors import ConfigError
+from search.config.settings import FailFast
+from search.core.messages import TrialResult
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Died|Failure)\b:?.*)$")
@@ -40,15 +39,14 @@ def one_line(error: str, limit: int = 400) -> str:
     return " ".join(" ".join(lines).split())[:limit]
 
 
-def take_error(run_dir: Path, trial: int, result: dict[str, Any]) -> None:
+def take_error(run_dir: Path, trial: int, result: TrialResult) -> None:
     """A failed trial's whole error (Ray's traceback and all) to the run folder's errors.log; the
     result keeps one line of it, for the table. Every result the driver takes in passes here."""
-    error = result.get("error")
-    if not error:
+    if not result.error:
         return
     with open(run_dir / "errors.log", "a") as log:
-        log.write(f"--- trial {trial}, {datetime.now().isoformat(timespec='seconds')}\n{error.rstrip()}\n")
-    result["error"] = one_line(error)
+        log.write(f"--- trial {trial}, {datetime.now().isoformat(timespec='seconds')}\n{result.error.rstrip()}\n")
+    result.error = one_line(result.error)
 
 
 def reason(error: str) -> str:
@@ -75,35 +73,18 @@ def likely_fix(why: str) -> str:
     return "see errors.log in the run folder for the whole traceback"
 
 
-@dataclass(frozen=True)
-class FailFast:
-    """When to stop a run whose trials fail alike.
-
-    Attributes:
-        first: the first ``first`` trials finished by this driver all failing for one reason stop it (0: never).
-        share: failures of one reason above this share of the trials finished by this driver stop it...
-        min_trials: ...once at least this many have finished (a few legitimate failures early on are noise).
-    """
-
-    first: int = 3
-    share: float = 0.5
-    min_trials: int = 8
-
-    def __post_init__(self) -> None:
-        if self.first < 0 or not 0 < self.share <= 1 or self.min_trials < 1:
-            raise ConfigError(f"fail_fast: need first >= 0, 0 < share <= 1 and min_trials >= 1, got {self}")
-
-    def verdict(self, errors: Sequence[str]) -> str | None:
-        """The reason to stop, given the errors of the trials finished so far in order ("" completed), or None."""
-        reasons = ["" if not e or e.startswith(PER_TRIAL) else reason(e) for e in errors]
-        if self.first and len(reasons) >= self.first and reasons[0] and len(set(reasons[:self.first])) == 1:
-            return (f"the first {self.first} trials all failed with the same reason: {one_line(errors[0])}; "
-                    f"likely fix: {likely_fix(reasons[0])}")
-        counted = Counter(r for r in reasons if r)
-        if len(reasons) >= self.min_trials and counted:
-            why, count = counted.most_common(1)[0]
-            if count > self.share * len(reasons):
-                example = next(e for e, r in zip(errors, reasons, strict=True) if r == why)
-                return (f"{count} of {len(reasons)} trials failed with the same reason: {one_line(example)}; "
-                        f"likely fix: {likely_fix(why)}")
-        return None
+def verdict(rule: FailFast, errors: Sequence[str]) -> str | None:
+    """The reason to stop under ``rule``, given the errors of the trials finished so far in order ("" completed),
+    or None."""
+    reasons = ["" if not e or e.startswith(PER_TRIAL) else reason(e) for e in errors]
+    if rule.first and len(reasons) >= rule.first and reasons[0] and len(set(reasons[:rule.first])) == 1:
+        return (f"the first {rule.first} trials all failed with the same reason: {one_line(errors[0])}; "
+                f"likely fix: {likely_fix(reasons[0])}")
+    counted = Counter(r for r in reasons if r)
+    if len(reasons) >= rule.min_trials and counted:
+        why, count = counted.most_common(1)[0]
+        if count > rule.share * len(reasons):
+            example = next(e for e, r in zip(errors, reasons, strict=True) if r == why)
+            return (f"{count} of {len(reasons)} trials failed with the same reason: {one_line(example)}; "
+                    f"likely fix: {likely_fix(why)}")
+    return None

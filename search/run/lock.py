@@ -18,8 +18,8 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-from search.errors import ConfigError
-from search.files import write_text
+from search.core.errors import ConfigError
+from search.core.files import write_text
 
 LOCK_NAME = ".driver.lock"
 

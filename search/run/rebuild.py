@@ -17,13 +17,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from evaluators import Built, TaskMetric
-from search.candidate import Candidate
-from search.plugins import plugins_from_config
-from search.run.build import build_candidate
+from search.core import attributes
+from search.core.candidate import Candidate
+from search.config import plugins_from_config
+from search.trial.build import build_candidate
 from search.runtime.target import Target
-from search.study import load_run_study
+from search.strategy.study import load_run_study
 from search.workloads import check_workload
-from spaces._base import declared_fields
+from spaces import declared_fields
 
 
 @dataclass
@@ -37,7 +38,7 @@ def rebuild(run_dir: Path, trial_number: int) -> Rebuilt:
     config = OmegaConf.load(run_dir / "config.yaml")
     configs = OmegaConf.to_container(config, resolve=True)
     knobs = plugins_from_config(configs).knobs
-    stored = load_run_study(run_dir).trials[trial_number].user_attrs["candidate"]
+    stored = attributes.candidate_of(load_run_study(run_dir).trials[trial_number])
     cand = Candidate.from_dict(stored, declared_fields(knobs))
     workload = check_workload(instantiate(config.workload), str(config.workload.get("_target_", "?")))
     target = Target.from_config((configs.get("target_configs") or {}).get(cand.target, configs["target"]))

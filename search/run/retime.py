@@ -7,7 +7,10 @@ from collections.abc import Callable
 import optuna
 import ray
 
-from search import study as studies
+from search.core import attributes
+from search.core.candidate import Candidate
+from search.core.messages import TrialResult
+from search.strategy import study as studies
 from search.run.cluster import task_result
 from search.run.dispatcher import Dispatcher
 from search.run.failures import take_error
@@ -31,7 +34,7 @@ def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, st
         say(f"re-timing phase: re-timing {len(todo)} Pareto member(s), each alone on its node")
         trials = study.get_trials(deepcopy=False)
         kept = {n: _kept_model(search, n) for n in todo}
-        candidates = {n: trials[n].user_attrs["candidate"] for n in todo}
+        candidates = {n: Candidate.from_dict(attributes.candidate_of(trials[n])) for n in todo}
         refs = {dispatcher.remeasure(c, kept[n]): n for n, c in candidates.items()}
         rebuilt = _collect_finals(search, study, refs, stop, to_rebuild={n for n in todo if not kept[n]},
                                   release_claims=dispatcher.release_claims)
@@ -44,7 +47,8 @@ def _kept_model(search: Search, trial: int) -> bytes:
 
 
 def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRef, int], stop: StopRequest,
-                    to_rebuild: set[int], release_claims: Callable[[ray.ObjectRef, dict], None]) -> dict[int, bytes]:
+                    to_rebuild: set[int],
+                    release_claims: Callable[[ray.ObjectRef, TrialResult], None]) -> dict[int, bytes]:
     """Stores each re-measurement as it lands; returns the models of ``to_rebuild``, rebuilt."""
     rebuilt: dict[int, bytes] = {}
     total = len(refs)
@@ -57,12 +61,13 @@ def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRe
             take_error(search.run_dir, number, result)
             note_machine(search, result)
             search.finals[number] = studies.store_final(study, number, result)
-            if result.get("error"):
-                say(f"re-timing phase: trial {number} could not be re-timed ({result['error']}); it keeps its search figures")
+            if result.error:
+                say(f"re-timing phase: trial {number} could not be re-timed ({result.error}); it keeps its search "
+                    "figures")
                 continue
             if number in to_rebuild:
-                rebuilt[number] = result["model_bytes"]
+                rebuilt[number] = result.model_bytes
             say(f"re-timing phase: {total - len(refs)}/{total} · trial {number}: "
-                 f"{result['metrics'].get('latency_ms', float('nan')):.3f} ms p50"
-                 + (" (rebuilt)" if number in rebuilt else ""))
+                f"{result.metrics.get('latency_ms', float('nan')):.3f} ms p50"
+                + (" (rebuilt)" if number in rebuilt else ""))
     return rebuilt

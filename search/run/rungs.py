@@ -15,64 +15,12 @@ evidence of what a rung predicts, and nothing stops.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-MARGIN = 0.1  # the observed largest gain is stretched by this share: a bound, not an average
-
-
-class StopRecovery(Exception):
-    """Raised after a rung by a candidate that cannot reach the front; the trial is PRUNED with this reason."""
-
-
-@dataclass
-class RungPlan:
-    """What a worker needs to decide at a rung (plain data: it crosses the Ray boundary with the trial).
-
-    Attributes:
-        rungs: recovery epochs after which the candidate may stop.
-        quality: the metric recovery improves (the workload's), and ``sign`` +1 to maximize it, -1 to minimize.
-        gains: rung epoch -> the largest improvement (in ``sign`` units) seen from that epoch to the end.
-        offset: the largest (test - final validation) score gap seen, in ``sign`` units.
-        front: the current front's objective values, one dict per member.
-        senses: each other objective -> +1 (maximize) or -1 (minimize).
-        floors: each other objective -> the relative difference within which two figures tie.
-    """
-
-    rungs: list[int]
-    quality: str
-    sign: int
-    gains: dict[int, float]
-    offset: float
-    front: list[dict[str, float]]
-    senses: dict[str, int]
-    floors: dict[str, float] = field(default_factory=dict)
-
-    def best_plausible(self, epoch: int, best_val: float) -> float:
-        return best_val + self.sign * (self.gains.get(epoch, 0.0) * (1 + MARGIN) + self.offset)
-
-    def verdict(self, epoch: int, epochs: int, best_val: float, figures: Mapping[str, float]) -> str:
-        """Why the candidate stops after ``epoch`` ("" when it goes on)."""
-        plausible = self.best_plausible(epoch, best_val)
-        for member in self.front:
-            if self._beats(member, plausible, figures):
-                shown = ", ".join(f"{m} {figures[m]:.4g} vs {member[m]:.4g}" for m in self.senses)
-                return (f"stopped after recovery epoch {epoch} of {epochs}: at best {self.quality} {plausible:.4f}, "
-                        f"and a front member is at least as good with {self.quality} {member[self.quality]:.4f} "
-                        f"and better on every other objective ({shown})")
-        return ""
-
-    def _beats(self, member: Mapping[str, float], plausible: float, figures: Mapping[str, float]) -> bool:
-        if self.sign * member[self.quality] < self.sign * plausible:
-            return False
-        for metric, sense in self.senses.items():
-            mine, theirs = figures.get(metric), member.get(metric)
-            if mine is None or theirs is None or not math.isfinite(mine):
-                return False
-            if sense * theirs < sense * mine + self.floors.get(metric, 0.0) * abs(mine):
-                return False
-        return True
+from search.core.attributes import Outcome
+from search.trial.recovery import RungPlan
 
 
 @dataclass
@@ -114,6 +62,7 @@ class RungHistory:
                         max(self.offsets), members, senses, {m: floors.get(m, 0.0) for m in senses})
 
 
+
 def _finite(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
@@ -121,30 +70,9 @@ def _finite(value: Any) -> bool:
         return False
 
 
-@dataclass
-class RecoveryWatch:
-    """The worker's side: records the validation trace of a recovery, and at each rung asks the plan."""
-
-    plan: RungPlan | None
-    preview: Callable[[Any], dict[str, float]]  # the other objectives measured on a quick build of a student
-    trace: list[float] = field(default_factory=list)
-    figures: dict[str, float] | None = None
-
-    def __call__(self, model: Any, epoch: int, epochs: int, best_val: float) -> None:
-        if epoch == 0:
-            self.trace = []
-        self.trace.append(best_val)
-        if self.plan is None or epoch not in self.plan.rungs:
-            return
-        if self.figures is None:  # measured once: the architecture, not the weights, sets them
-            self.figures = self.preview(model)
-        reason = self.plan.verdict(epoch, epochs, best_val, self.figures)
-        if reason:
-            raise StopRecovery(reason)
-
 
 def recovery_history(fractions: Sequence[float], workload: Any, objectives: Sequence[tuple[str, str]],
-                     outcomes: Sequence[Mapping[str, Any]]) -> RungHistory | None:
+                     outcomes: Sequence[Outcome]) -> RungHistory | None:
     """The run's rung history, seeded with a resumed run's completed trials' outcomes; None when no rung
     applies (none configured, a bare ONNX model, nothing to recover, the task metric not an objective)."""
     quality = workload.metric.name
@@ -153,5 +81,5 @@ def recovery_history(fractions: Sequence[float], workload: Any, objectives: Sequ
     history = RungHistory(fractions, workload.distill_epochs, quality,
                           1 if workload.metric.direction == "maximize" else -1)
     for outcome in outcomes:
-        history.add(outcome.get("recovery") or [], (outcome.get("metrics") or {}).get(quality))
+        history.add(outcome.recovery, outcome.metrics.get(quality))
     return history

@@ -14,14 +14,17 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from evaluators import Evaluator
+from search.core.attributes import Final
+from search.core.messages import TrialResult
 from search.config import Settings
-from search.files import write_text
+from search.core.files import write_text
 from search.results.card import MACHINES_FILE, read_machines, sync_models
 from search.results.tables import (FrontTracker, GrowingFront, front_members, target_fronts, trial_row, trials_table,
                                    write_tables)
-from search.run.rungs import RungHistory, RungPlan
+from search.run.rungs import RungHistory
+from search.trial.recovery import RungPlan
 from search.runtime.target import Target
-from search.schema import Schema
+from search.core.schema import Schema
 from spaces import Knob
 
 
@@ -36,7 +39,7 @@ class Search:
     evaluators: list[Evaluator]
     schema: Schema
     run_dir: Path
-    finals: dict[int, dict[str, Any]] = field(default_factory=dict)  # the re-timing phase's figures, by trial
+    finals: dict[int, Final] = field(default_factory=dict)  # the re-timing phase's figures, by trial
     notes: list[str] = field(default_factory=list)  # said once at start (which energy meter runs)
     targets: dict[str, Target] = field(default_factory=dict)  # every target of the study, by name; target is the first
     rows: dict[int, tuple[tuple, dict[str, Any]]] = field(default_factory=dict)  # finished trials' rows, kept
@@ -115,9 +118,9 @@ def load_machines(search: Search) -> None:
     search.machines = read_machines(search.run_dir)  # an unreadable one is rewritten whole as nodes report again
 
 
-def note_machine(search: Search, result: dict[str, Any]) -> None:
+def note_machine(search: Search, result: TrialResult) -> None:
     """Keep the machine of a node seen for the first time: a card names the machine that measured its model."""
-    node, machine = result.get("node"), result.get("machine")
+    node, machine = result.node, result.machine
     if node and machine and search.machines.get(node) != machine:
         search.machines[node] = machine
         write_text(search.run_dir / MACHINES_FILE, json.dumps(search.machines, indent=2))

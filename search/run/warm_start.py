@@ -16,12 +16,12 @@ from typing import Any
 
 import pandas as pd
 
-from search.errors import ConfigError
+from search.core.errors import ConfigError
 from search.run.dispatcher import within_space
 from search.run.state import Search
-from search.study import load_run_study
+from search.strategy.study import load_run_study
 from spaces import space
-from spaces._base import projected
+from spaces import projected
 
 
 def earlier_front(run: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from search.errors import NotApplicable
+from search.core.errors import NotApplicable
 
 MAX_COMBINATIONS = 50_000  # beyond this many ways to place the cuts, take evenly spaced ones
 MAX_LIVE = 8  # the most tensors a cut may hand on: a layer's state, its masks and its shape values

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.errors import ConfigError
+from search.core.errors import ConfigError
 from search.runtime import portable
 
 ENERGY_METERS = ("auto", "estimate", "rapl", "nvml")

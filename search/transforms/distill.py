@@ -7,7 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from search.transforms.training import train_model
-from search.workloads._base import Workload
+from search.workloads import Workload
 
 
 def distill(student: nn.Module, workload: Workload, temperature: float, alpha: float, seed: int, device: str = "cpu",

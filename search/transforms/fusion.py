@@ -27,7 +27,7 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
-from search.errors import NotApplicable
+from search.core.errors import NotApplicable
 from search.transforms.quantize import _quiet_root_logger
 
 MODEL_TYPE = "bert"

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from search.errors import NotApplicable
+from search.core.errors import NotApplicable
 from search.runtime.graph_split import sort_topologically
 from search.transforms.export import INPUT_NAME
 
@@ -270,5 +270,6 @@ def _to_int4_weight_only(model_bytes: bytes, block_size: int = 32) -> bytes:
     result = quantizer.model.model
     converted = sum(node.op_type == "MatMulNBits" for node in result.graph.node)
     if converted == 0:
-        raise NotApplicable("int4 weight-only applies to MatMul/Linear weights; this graph has none with constant weights")
+        raise NotApplicable("int4 weight-only applies to MatMul/Linear weights; "
+                            "this graph has none with constant weights")
     return result.SerializeToString()

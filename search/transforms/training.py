@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search.metrics import Accuracy, Metric
+from search.core.metrics import Accuracy, Metric
 from search.workloads.calling import call, run_torch, to_tensors
-from search.workloads._base import Split
+from search.workloads import Split
 
 
 def _batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[dict, object]]:
@@ -153,8 +153,8 @@ def _train(model: nn.Module, train: Split, val: Split, *, epochs: int, lr: float
             tensors = to_tensors(inputs, device)
             with torch.no_grad():
                 target = call(teacher, tensors)[scored] if needs_teacher else None
-            loss = task_loss(metric.loss, call(model, tensors)[scored], target, _labels_tensor(labels, metric.loss, device),
-                             temperature, alpha)
+            loss = task_loss(metric.loss, call(model, tensors)[scored], target,
+                             _labels_tensor(labels, metric.loss, device), temperature, alpha)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -1,5 +1,7 @@
-"""Workloads: a trained model plus its data. Bundled: ``digits``."""
+"""Workloads: a trained model plus its data (the contract in _base.py). Bundled: ``digits``, ``text``, ``onnx_file``."""
 
-from search.workloads._base import Split, Workload, check_exportable, check_workload
+from search.workloads._base import (INPUT_NAME, Split, Workload, check_exportable, check_workload, describe,
+                                    has_attention, run_onnx)
 
-__all__ = ["Split", "Workload", "check_exportable", "check_workload"]
+__all__ = ["INPUT_NAME", "Split", "Workload", "check_exportable", "check_workload", "describe", "has_attention",
+           "run_onnx"]

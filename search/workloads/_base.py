@@ -19,8 +19,8 @@ import numpy as np
 import onnxruntime as ort
 from torch import nn
 
-from search.errors import ConfigError
-from search.metrics import Metric, default_metric
+from search.core.errors import ConfigError
+from search.core.metrics import Metric, default_metric
 from search.runtime.portable import batch_of
 from search.workloads.calling import output_names, run_torch, to_tensors
 
@@ -185,15 +185,18 @@ def run_onnx(model_bytes: bytes, inputs: Mapping[str, np.ndarray]) -> dict[str, 
     return dict(zip(names, session.run(names, dict(inputs)), strict=True))
 
 
-def check_workload(obj: object, factory: str) -> Workload:
-    """Check what a workload factory returned, and fill what follows from the model (output names,
-    the reference outputs a fidelity metric compares with). A mismatch is one line naming it."""
+def check_workload(obj: object, factory: str, keep_reference: bool = False) -> Workload:
+    """Check what a workload factory returned, and fill what follows from the model (output names, and the
+    original model's test outputs when its metric compares with them or ``keep_reference``: an evaluator of
+    the run reads them). A mismatch is one line naming it."""
     if not isinstance(obj, Workload):
-        raise ConfigError(f"workload factory {factory} returned {type(obj).__name__}, expected search.workloads.Workload")
+        raise ConfigError(f"workload factory {factory} returned {type(obj).__name__}, "
+                          "expected search.workloads.Workload")
     if not obj.is_onnx and not isinstance(obj.model, nn.Module):
         raise ConfigError(f"workload {obj.name}: model is {type(obj.model).__name__}, expected a torch.nn.Module")
     if not isinstance(obj.metric, Metric):
-        raise ConfigError(f"workload {obj.name}: metric is {type(obj.metric).__name__}, expected a search.metrics.Metric")
+        raise ConfigError(f"workload {obj.name}: metric is {type(obj.metric).__name__}, "
+                          "expected a search.metrics.Metric")
     for split_name in ("train", "val", "test"):
         split = getattr(obj, split_name)
         if not isinstance(split, Split) or len(split) == 0:
@@ -208,7 +211,7 @@ def check_workload(obj: object, factory: str) -> Workload:
     except Exception as exc:  # the user's metric raised on the original model's outputs
         raise ConfigError(f"workload {obj.name}: metric {obj.metric.name} fails on the original model's test "
                           f"outputs: {type(exc).__name__}: {_one_line(exc)}") from None
-    obj.reference = outputs if obj.metric.needs_reference else None
+    obj.reference = outputs if obj.metric.needs_reference or keep_reference else None
     return obj
 
 

@@ -68,7 +68,7 @@ def load(seed: int = 0, epochs: int = 30, cache_dir: str | None = None, distill_
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     else:
         train_classifier(model, train, val, epochs=epochs, lr=2e-3, seed=seed)
-        _save_atomically(model, weights)
+        save_weights(model, weights)
     return Workload(
         name="digits",
         model=model.eval(),
@@ -82,7 +82,9 @@ def load(seed: int = 0, epochs: int = 30, cache_dir: str | None = None, distill_
     )
 
 
-def _save_atomically(model: nn.Module, target: Path) -> None:
+def save_weights(model: nn.Module, target: Path) -> None:
+    """A model's weights (its state dict) to ``target``, atomically: a cache a killed run leaves is whole or absent.
+    Read them back with ``torch.load(target, weights_only=True)``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as tmp:
         torch.save(model.state_dict(), tmp)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from search.errors import ConfigError
-from search.metrics import Metric
+from search.core.errors import ConfigError
+from search.core.metrics import Metric
 from search.transforms.export import INPUT_NAME, OUTPUT_NAME
 from search.workloads._base import Split, Workload
 

@@ -29,7 +29,7 @@ from sklearn.model_selection import train_test_split
 
 from search.transforms.training import train_classifier
 from search.workloads._base import Split, Workload
-from search.workloads.digits import _save_atomically, default_cache_dir
+from search.workloads.digits import save_weights, default_cache_dir
 
 ARCH_VERSION = "text-bert-v1"  # bump when the model or data recipe changes
 TOPICS = {
@@ -162,7 +162,7 @@ def load(seed: int = 0, epochs: int = 25, cache_dir: str | None = None, distill_
         print(f"training the text teacher once ({len(splits[0])} sentences, {epochs} epochs); cached in {weights}",
               file=sys.stderr, flush=True)
         train_classifier(model, splits[0], splits[1], epochs=epochs, lr=2e-3, seed=seed, batch_size=32)
-        _save_atomically(model, weights)
+        save_weights(model, weights)
     ids_note = (f"WordPiece ids of the lower-cased sentence ([CLS] text [SEP]), padded or cut to {max_length}; "
                 f"vocabulary of {len(tokenizer)} tokens trained on the train split (python {sys.version.split()[0]})")
     return Workload(

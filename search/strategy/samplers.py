@@ -14,7 +14,6 @@ fresh instance rebuilds its bookkeeping from the study once, on its first ask.
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -22,6 +21,9 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
+
+from search.core.optuna_private import (FilteredStudy, generation_key, set_ga_keys, set_trial_system_attr, storage_of,
+                                        study_id)
 
 
 class IncrementalNSGAIISampler(optuna.samplers.NSGAIISampler):
@@ -39,7 +41,7 @@ class IncrementalNSGAIISampler(optuna.samplers.NSGAIISampler):
         if self._synced:
             return
         self._synced = True
-        for trial in study._get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+        for trial in study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
             self._count(trial)
 
     def _count(self, trial: FrozenTrial) -> None:
@@ -47,7 +49,7 @@ class IncrementalNSGAIISampler(optuna.samplers.NSGAIISampler):
             self._space = dict(trial.distributions)
         else:
             self._space = {name: d for name, d in self._space.items() if trial.distributions.get(name) == d}
-        self._generations[trial.system_attrs.get(self._get_generation_key(), -1)] += 1
+        self._generations[trial.system_attrs.get(generation_key(self), -1)] += 1
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         self._sync(study)
@@ -55,15 +57,15 @@ class IncrementalNSGAIISampler(optuna.samplers.NSGAIISampler):
         return {name: d for name, d in sorted((self._space or {}).items()) if not d.single()}
 
     def get_trial_generation(self, study: optuna.Study, trial: FrozenTrial) -> int:
-        generation = trial.system_attrs.get(self._get_generation_key(), None)
+        generation = trial.system_attrs.get(generation_key(self), None)
         if generation is not None:
             return generation
         self._sync(study)
         counted = [g for g in self._generations if g >= 0]
         newest = max(counted, default=0)
-        assert self._population_size is not None, "population size must be set"
-        generation = newest + 1 if self._generations.get(newest, 0) >= self._population_size else newest
-        study._storage.set_trial_system_attr(trial._trial_id, self._get_generation_key(), generation)
+        assert self.population_size is not None, "population size must be set"
+        generation = newest + 1 if self._generations.get(newest, 0) >= self.population_size else newest
+        set_trial_system_attr(study, trial, generation_key(self), generation)
         return generation
 
     def get_parent_population(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
@@ -85,8 +87,7 @@ class IncrementalNSGAIISampler(optuna.samplers.NSGAIISampler):
 
 # Optuna names a subclass's study attributes after the subclass; these keep NSGA-II's names, so a run
 # started with optuna.samplers.NSGAIISampler resumes with its generations and parents.
-IncrementalNSGAIISampler._GENERATION_KEY = optuna.samplers.NSGAIISampler._GENERATION_KEY
-IncrementalNSGAIISampler._PARENT_CACHE_KEY_PREFIX = optuna.samplers.NSGAIISampler._PARENT_CACHE_KEY_PREFIX
+set_ga_keys(IncrementalNSGAIISampler)
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -122,27 +123,20 @@ class LossFront:
         return len(self.losses)
 
 
-class _Window(optuna.study.Study):
-    """The study as a sampler sees it through ``WindowedSampler``: of its finished trials, only those
-    ``keep`` numbers, and every unfinished one. It shares the study's state (no storage round trip to make
-    it); Optuna's Hyperband pruner shows its samplers a bracket of the study the same way.
+def _window(study: optuna.Study, keep: set[int], running: set[int]) -> optuna.Study:
+    """The study as a sampler sees it through ``WindowedSampler``: of its finished trials, only those ``keep``
+    numbers, and every unfinished one. Its trials are looked up by number, so a read costs the window, not the
+    study: filtering all 2,000 trials of a study on each of an ask's three calls cost 2 ms a call."""
+    storage = storage_of(study)
 
-    Its trials are looked up by number, so a call costs the window, not the study: filtering all 2,000
-    trials of a study on each of an ask's three calls cost 2 ms a call.
-    """
+    def shown() -> list[FrozenTrial]:  # ``running`` is the sampler's own set, read as it stands at each call
+        numbers = sorted(keep | running)
+        waiting = storage.get_all_trials(study_id(study), deepcopy=False, states=(TrialState.WAITING,))
+        found = [storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id(study), n))
+                 for n in numbers]
+        return sorted(found + waiting, key=lambda t: t.number)
 
-    def __init__(self, study: optuna.Study, keep: set[int], running: set[int]) -> None:  # a view, not a new study
-        self.__dict__.update(study.__dict__)
-        self._keep, self._running = keep, running
-
-    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[FrozenTrial]:
-        waiting = self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,))
-        trials = [self._by_number(n) for n in sorted(self._keep | self._running)] + waiting
-        trials = sorted((t for t in trials if states is None or t.state in states), key=lambda t: t.number)
-        return copy.deepcopy(trials) if deepcopy else trials
-
-    def _by_number(self, number: int) -> FrozenTrial:
-        return self._storage.get_trial(self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number))
+    return FilteredStudy(study, shown)
 
 
 class WindowedSampler(optuna.samplers.BaseSampler):
@@ -164,7 +158,7 @@ class WindowedSampler(optuna.samplers.BaseSampler):
         if self._synced:
             return
         self._synced = True
-        for trial in study._get_trials(deepcopy=False):
+        for trial in study.get_trials(deepcopy=False):
             if trial.state == TrialState.RUNNING:
                 self._running.add(trial.number)
             elif trial.state != TrialState.WAITING:
@@ -188,7 +182,7 @@ class WindowedSampler(optuna.samplers.BaseSampler):
             # at most `window` trials in all: the newest front members (up to half of it), then the latest
             front = sorted(self._front, reverse=True)[:self.window // 2]
             latest = list(self._recent)[len(self._recent) - (self.window - len(front)):]
-            self._shown = (id(study), _Window(study, set(front) | set(latest), self._running))
+            self._shown = (id(study), _window(study, set(front) | set(latest), self._running))
         return self._shown[1]
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from search.candidate import Candidate
-from search.errors import NotApplicable
-from search.run.store import Artifact, StageStore, stage_key
+from search.core.candidate import Candidate
+from search.core.errors import NotApplicable
+from search.trial.store_client import Artifact, StageStore, stage_key
 from search.runtime.target import Target
 from search.transforms import check_onnx, export_onnx
 from search.workloads.calling import to_tensors
-from search.workloads._base import Workload
+from search.workloads import Workload
 from spaces import Knob
-from spaces._base import BuildContext
+from spaces import BuildContext
 
 
 def default_build_knobs() -> list[Knob]:

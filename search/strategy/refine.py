@@ -26,9 +26,9 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.samplers import LossFront, losses
-
-REFINES = "refines"  # trial system attribute: the number of the front member whose build this trial re-runs
+from search.core import attributes
+from search.core.optuna_private import contains, enqueued, fixed_params
+from search.strategy.samplers import LossFront, losses
 
 Key = tuple[tuple[str, Any], ...]
 
@@ -68,23 +68,23 @@ class RuntimeRefiningSampler(optuna.samplers.BaseSampler):
         if self._synced:
             return
         self._synced = True
-        for trial in study._get_trials(deepcopy=False):
+        for trial in study.get_trials(deepcopy=False):
             if trial.state == TrialState.WAITING or trial.number == current:
                 continue
             self._tried.add(self._keys(trial))
-            if "fixed_params" not in trial.system_attrs:
+            if not enqueued(trial):
                 self._drawn += 1
-                self._refined += REFINES in trial.system_attrs
+                self._refined += attributes.refines(trial) is not None
             if trial.state == TrialState.COMPLETE and trial.values:
                 self._add_to_front(study, trial, trial.values)
 
     def _keys(self, trial: FrozenTrial) -> tuple[Key, Key]:
         """(build, runtime) of what the trial built and ran: from its candidate where the driver set one."""
-        candidate = trial.user_attrs.get("candidate")
+        candidate = attributes.candidate_of(trial)
         if candidate and self.runtime_fields:
             return (_key(candidate, set(candidate) - self.runtime_fields - {"runtime"}),
                     _key(candidate, self.runtime_fields))
-        params = trial.params or trial.system_attrs.get("fixed_params") or {}
+        params = trial.params or fixed_params(trial)
         return _key(params, set(params) - self.runtime), _key(params, self.runtime)
 
     def _add_to_front(self, study: optuna.Study, trial: FrozenTrial, values: Sequence[float]) -> None:
@@ -114,7 +114,7 @@ class RuntimeRefiningSampler(optuna.samplers.BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.base.before_trial(study, trial)
         self._sync(study, trial.number)
-        if "fixed_params" in trial.system_attrs:  # enqueued (baseline, cover, re-asked): not the sampler's to choose
+        if enqueued(trial):  # enqueued (baseline, cover, re-asked): not the sampler's to choose
             return
         self._drawn += 1
         if not self.runtime or self._refined + 1 > self.share * self._drawn:
@@ -125,7 +125,7 @@ class RuntimeRefiningSampler(optuna.samplers.BaseSampler):
         number, params = found
         self._planned[trial.number] = params
         self._refined += 1
-        study._storage.set_trial_system_attr(trial._trial_id, REFINES, number)
+        attributes.write_refines(study, trial, number)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         if trial.number in self._planned:
@@ -141,8 +141,7 @@ class RuntimeRefiningSampler(optuna.samplers.BaseSampler):
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         planned = self._planned.get(trial.number, {})
-        if param_name in planned and param_distribution._contains(  # noqa: SLF001 - Optuna's own membership test
-                param_distribution.to_internal_repr(planned[param_name])):
+        if param_name in planned and contains(param_distribution, planned[param_name]):
             return planned[param_name]
         return self.base.sample_independent(study, trial, param_name, param_distribution)
 

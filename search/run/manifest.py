@@ -20,7 +20,7 @@ from search.runtime.machine import COMPARED_FACTS, describe_machine
 PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnx", "torch", "torch-pruning", "optuna", "ray", "numpy",
             "transformers", "hydra-core")
 PROJECT = "optsearch"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # search/run/manifest.py -> the checkout
 COMPARED = ("software", "project", "providers")  # what a resume compares; the machine is compared by its facts
 MACHINE_FACTS = ("host", *COMPARED_FACTS)
 

@@ -13,14 +13,14 @@ import optuna
 from sqlalchemy import event
 from optuna.trial import FrozenTrial, TrialState
 
-from search.errors import ConfigError
-from search.mirrored_storage import MirroredStorage
+from search.core import attributes
+from search.core.attributes import Final, Outcome
+from search.core.errors import ConfigError
+from search.core.messages import TrialResult
+from search.core.optuna_private import set_trial_user_attr, storage_of
+from search.strategy.mirrored_storage import MirroredStorage
 
 STUDY_NAME = "search"
-RERUN_PREFIX = "re-run as"
-FINAL = "final:"  # study user attribute per re-timed trial: Optuna freezes a finished trial's own attributes
-STOPPED_AT_RUNG = "stopped_at_rung"  # trial user attribute: a recovery rung stopped it (a PRUNED trial that ran)
-OUTCOME = "outcome"  # the user attribute that holds a finished trial's metrics, node, timings and error
 
 
 def _fast_commits(dbapi_connection, _record) -> None:
@@ -32,7 +32,7 @@ def _fast_commits(dbapi_connection, _record) -> None:
 
 def batched(study: optuna.Study) -> contextlib.AbstractContextManager:
     """The study's writes inside go to study.db in one transaction, where its storage can (``MirroredStorage``)."""
-    storage = study._storage  # noqa: SLF001 - Optuna keeps the storage private
+    storage = storage_of(study)
     return storage.batch() if isinstance(storage, MirroredStorage) else contextlib.nullcontext()
 
 
@@ -65,11 +65,11 @@ def open_study(run_dir: Path, objectives: Sequence[tuple[str, str]], sampler: op
         study.set_metric_names([metric for metric, _ in objectives])
     if not study.get_trials(deepcopy=False):
         # The unoptimized fp32 model, measured like any candidate: the row every ratio is against.
-        study.enqueue_trial(baseline, user_attrs={"baseline": True})
+        study.enqueue_trial(baseline, user_attrs=attributes.queued(baseline=True))
         for fixed in cover:
             study.enqueue_trial(fixed)
         for fixed, origin in warm:
-            study.enqueue_trial(fixed, user_attrs={"warm_start": origin})
+            study.enqueue_trial(fixed, user_attrs=attributes.queued(warm_start=origin))
     return study
 
 
@@ -105,9 +105,8 @@ def requeue_stale(study: optuna.Study) -> int:
     """Trials left RUNNING by a driver that died: re-run their parameters, mark the old ones failed."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
-        study.enqueue_trial(trial.params, user_attrs={"baseline": trial.user_attrs.get("baseline", False)})
-        study._storage.set_trial_user_attr(trial._trial_id, "error",
-                                           f"{RERUN_PREFIX} a new trial: the driver stopped while it ran")
+        study.enqueue_trial(trial.params, user_attrs=attributes.queued(baseline=attributes.is_baseline(trial)))
+        set_trial_user_attr(study, trial, *attributes.rerun_note())
         study.tell(trial.number, state=TrialState.FAIL)
     return len(stale)
 
@@ -116,40 +115,34 @@ def finished(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     """(finished, failed) trials, not counting stale trials that were re-run."""
     done = failed = 0
     for trial in trials:
-        ran = trial.state in (TrialState.COMPLETE, TrialState.FAIL) or trial.user_attrs.get(STOPPED_AT_RUNG)
-        if not ran:
-            continue
-        if str(trial.user_attrs.get("error", "")).startswith(RERUN_PREFIX):
+        ran = trial.state in (TrialState.COMPLETE, TrialState.FAIL) or attributes.stopped_at_rung(trial)
+        if not ran or attributes.was_rerun(trial):
             continue
         done += 1
         failed += trial.state == TrialState.FAIL
     return done, failed
 
 
-def record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any],
+def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult,
            objectives: Sequence[tuple[str, str]]) -> tuple[str, FrozenTrial]:
     """Tell the study a worker's result; (why the trial failed or "" when it did not, the trial as stored).
 
-    The outcome is one user attribute (``OUTCOME``), written to study.db with the state and values in one
-    transaction. The trial comes back from ``tell``.
+    The outcome is one user attribute (search/core/attributes.py), written to study.db with the state and
+    values in one transaction. The trial comes back from ``tell``.
     """
     with batched(study):
         return _record(study, trial, result, objectives)
 
 
-def _record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any],
+def _record(study: optuna.Study, trial: optuna.Trial, result: TrialResult,
             objectives: Sequence[tuple[str, str]]) -> tuple[str, FrozenTrial]:
-    error = result.get("error") or ""
-    metrics = result.get("metrics") or {}  # a timed-out or crashed trial brings no metrics back
-    values = [metrics.get(metric) for metric, _ in objectives]
+    error = result.error
+    values = [result.metrics.get(metric) for metric, _ in objectives]  # a timed-out or crashed trial has none
     if not error and any(v is None or not math.isfinite(float(v)) for v in values):
         error = f"non-finite objective values {values}: recorded as failed, not told to the sampler"
-    outcome = {"metrics": metrics, "node": result.get("node"), "duration_s": result.get("duration_s"),
-               "stage_s": result.get("stage_s"), "reuse": result.get("reuse") or {},
-               "recovery": result.get("recovery") or [], "error": error}
-    trial.set_user_attr(OUTCOME, outcome)
-    if result.get("stopped"):  # a recovery rung stopped it: PRUNED with the reason, tried but not failed
-        trial.set_user_attr(STOPPED_AT_RUNG, True)
+    attributes.write_outcome(trial, Outcome.of_result(result, error))
+    if result.stopped:  # a recovery rung stopped it: PRUNED with the reason, tried but not failed
+        attributes.mark_stopped_at_rung(trial)
         return "", study.tell(trial, state=TrialState.PRUNED)
     if error:
         return error, study.tell(trial, state=TrialState.FAIL)
@@ -162,30 +155,25 @@ def skip(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     PRUNED, not FAIL: it does not count towards ``trials`` (nothing was tried), and samplers
     learn nothing from it either way.
     """
-    trial.set_user_attr(OUTCOME, {"metrics": {}, "node": None, "duration_s": 0.0, "stage_s": {},
-                                  "error": f"not applicable: {reason}"})
+    attributes.write_outcome(trial, Outcome.refused(reason))
     study.tell(trial, state=TrialState.PRUNED)
 
 
-def store_final(study: optuna.Study, number: int, result: dict[str, Any]) -> dict[str, Any]:
-    """Keeps the quiet phase's figures for a trial in study.db (one commit) and returns them."""
-    final = {"metrics": {} if result.get("error") else result.get("metrics") or {}, "node": result.get("node"),
-             "duration_s": result.get("duration_s"), "error": result.get("error") or ""}
-    study.set_user_attr(f"{FINAL}{number}", final)
+def store_final(study: optuna.Study, number: int, result: TrialResult) -> Final:
+    """Keeps the re-timing phase's figures for a trial in study.db (one commit) and returns them."""
+    final = Final.of_result(result)
+    attributes.write_final(study, number, final)
     return final
 
 
-def final_figures(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """The quiet phase's figures stored so far, by trial number."""
-    return {int(key[len(FINAL):]): value for key, value in study.user_attrs.items() if key.startswith(FINAL)}
-
-
-STOPPED = "stopped_early"  # study user attr: why this driver's search ended before ``trials`` ("" it did not)
+def final_figures(study: optuna.Study) -> dict[int, Final]:
+    """The re-timing phase's figures stored so far, by trial number."""
+    return attributes.finals_of(study)
 
 
 def note_stop(study: optuna.Study, reason: str) -> None:
-    study.set_user_attr(STOPPED, reason)
+    attributes.write_stop(study, reason)
 
 
 def stop_note(study: optuna.Study) -> str:
-    return str(study.user_attrs.get(STOPPED, ""))
+    return attributes.stop_of(study)

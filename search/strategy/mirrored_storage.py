@@ -25,14 +25,15 @@ from typing import Any
 from optuna import distributions
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
-from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import insert, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+
+from search.core import optuna_private as private
+from search.core.optuna_private import FrozenStudy
+from search.core.optuna_private import rdb_models as models
 
 
 @dataclasses.dataclass
@@ -71,17 +72,18 @@ class MirroredStorage(BaseStorage):
     def _load(self) -> None:
         for study in self._db.get_all_studies():
             study_id = self._memory.create_new_study(study.directions, study.study_name)
-            self._db_study_ids[study_id] = study._study_id
+            self._db_study_ids[study_id] = private.study_id(study)
             for key, value in study.user_attrs.items():
                 self._memory.set_study_user_attr(study_id, key, value)
             for key, value in study.system_attrs.items():
                 self._memory.set_study_system_attr(study_id, key, value)
             self._distributions[study_id] = {}
-            for trial in sorted(self._db.get_all_trials(study._study_id, deepcopy=False), key=lambda t: t.number):
+            trials = self._db.get_all_trials(private.study_id(study), deepcopy=False)
+            for trial in sorted(trials, key=lambda t: t.number):
                 trial_id = self._memory.create_new_trial(study_id, template_trial=trial)
                 if self._memory.get_trial(trial_id).number != trial.number:
                     raise ValueError(f"{self._db.url}: study {study.study_name!r} has a gap in its trial numbers")
-                self._db_trial_ids[trial_id] = trial._trial_id
+                self._db_trial_ids[trial_id] = private.trial_id(trial)
                 self._study_of[trial_id] = study_id
                 self._distributions[study_id].update(trial.distributions)
 
@@ -140,6 +142,8 @@ class MirroredStorage(BaseStorage):
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: BaseDistribution) -> None:
         with self._lock:
+            # a finished trial is refused first, as Optuna's storages do (Optuna's own storage tests check the order)
+            self.check_trial_is_updatable(trial_id, self._memory.get_trial(trial_id).state)
             drawn = self._distributions[self._study_of[trial_id]]
             if param_name in drawn:  # memory knows only the distributions of the trials it made, not those loaded
                 distributions.check_distribution_compatibility(drawn[param_name], distribution)
@@ -183,7 +187,7 @@ class MirroredStorage(BaseStorage):
         if self._batches or not self._unwritten:
             return
         created: dict[int, int] = {}
-        with _create_scoped_session(self._db.scoped_session) as session:
+        with private.rdb_session(self._db.scoped_session) as session:
             # In creation order: the file numbers a study's trials as memory does.
             for trial_id in sorted(self._unwritten):
                 created.update(self._write_trial(session, trial_id, self._unwritten[trial_id]))

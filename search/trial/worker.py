@@ -1,6 +1,7 @@
-"""One trial, end to end, inside a Ray worker: the knobs build it (search/run/build.py), the evaluators measure it.
+"""One trial, end to end, inside a Ray worker: the knobs build it (search/trial/build.py), the evaluators measure it.
 
-Everything crossing the Ray boundary is a plain dict; inside, typed objects.
+A task takes a ``TrialRequest`` and returns a ``TrialResult`` (search/core/messages.py): typed on both sides
+of the Ray boundary. A failing candidate comes back as a result with its reason, never as an exception.
 """
 
 from __future__ import annotations
@@ -9,46 +10,24 @@ import functools
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from evaluators._base import Built, Evaluator
-from search.candidate import Candidate
-from search.errors import NotApplicable
-from search.run.build import build_candidate, quick_model
-from search.run.rungs import RecoveryWatch, RungPlan, StopRecovery
-from search.run.store import StageStore, service
+from evaluators import Built, Evaluator
+from search.core.candidate import Candidate
+from search.core.errors import NotApplicable
+from search.core.messages import TrialRequest, TrialResult
+from search.trial.build import build_candidate, quick_model
+from search.trial.recovery import RecoveryWatch, StopRecovery
+from search.trial.store_client import StageStore, service
 from search.runtime.machine import describe_machine
 from search.runtime.node_lock import building, measuring_alone
 from search.runtime.target import Target
-from search.workloads._base import Workload
+from search.workloads import Workload
 from spaces import Knob
-from spaces._base import declared_fields
-
-
-@dataclass
-class TrialResult:
-    """What a worker returns: metrics, the model, and where and how long it ran."""
-
-    metrics: dict[str, Any] = field(default_factory=dict)
-    model_bytes: bytes = b""
-    node: str = ""
-    machine: dict[str, Any] = field(default_factory=dict)  # the node's, for the cards (search/manifest.py)
-    duration_s: float = 0.0
-    stage_s: dict[str, float] = field(default_factory=dict)
-    reuse: dict[str, Any] = field(default_factory=dict)  # artifacts the run's store served, and the time saved
-    recovery: list[float] = field(default_factory=list)  # best validation score after each recovery epoch
-    stopped: bool = False  # a recovery rung stopped it (``error`` says why): a PRUNED trial, not a failed one
-    error: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
-        return cls(**data)
+from spaces import declared_fields
 
 
 def measure(built: Built, evaluators: list[Evaluator], result: TrialResult) -> None:
@@ -94,25 +73,22 @@ def trial_store(plugins: TrialPlugins) -> StageStore:
     return StageStore(service(plugins.store) if plugins.store else None, claimant)
 
 
-def run_trial(workload: Workload, plugins: TrialPlugins, target_cfg: dict, candidate: dict, seed: int,
-              plan: RungPlan | None = None) -> dict:
+def run_trial(workload: Workload, plugins: TrialPlugins, request: TrialRequest) -> TrialResult:
     """The Ray task body. Never raises for a failing candidate: the reason goes back as ``error``.
-    With a ``plan``, recovery may stop at a rung (search/run/rungs.py)."""
-    return _build_and_measure(workload, plugins, plugins.evaluators, target_cfg, candidate, seed, model_bytes=b"",
-                              plan=plan)
+    With ``request.plan``, recovery may stop at a rung (search/trial/recovery.py)."""
+    return _build_and_measure(workload, plugins, plugins.evaluators, request)
 
 
-def remeasure_trial(workload: Workload, plugins: TrialPlugins, target_cfg: dict, candidate: dict, seed: int,
-                    model_bytes: bytes) -> dict:
-    """The re-timing phase's Ray task: run a finished trial's timed evaluators again, alone on the node.
+def remeasure_trial(workload: Workload, plugins: TrialPlugins, request: TrialRequest) -> TrialResult:
+    """The re-timing phase's Ray task: run a finished trial's timed evaluators again on ``request.model_bytes``,
+    alone on the node.
 
-    Without ``model_bytes`` (a model that left models/ during the search) it is rebuilt from its
-    parameters and measured in full, so every figure belongs to the bytes that come back.
+    Without the model (one that left models/ during the search) it is rebuilt from its parameters and
+    measured in full, so every figure belongs to the bytes that come back.
     """
-    if not model_bytes:
-        return _build_and_measure(workload, plugins, plugins.evaluators, target_cfg, candidate, seed, model_bytes=b"")
-    timed = [e for e in plugins.evaluators if e.timed]
-    return _build_and_measure(workload, plugins, timed, target_cfg, candidate, seed, model_bytes)
+    if not request.model_bytes:
+        return _build_and_measure(workload, plugins, plugins.evaluators, request)
+    return _build_and_measure(workload, plugins, [e for e in plugins.evaluators if e.timed], request)
 
 
 def preview(workload: Workload, plugins: TrialPlugins, cand: Candidate, target: Target, seed: int,
@@ -133,15 +109,17 @@ def preview(workload: Workload, plugins: TrialPlugins, cand: Candidate, target: 
     return partial.metrics
 
 
-def _build_and_measure(workload: Workload, plugins: TrialPlugins, evaluators: list[Evaluator], target_cfg: dict,
-                       candidate: dict, seed: int, model_bytes: bytes, plan: RungPlan | None = None) -> dict:
-    """Builds the candidate unless its ``model_bytes`` are given, then runs ``evaluators`` on it."""
+def _build_and_measure(workload: Workload, plugins: TrialPlugins, evaluators: list[Evaluator],
+                       request: TrialRequest) -> TrialResult:
+    """Builds the candidate unless the request carries its model, then runs ``evaluators`` on it."""
     torch.set_num_threads(1)  # training shares the node with other trials; one core each
     started = time.perf_counter()
-    result = TrialResult(node=node_name(), machine=node_machine(), model_bytes=model_bytes)
+    result = TrialResult(node=node_name(), machine=node_machine(), model_bytes=request.model_bytes)
+    seed, plan = request.seed, request.plan
     try:
-        target = Target.from_config(target_cfg)
-        cand = Candidate.from_dict(candidate, declared_fields(plugins.knobs))
+        target = Target.from_config(request.target)
+        cand = request.candidate
+        cand.check_declared(declared_fields(plugins.knobs))
         facts: dict[str, Any] = {}  # what the build learned (prune_removed); kept only if the trial succeeds
         if not result.model_bytes:
             store = trial_store(plugins)
@@ -171,4 +149,4 @@ def _build_and_measure(workload: Workload, plugins: TrialPlugins, evaluators: li
         last = traceback.extract_tb(exc.__traceback__)[-1]
         result.error = f"{type(exc).__name__}: {exc} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
     result.duration_s = time.perf_counter() - started
-    return result.to_dict()
+    return result

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from search.core.session_settings import runtime_settings
+
 CORE_FIELDS = ("target", "batch_size")  # every candidate has them, whatever knobs are configured
 RUNTIME_KEY = "runtime"  # the ONNX Runtime settings the knobs composed, stored with the fields
 
@@ -45,6 +47,10 @@ class Candidate:
     def __hash__(self) -> int:
         return hash(tuple(sorted((k, repr(v)) for k, v in self._values.items())))
 
+    def __reduce__(self) -> tuple:
+        # pickled by its fields (Ray sends it to workers): the default would set the slots through __setattr__
+        return (_rebuilt, (self._values, self.runtime))
+
     def __repr__(self) -> str:
         return f"Candidate({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
@@ -69,17 +75,24 @@ class Candidate:
         """The candidate ``data`` holds; with ``declared`` (the configured knobs' fields), a field
         outside it is an :class:`UnknownField` error."""
         values = {k: v for k, v in data.items() if k != RUNTIME_KEY}
+        found = cls(runtime=data.get(RUNTIME_KEY), **values)
         if declared is not None:
-            unknown = sorted(set(values) - set(declared) - set(CORE_FIELDS))
-            if unknown:
-                raise UnknownField(f"candidate field(s) {', '.join(unknown)} are declared by no configured knob "
-                                   f"(declared: {', '.join(sorted(set(declared) | set(CORE_FIELDS)))})")
-        return cls(runtime=data.get(RUNTIME_KEY), **values)
+            found.check_declared(declared)
+        return found
+
+    def check_declared(self, declared: Iterable[str]) -> None:
+        """Raise :class:`UnknownField` for a field outside ``declared`` (the configured knobs' fields)."""
+        unknown = sorted(set(self._values) - set(declared) - set(CORE_FIELDS))
+        if unknown:
+            raise UnknownField(f"candidate field(s) {', '.join(unknown)} are declared by no configured knob "
+                               f"(declared: {', '.join(sorted(set(declared) | set(CORE_FIELDS)))})")
+
+
+def _rebuilt(values: Mapping[str, Any], runtime: Mapping[str, Any]) -> Candidate:
+    return Candidate(runtime=runtime, **values)
 
 
 def _default_runtime(values: Mapping[str, Any]) -> dict[str, Any]:
     """Settings of a candidate made by hand (tests, benches): its parallelism fields, else sequential."""
-    from search.runtime.session_settings import runtime_settings
-
     degree = values.get("degree", values.get("threads", 1))
     return runtime_settings(values.get("parallelism") or "sequential", degree or 1, values.get("micro_batches"))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from search.workloads._base import Workload
+from search.workloads import Workload
 
 
 @dataclass(frozen=True)
