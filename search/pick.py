@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import pandas as pd
 from omegaconf import OmegaConf
 
-from search.errors import ConfigError
-from search.plugins import plugins_from_config
-from search.schema import Schema
+from search.core.errors import ConfigError
+from search.config import Plugins, plugins_from_config
+from search.results.chosen import describe_choice
+from search.core.schema import Column, Schema
 
 # Today's named options, kept: each is the generic --min/--max on a column of the default evaluators.
 LIMITS = (("min_accuracy", "accuracy", ">="), ("max_latency_ms", "latency_ms", "<="),
@@ -139,19 +140,58 @@ def _asked(args: argparse.Namespace) -> str:
 
 def run_schema(run: Path) -> tuple[dict, Schema]:
     """The run's stored config and the schema its plugins declare."""
+    config, plugins = run_plugins(run)
+    return config, plugins.schema
+
+
+def run_plugins(run: Path) -> tuple[dict, Plugins]:
+    """The run's stored config and its plugins (their schema among them)."""
     if not (run / "config.yaml").exists():
         raise PickError(f"{run} has no config.yaml: is it a run folder (results/<run>)?")
     config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
     try:
-        return config, plugins_from_config(config).schema
+        return config, plugins_from_config(config)
     except ConfigError as exc:
         raise PickError(f"{run}/config.yaml: {exc}") from None
+
+
+def setting_groups(plugins: Plugins) -> list[list[Column]]:
+    """Each knob's columns (its fields, then its facts), then the schema's fields no knob owns (the target)."""
+    groups: list[list[Column]] = [[*k.fields, *k.facts] for k in plugins.knobs if k.fields]
+    owned = {c.name for group in groups for c in group}
+    return groups + [[f] for f in plugins.schema.fields if f.name not in owned]
+
+
+def front_of(run: Path, target: str | None) -> tuple[str, set[int]]:
+    """The front a pick is judged against (a target's own, in a study across targets) and its trials."""
+    per_target = run / f"pareto-{target}.csv"
+    path, name = (per_target, f"target {target}'s front") if target and per_target.exists() else \
+        (run / "pareto.csv", "the front")
+    return name, set(pd.read_csv(path)["trial"].astype(int)) if path.exists() else set()
+
+
+def describe(run: Path, row: pd.Series, plugins: Plugins, target: str | None) -> str:
+    """What is printed about the chosen row (search/results/chosen.py), with where its model is."""
+    trial = int(row["trial"])
+    front, members = front_of(run, target)
+    kept = run / "models" / f"trial-{trial}.onnx"
+    model = (f"{kept} (card {kept.with_suffix('.json').name})" if kept.exists() else
+             "not kept in the run folder; --out DIR rebuilds it from its parameters")
+    return describe_choice(row, plugins.schema, setting_groups(plugins), front if trial in members else None, model)
 
 
 def list_columns(schema: Schema, table: pd.DataFrame) -> list[str]:
     """The trial, the knobs' fields that vary, and the objectives."""
     varied = [f for f in schema.field_names if f in table.columns and table[f].nunique(dropna=False) > 1]
     return ["trial", *varied, *(m for m, _ in schema.objectives), "final"]
+
+
+def listing(table: pd.DataFrame, schema: Schema) -> str:
+    """The table as ``--list`` prints it: blank where a knob was not applied (not NaN), integers without ``.0``."""
+    shown = table.copy()
+    for column in set(schema.integer_columns) & set(shown.columns):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else str(int(v)))
+    return shown.to_string(index=False, na_rep="")
 
 
 def model_and_card(run: Path, row: pd.Series, config: dict, schema: Schema) -> tuple[bytes, dict]:
@@ -213,15 +253,16 @@ def write_out(run: Path, row: pd.Series, out: Path, config: dict, schema: Schema
 def pick(argv: Sequence[str]) -> pd.Series | None:
     args = parse_args(argv)
     table = candidates(args.run, args.all, args.target)
-    config, schema = run_schema(args.run)
+    config, plugins = run_plugins(args.run)
+    schema = plugins.schema
     chosen = qualifying(table, args, schema, config)
     if args.list:
-        print(chosen[[c for c in list_columns(schema, table) if c in chosen.columns]].to_string(index=False))
+        print(listing(chosen[[c for c in list_columns(schema, table) if c in chosen.columns]], schema))
         return None
     if chosen.empty:
         raise PickError(f"no {'completed trial' if args.all else 'Pareto member'} of {len(table)} meets {_asked(args)}")
     row = chosen.iloc[0]
-    print(row.to_string())
+    print(describe(args.run, row, plugins, args.target))
     if args.out:
         write_out(args.run, row, args.out, config, schema)
     return row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from search.__main__ import main
+from tests.doc_commands import documented
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,8 @@ BAD_INPUT = [
     (["space.knobs.prune_rate.high=1.5"], "prune_rate"),
     (["~workload", "+workload._target_=no_such_module.load"], "no_such_module"),
     (["~workload", "+workload._target_=tests.workloads.not_a_workload"], "expected search.workloads.Workload"),
-    (["~workload", "+workload._target_=tests.workloads.wrong_shape"], "model rejects test input of shape (2, 1, 16, 16)"),
+    (["~workload", "+workload._target_=tests.workloads.wrong_shape"],
+     "model rejects test input of shape (2, 1, 16, 16)"),
     (["~workload", "+workload._target_=tests.workloads.unexportable"], "cannot be exported to ONNX"),
     (["trial_timeout_s=-1"], "trial_timeout_s must be a number of seconds > 0"),
     (["max_retries=-1"], "max_retries must be an integer >= 0"),
@@ -48,9 +51,21 @@ BAD_INPUT = [
     (["+space.knobs.mystery._target_=no_such_module.Fusion"], "knob mystery (no_such_module.Fusion)"),
     (["+evaluators.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a evaluators.Evaluator"),
     (["+space.knobs.odd._target_=collections.OrderedDict"], "is a OrderedDict, not a spaces.Knob"),
-    (["+space.knobs.odd._target_=tests.plugins_for_tests.MisstagedKnob"], "stage 'onxx' unknown; choose from torch, onnx"),
+    (["+space.knobs.odd._target_=tests.plugins_for_tests.MisstagedKnob"],
+     "stage 'onxx' unknown; choose from torch, onnx"),
     ([f"++evaluators.{e}.objective=false" for e in ("metric", "latency", "energy", "size")],
      "no evaluator is an objective"),
+    # a plugin's settings against its signature: wrong simple types named by their config path, unknown ones
+    (["space.knobs.quant_bits.modes=minmax"],
+     "space.knobs.quant_bits.modes must be a list of strings ([str]), got 'minmax'"),
+    (["+space.knobs.quant_bits.mode=[minmax]"],
+     "knob quant_bits: unknown setting 'mode' (did you mean modes?); it takes"),
+    (["evaluators.latency.warmup=2.5"], "evaluators.latency.warmup must be an integer (int), got 2.5"),
+    (["workload.epochs=many"], "workload.epochs must be an integer (int), got 'many'"),
+    (["sampler.base.window=lots"], "sampler.base.window must be an integer (int), got 'lots'"),
+    (["~workload", "+workload._target_=search.workloads.onnx_file.load"],
+     "workload factory: missing setting(s) model_path, data_path"),
+    (["evaluators.latency.foo=1"], "unknown override key 'evaluators.latency.foo' (evaluators.latency has warmup, "),
 ]
 
 
@@ -67,13 +82,14 @@ def test_bad_input_is_one_line_and_exit_2(overrides, says, capsys, tmp_path, mon
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has CUDA")
 def test_gpu_target_without_cuda_fails_fast_with_what_is_missing(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["+target=gpu"]) == 2
+    assert main(documented("python -m search +target=gpu")[3:]) == 2
     err = capsys.readouterr().err.strip()
     assert "CUDAExecutionProvider" in err and "\n" not in err
     assert not (tmp_path / "results").exists(), "nothing is written for a run that cannot start"
 
 
-@pytest.mark.parametrize("overrides", [["+target=tpu"], ["~workload", "+workload._target_=tests.workloads.unexportable"]])
+@pytest.mark.parametrize("overrides", [["+target=tpu"],
+                                       ["~workload", "+workload._target_=tests.workloads.unexportable"]])
 def test_command_line_exit_code_and_nothing_but_one_line(overrides):
     proc = subprocess.run([sys.executable, "-m", "search", *overrides], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
@@ -82,5 +98,43 @@ def test_command_line_exit_code_and_nothing_but_one_line(overrides):
 
 
 def test_help_lists_the_overrides(capsys):
-    assert main(["--help"]) == 0
+    assert main(documented("python -m search --help")[3:]) == 0
     assert "trials=N" in capsys.readouterr().out
+
+
+TYPO_EVALUATORS = """\
+defaults:
+  - default
+  - _self_
+
+latency:
+  budgetS: 1
+"""
+NEAR_MISSES = [  # what a newcomer typed, and what the one line must say
+    (["trial=6"], "unknown override key 'trial' (did you mean trials?)"),
+    (["evaluators.latency.budgt_s=2"], "unknown override key 'evaluators.latency.budgt_s' "
+                                       "(did you mean evaluators.latency.budget_s?)"),
+    (["sampler=tpee"], "unknown sampler 'tpee' (did you mean tpe? known samplers: gp, nsga2"),
+    (["target=gpu"], "target=gpu: use +target=gpu (target is not in the defaults list, so it is added with +)"),
+    (["target=cpu_1t"], "target=cpu_1t: use +target=cpu_1t (target is not in the defaults list"),
+    (["evaluators.latency.budget_s=fast"], "evaluators.latency.budget_s must be a number (float), got 'fast'"),
+    (["hydra.searchpath=[file://{conf}]", "evaluators=typo"],  # a misspelt key in the user's own YAML
+     "evaluator latency: unknown setting 'budgetS' (did you mean budget_s?); it takes warmup, min_repeats, "),
+]
+
+
+@pytest.mark.parametrize(("overrides", "says"), NEAR_MISSES, ids=[" ".join(o) for o, _ in NEAR_MISSES])
+def test_a_near_miss_on_the_command_line_says_what_was_meant(overrides, says, tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "evaluators").mkdir(parents=True)
+    (conf / "evaluators" / "typo.yaml").write_text(TYPO_EVALUATORS)
+    command = [o.format(conf=conf) for o in overrides] + [f"results_dir={tmp_path / 'results'}", "trials=2"]
+    proc = subprocess.run([sys.executable, "-m", "search", *command], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert says in lines[0]
+    assert not re.search(r"\w+(Error|Exception)\b", lines[0]), "no raw Python exception in the line"
+    assert not (tmp_path / "results").exists()
