@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import textwrap
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -12,10 +13,13 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from search.files import write_atomically  # noqa: E402
-from search.schema import Schema  # noqa: E402
+from search.core.files import write_atomically  # noqa: E402
+from search.core.schema import Schema  # noqa: E402
+from search.results.importance import ObjectiveImportance  # noqa: E402
 
 
 def axis_label(metric: str, table: pd.DataFrame, schema: Schema) -> str:
@@ -57,7 +61,7 @@ def plot_front(path: Path, table: pd.DataFrame, front: pd.DataFrame, schema: Sch
     pairs, rows, cols = panel_grid(schema.objectives)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.2 * rows), squeeze=False)
     baseline = done[done["baseline"].astype(bool)]
-    for ax, (x, y) in zip(axes.flat, pairs):
+    for ax, (x, y) in zip(axes.flat, pairs, strict=False):  # a grid may have a spare panel
         ax.scatter(plotted_values(done, x, schema), plotted_values(done, y, schema), s=18, c="#b0b0b0",
                    label="completed trial")
         ax.scatter(plotted_values(front, x, schema), plotted_values(front, y, schema), s=36, c="#d62728",
@@ -103,18 +107,44 @@ def plot_history(path: Path, history: pd.DataFrame) -> None:
     _save(fig, path)
 
 
-def plot_importance(path: Path, importances: dict[str, dict[str, float] | str]) -> None:
-    """importance.png: one bar chart per objective, the knobs' share of its variance (fANOVA)."""
-    fig, axes = plt.subplots(1, max(len(importances), 1), figsize=(4.2 * max(len(importances), 1), 3.8), squeeze=False)
-    for ax, (metric, shares) in zip(axes.flat, importances.items()):
-        if isinstance(shares, str):  # why there is no importance for this objective
-            ax.text(0.5, 0.5, f"{metric}:\n{shares}", ha="center", va="center")
+IMPORTANT, UNTOLD = "#0072B2", "#c8c8c8"  # a knob that clears the decoy; one not told apart from no effect
+
+
+def plot_importance(path: Path, importances: dict[str, ObjectiveImportance | str]) -> None:
+    """importance.png: per objective, each knob's share of its variance (fANOVA) with its bootstrap spread."""
+    panels = max(len(importances), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2), squeeze=False)
+    fitted = [found for found in importances.values() if not isinstance(found, str)]
+    for ax, (metric, found) in zip(axes.flat, importances.items(), strict=False):  # no objective: one blank panel
+        if isinstance(found, str):  # why there is no importance for this objective
+            ax.text(0.5, 0.5, f"{metric}:\n{textwrap.fill(found, 40)}", ha="center", va="center",
+                    transform=ax.transAxes)
             ax.axis("off")
-            continue
-        names = sorted(shares, key=shares.get)
-        ax.barh(names, [shares[n] for n in names], color="#1f77b4")
-        ax.set_title(metric)
-        ax.set_xlabel("importance (share)")
-    fig.suptitle("Which knobs drive each objective")
+        else:
+            _importance_bars(ax, metric, found, legend=found is fitted[0])
+    title = "Which knobs drive each objective"
+    if fitted:
+        title += (f": fANOVA refitted on {fitted[0].resamples} bootstrap resamples of the {fitted[0].trials} completed "
+                  "trials; bar: median, whisker: 10-90 %. Grey: not distinguishable from no effect, its 10 % whisker "
+                  "under the dashed line (the 90 % of a decoy knob of random values, at least 2 %)")
+    fig.suptitle(textwrap.fill(title, int(14 * 4.6 * panels)), fontsize=9)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _importance_bars(ax, metric: str, found: ObjectiveImportance, legend: bool) -> None:
+    rows = list(reversed(found.knobs))  # the largest at the top
+    medians = [r.median for r in rows]
+    ax.barh(range(len(rows)), medians, color=[IMPORTANT if r.distinguishable else UNTOLD for r in rows])
+    ax.errorbar(medians, range(len(rows)), xerr=[[r.median - r.low for r in rows], [r.high - r.median for r in rows]],
+                fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.axvline(found.threshold, color="black", ls="--", lw=1)
+    ax.set_yticks(range(len(rows)), [r.knob for r in rows])
+    ax.set_xlim(left=0)
+    ax.set_title(metric)
+    ax.set_xlabel("share of the variance it explains alone")
+    if legend:
+        ax.legend(handles=[Patch(color=IMPORTANT, label="clears the threshold"),
+                           Patch(color=UNTOLD, label="not told apart from no effect"),
+                           Line2D([], [], color="black", ls="--", lw=1, label="no-effect threshold")],
+                  loc="lower right", fontsize=7)
