@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, finished_run
+from tests.doc_commands import documented
 from search.runtime.session_settings import PARALLELISM
 
 SHIPPED = ("run.py", "verify.py", "portable.py", "machine.py")
@@ -56,7 +57,9 @@ def pick_bundle(run: Path, trial: int, out: Path) -> int:
     """``python -m search.pick RUN --all --min trial=N --max trial=N --out OUT``, in this process (no start-up)."""
     from search.pick import main as pick_main
 
-    return pick_main([str(run), "--all", "--min", f"trial={trial}", "--max", f"trial={trial}", "--out", str(out)])
+    return pick_main(documented("python -m search.pick results/<run> --all --min trial=<N> --max trial=<N> "
+                                "--out chosen/",
+                                {"results/<run>": str(run), "<N>": str(trial), "chosen/": str(out)})[3:])
 
 
 def in_ort_only(python: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -102,10 +105,12 @@ def test_each_mode_runs_and_verifies_with_only_onnxruntime_and_numpy(bundles, or
         assert len(spec["stages"]) == spec["runtime"]["stages"] >= 2
     if mode == "data_parallel":
         assert spec["runtime"]["replicas"] >= 2
-    checked = in_ort_only(ort_only_python, str(bundle / "verify.py"), "--budget-s", "0.3", cwd=bundle.parent)
+    checked = in_ort_only(ort_only_python, *documented("python chosen/verify.py", {"chosen/": f"{bundle}/"})[1:],
+                          "--budget-s", "0.3", cwd=bundle.parent)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "verify: ok" in checked.stdout and "measured / card p50" in checked.stdout
-    ran = in_ort_only(ort_only_python, str(bundle / "run.py"), cwd=bundle.parent)
+    ran = in_ort_only(ort_only_python, *documented("python chosen/run.py", {"chosen/": f"{bundle}/"})[1:],
+                      cwd=bundle.parent)
     assert ran.returncode == 0, ran.stderr
     # from Python: load() and a call by input name give the recorded outputs
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import numpy as np; from run import load, read_spec, sample\n"

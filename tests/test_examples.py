@@ -14,10 +14,11 @@ from examples.breast_cancer.workload import load
 from examples.embedding.workload import SentenceEncoder
 from examples.embedding.workload import load as load_embedding
 from examples.regression.workload import load as load_regression
-from search.metrics import CosineFidelity, MeanSquaredError
+from search.core.metrics import CosineFidelity, MeanSquaredError
 from search.workloads import check_workload
 from search.workloads.calling import run_torch
 from tests.conftest import search, tried
+from tests.doc_commands import documented
 
 pytestmark = pytest.mark.slow
 README_OVERRIDES = ["hydra.searchpath=[file://examples/breast_cancer/conf]", "workload=breast_cancer"]
@@ -34,6 +35,8 @@ def test_example_factory_returns_a_trained_model_on_its_own_splits():
 
 
 def test_example_search_runs_from_the_readme_command(tmp_path):
+    assert documented("python -m search 'hydra.searchpath=[file://examples/breast_cancer/conf]' "
+                      "workload=breast_cancer")[3:] == README_OVERRIDES
     proc = search(tmp_path, None, *README_OVERRIDES, "workload.epochs=60", "workload.distill_epochs=5", "trials=4",
                   "workers=2", "run=byo", "space.knobs.quant_bits.choices=[32,4]")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -73,6 +76,8 @@ def test_regression_factory_returns_a_model_better_than_the_mean(regression_work
 
 
 def test_regression_search_runs_from_the_readme_command(tmp_path, regression_workload):
+    assert documented("python -m search 'hydra.searchpath=[file://examples/regression/conf]' "
+                      "workload=regression")[3:] == REGRESSION_OVERRIDES
     proc = search(tmp_path, None, *REGRESSION_OVERRIDES, f"workload.epochs={REGRESSION_EPOCHS}",
                   "workload.distill_epochs=5", "trials=4", "workers=2", "run=regression")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -144,6 +149,8 @@ def test_embedding_factory_returns_a_trained_encoder(embedding_workload):
 
 
 def test_embedding_search_runs_and_its_fidelity_is_recomputed_outside(tmp_path, embedding_cache, embedding_workload):
+    assert documented("python -m search 'hydra.searchpath=[file://examples/embedding/conf]' "
+                      "workload=embedding")[3:] == EMBEDDING_OVERRIDES
     proc = search(tmp_path, None, *EMBEDDING_OVERRIDES, f"workload.cache_dir={embedding_cache}",
                   f"workload.epochs={EMBEDDING_EPOCHS}", "workload.distill_epochs=1", "trials=4", "workers=2",
                   "run=embedding")

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from search.errors import ConfigError
+from search.core.errors import ConfigError
 from search.workloads import check_workload
 from search.workloads.onnx_file import load, normalized
 from tests.conftest import search
+from tests.doc_commands import documented
 
 
 def foreign_onnx(model: torch.nn.Module, x: np.ndarray, dynamic: bool = True) -> bytes:
@@ -59,8 +60,10 @@ def test_data_missing_a_split_is_refused(onnx_files, tmp_path):
 @pytest.mark.slow
 def test_search_on_a_bare_onnx_file_searches_quantization_and_parallelism_only(onnx_files, tmp_path):
     model_path, data_path = onnx_files
-    proc = search(tmp_path, None, "workload=onnx_file", f"workload.model_path={model_path}",
-                  f"workload.data_path={data_path}", "trials=4", "workers=2", "run=onnx",
+    command = documented("python -m search workload=onnx_file workload.model_path=model.onnx "
+                         "workload.data_path=data.npz",
+                         {"model.onnx": str(model_path), "data.npz": str(data_path)})
+    proc = search(tmp_path, None, *command[3:], "trials=4", "workers=2", "run=onnx",
                   "space.knobs.quant_bits.choices=[32,8]")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("prune_rate and distillation are not searched") == 1, "said once, at start"

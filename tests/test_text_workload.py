@@ -13,6 +13,7 @@ from search.runtime.runners import make_runner
 from search.workloads import check_workload
 from search.workloads.text import load
 from tests.conftest import search, tried
+from tests.doc_commands import documented
 
 pytestmark = pytest.mark.slow
 SMALL = {"epochs": 4, "hidden": 32, "max_length": 24, "vocab_size": 800}  # seconds to train, still a BERT
@@ -36,7 +37,7 @@ def test_the_factory_gives_token_ids_a_cached_tokenizer_and_a_trained_bert(text_
 
 
 def test_a_text_search_runs_and_its_models_run_on_int64_arrays_alone(tmp_path, text_cache):
-    proc = search(tmp_path, None, "workload=text", f"workload.cache_dir={text_cache}",
+    proc = search(tmp_path, None, *documented("python -m search workload=text")[3:], f"workload.cache_dir={text_cache}",
                   *(f"workload.{k}={v}" for k, v in SMALL.items()),
                   "workload.distill_epochs=1", "trials=8", "workers=2", "run=text", "remeasure=false",
                   "space.knobs.quant_bits.modes=[minmax,dynamic]")
