@@ -26,8 +26,7 @@ def kib(field):
         if line.startswith(field + ":"):
             return int(line.split()[1])
 
-from search.runtime.graph_split import split_model  # onnxruntime and onnx only: no torch in this process
-from search.runtime.runners import make_runner
+from search.runtime.runners import make_runner  # onnxruntime only: no torch, and onnx for a pipeline alone
 
 model, batch, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 providers, calls = json.loads(sys.argv[4]), int(sys.argv[5])
@@ -35,7 +34,11 @@ providers = [tuple(p) if isinstance(p, list) else p for p in providers]  # JSON 
 feeds = dict(np.load(batch))
 model_bytes = open(model, "rb").read()
 # a pipeline's stages are cut before the mark is reset: cutting is the build's work, not the session's
-parts = split_model(model_bytes, settings["stages"]) if settings["parallelism"] == "pipeline" else None
+if settings["parallelism"] == "pipeline":
+    from search.runtime.graph_split import split_model
+    parts = split_model(model_bytes, settings["stages"])
+else:
+    parts = None
 try:  # reset the high-water mark to now, so import-time peaks do not count (Linux >= 4.0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from search.core.errors import ConfigError
 
 USAGE = """usage: python -m search [key=value ...] [+target=NAME]
   trials=N  run=NAME  seed=S  workers=W  sampler=tpe_refine|tpe|nsga2|random  workload=NAME
-  cluster.address=auto|HOST:PORT  batch_size=B  (see README for all)"""
+  cluster.address=auto|HOST:PORT  batch_size=B  (docs/overrides.md lists every override)"""
 
 
 def _disk_trouble(exc: BaseException) -> bool:
@@ -21,17 +22,25 @@ def _disk_trouble(exc: BaseException) -> bool:
     return type(exc).__name__ == "OperationalError" and ("disk is full" in text or "readonly" in text)
 
 
+def _search(args: list[str]) -> Path:
+    """Compose, then run: a mistyped override is refused before the run's own imports (torch, Ray: seconds)."""
+    from search.config import compose_config
+
+    cfg = compose_config(args)
+    from search.run.driver import run_search
+
+    return run_search(cfg)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(USAGE)
         return 0
-    from search.config import compose_config
-    from search.run.driver import run_search
     from search.run.failures import EXIT_SYSTEMATIC, SystematicFailure
 
     try:
-        run_dir = run_search(compose_config(args))
+        run_dir = _search(args)
     except ConfigError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the cause wrote
         return 2

@@ -43,7 +43,7 @@ class TrialResult:
     model_bytes: bytes = b""
     node: str = ""
     machine: dict[str, Any] = field(default_factory=dict)  # the node's, for the cards (search/run/manifest.py)
-    duration_s: float = 0.0
+    duration_s: float | None = None  # None: the task never returned (its worker died, it was cancelled)
     stage_s: dict[str, float] = field(default_factory=dict)
     reuse: dict[str, Any] = field(default_factory=dict)  # artifacts the run's store served, and the time saved
     recovery: list[float] = field(default_factory=list)  # best validation score after each recovery epoch

@@ -46,7 +46,7 @@ from urllib.parse import urlparse
 from optuna.trial import FrozenTrial, TrialState
 
 from search.core.attributes import stopped_at_rung, was_rerun
-from search.errors import ConfigError
+from search.core.errors import ConfigError
 from search.results.tables import trial_row
 from search.run.state import Search, say
 

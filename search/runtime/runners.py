@@ -2,16 +2,14 @@
 
 The runners themselves live in portable.py, which a bundle carries (numpy and onnxruntime
 only); here a pipeline is cut into its stages first (graph_split.py, which needs onnx).
-Imports onnxruntime and onnx only (the memory probe runs this in a fresh process without torch).
+Imports onnxruntime only at import time, and onnx for a pipeline alone: the memory probe runs this in a fresh
+process for every trial, and importing onnx (0.5 s here) would be most of that process's time.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import onnx
-
-from search.runtime.graph_split import split_model
 from search.runtime.portable import (DataParallelRunner, Feeds, Providers, Runner, SessionRunner, StageRunner,
                                      split_batch)
 
@@ -24,6 +22,10 @@ class PipelineRunner(StageRunner):
 
     def __init__(self, model_bytes: bytes, settings: dict[str, Any], providers: Providers,
                  parts: list[bytes] | None = None) -> None:
+        import onnx
+
+        from search.runtime.graph_split import split_model
+
         parts = parts or split_model(model_bytes, settings["stages"])
         output_names = [o.name for o in onnx.load_from_string(model_bytes).graph.output]
         super().__init__(parts, output_names, settings, providers)
