@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +28,30 @@ def tried(table):
     return table[~reasked]
 
 
+def shared(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder made once for the whole test session, pytest-xdist's workers included: the first to ask makes it
+    (``make(folder)``), the others wait for it and reuse it. What it holds is read, never changed, by its users."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # each xdist worker has a basetemp of its own; their parent is the session's
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def teacher_cache(tmp_path_factory) -> str:
     """One teacher cache for the whole session, so the digits teacher trains once (seconds)."""
-    return str(tmp_path_factory.mktemp("teacher-cache"))
+    def train(folder: Path) -> None:
+        digits.load(seed=0, epochs=15, cache_dir=str(folder), distill_epochs=3)
+
+    return str(shared(tmp_path_factory, "teacher-cache", train))
 
 
 def quick_overrides(tmp_path: Path, teacher_cache: str | None) -> list[str]:
@@ -57,10 +80,34 @@ def finished_run(tmp_path_factory, teacher_cache: str, name: str, *overrides: st
     return results / name
 
 
+DIGITS_RUN = ("workers=2", "run=three", "seed=0", "trials=3")  # the shared run's command, beside quick_overrides
+
+
 @pytest.fixture(scope="session")
 def finished_digits_run(tmp_path_factory, teacher_cache) -> Path:
-    """One small real search on the digits, shared by the tests that read a finished run folder."""
-    return finished_run(tmp_path_factory, teacher_cache, "three", "trials=3")
+    """One small real search on the digits, shared by the tests that read a finished run folder
+    (``python -m search`` with DIGITS_RUN); what it printed is kept beside it (``digits_run_output``)."""
+    def run(results: Path) -> None:
+        proc = search(results, teacher_cache, *DIGITS_RUN)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (results / "stdout.txt").write_text(proc.stdout)
+        (results / "stderr.txt").write_text(proc.stderr)
+
+    return shared(tmp_path_factory, "digits-run", run) / "three"
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """A copy of a finished run folder that a test may change: without SQLite's -wal and -shm files, which a
+    reader of study.db in another process (another xdist worker) may hold open, empty, at that moment (a
+    finished driver has merged its log into study.db)."""
+    return Path(shutil.copytree(run, to, ignore=shutil.ignore_patterns("*.db-wal", "*.db-shm")))
+
+
+@pytest.fixture(scope="session")
+def digits_run_output(finished_digits_run) -> tuple[str, str]:
+    """(stdout, stderr) of the shared digits run's command."""
+    return ((finished_digits_run.parent / "stdout.txt").read_text(),
+            (finished_digits_run.parent / "stderr.txt").read_text())
 
 
 @pytest.fixture(scope="session")
@@ -123,8 +170,26 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def shared_fixture_module(item) -> str | None:
+    """The test module whose module- or session-scoped fixture ``item`` uses (None: none). pytest-xdist runs such
+    tests in one worker (``--dist loadgroup``, pyproject.toml), so the fixture (often a whole search) is made
+    once; every other test is handed to whichever worker is free. conftest's shared runs use ``shared``."""
+    info = getattr(item, "_fixtureinfo", None)
+    for name in item.fixturenames if info is not None else ():
+        for fixturedef in info.name2fixturedefs.get(name) or ():
+            if fixturedef.scope in ("module", "session") and fixturedef.baseid.endswith(".py"):
+                return fixturedef.baseid
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the tests' ids
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run where CUDA is present (the lent GPU machine) and are skipped, said so, elsewhere."""
+    """`gpu` tests run where CUDA is present (the lent GPU machine) and are skipped, said so, elsewhere; tests
+    that share a test module's fixture stay together under pytest-xdist."""
+    for item in items:
+        group = shared_fixture_module(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
     if _has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device with onnxruntime-gpu")

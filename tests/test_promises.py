@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, quick_overrides, search, tried
+from tests.conftest import REPO, copy_run, quick_overrides, search, tried
 from tests.driver_control import kill_session, running_trials, wait_for_running
 
 pytestmark = pytest.mark.slow
@@ -229,7 +228,7 @@ def refused(finished_digits_run, tmp_path_factory, teacher_cache) -> dict[str, t
     copies = {}
     for case in REFUSED:
         results = tmp_path_factory.mktemp(f"refused-{case}")
-        shutil.copytree(finished_digits_run, results / "three")
+        copy_run(finished_digits_run, results / "three")
         copies[case] = (results, _fingerprint(results / "three"))
     with ThreadPoolExecutor(len(REFUSED)) as pool:
         procs = {case: pool.submit(search, copies[case][0], teacher_cache, *RUN_ARGS, change)
@@ -253,7 +252,7 @@ def test_resume_with_a_changed_setting_is_refused_in_one_line_and_touches_nothin
 
 def test_resume_force_resumes_a_changed_batch_size_and_keeps_the_earlier_rows(finished_digits_run, tmp_path,
                                                                               teacher_cache):
-    shutil.copytree(finished_digits_run, tmp_path / "three")
+    copy_run(finished_digits_run, tmp_path / "three")
     before = pd.read_csv(tmp_path / "three" / "trials.csv", dtype=str)
     proc = search(tmp_path, teacher_cache, "trials=4", "workers=2", "run=three", "seed=0", "batch_size=16",
                   "resume_force=true", "remeasure=false")

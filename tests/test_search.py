@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from search.workloads.digits import split_digits
-from tests.conftest import search, tried
+from tests.conftest import DIGITS_RUN, copy_run, search, tried
 from tests.driver_control import wait_for_running
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,11 +139,10 @@ def test_quiet_phase_rebuilds_a_member_whose_model_is_gone(tmp_path, teacher_cac
     assert after.loc[victim, "size_bytes"] == before.loc[victim, "size_bytes"]
 
 
-def test_progress_and_summary_are_printed(finished_run, teacher_cache, tmp_path):
-    proc = search(tmp_path, teacher_cache, "trials=2", "workers=1", "run=p")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "trials 2/2" in proc.stderr and "left" in proc.stderr and "front" in proc.stderr
-    assert "Pareto front" in proc.stdout and "python -m search.pick" in proc.stdout
+def test_progress_and_summary_are_printed(digits_run_output):
+    stdout, stderr = digits_run_output  # the shared run: trials=3
+    assert "trials 3/3" in stderr and "left" in stderr and "front" in stderr
+    assert "Pareto front" in stdout and "python -m search.pick" in stdout
 
 
 def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
@@ -183,9 +182,9 @@ def test_existing_run_is_resumed_and_earlier_trials_kept(tmp_path, teacher_cache
     assert "artifact store: 2 of 3 trials reused a stored build" in again.stdout
 
 
-def test_resume_with_a_different_space_is_refused(tmp_path, teacher_cache):
-    assert search(tmp_path, teacher_cache, "trials=1", "workers=1", "run=s").returncode == 0
-    proc = search(tmp_path, teacher_cache, "trials=2", "workers=1", "run=s", "space.knobs.prune_rate.high=0.5")
+def test_resume_with_a_different_space_is_refused(finished_digits_run, tmp_path, teacher_cache):
+    copy_run(finished_digits_run, tmp_path / "three")  # the refusal changes nothing, but the run is shared
+    proc = search(tmp_path, teacher_cache, *DIGITS_RUN, "space.knobs.prune_rate.high=0.5")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: run ")
     assert "different space" in proc.stderr and "Traceback" not in proc.stderr

@@ -19,6 +19,7 @@ from search.results.tables import trial_row, trials_table, write_tables
 from search.run.driver import prepare
 from search.run.tracking import TrackingSettings, check_tracking, open_tracking
 from tests.conftest import REPO, search, tried
+from tests.doc_commands import documented
 
 PARENT = "mlflow.parentRunId"
 
@@ -199,7 +200,8 @@ def test_mlflow_sends_no_telemetry_and_the_environment_is_left_as_it_was(mlflow,
 @pytest.mark.slow
 def test_a_search_with_tracking_fills_the_store_and_a_resume_adds_only_new_trials(mlflow, tmp_path, teacher_cache):
     store = tmp_path / "mlruns"
-    proc = search(tmp_path, teacher_cache, "trials=3", "workers=2", "run=t", f"tracking.uri={store}")
+    command = documented("python -m search tracking.uri=mlruns", {"tracking.uri=mlruns": f"tracking.uri={store}"})
+    proc = search(tmp_path, teacher_cache, *command[3:], "trials=3", "workers=2", "run=t")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tracking: MLflow experiment optsearch-digits" in proc.stderr
     assert [line for line in proc.stderr.splitlines() if "mlflow" in line.lower() and not line.startswith("tracking:")
