@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from search.testing import SmallCNN
 from search.workloads import Split, Workload
 from search.workloads import digits
 
@@ -115,17 +116,7 @@ def digits_workload(teacher_cache) -> Workload:
     return digits.load(seed=0, epochs=15, cache_dir=teacher_cache, distill_epochs=3)
 
 
-class TinyCNN(nn.Module):
-    """Two convs and a Linear classifier on 1x8x8 inputs: small enough for sub-second transforms."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1),
-                                      nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.head = nn.Linear(16 * 4, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+TinyCNN = SmallCNN  # two convs and a Linear classifier on 1x8x8 inputs: sub-second transforms (search.testing's)
 
 
 class ConvOnly(nn.Module):
@@ -170,26 +161,8 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def shared_fixture_module(item) -> str | None:
-    """The test module whose module- or session-scoped fixture ``item`` uses (None: none). pytest-xdist runs such
-    tests in one worker (``--dist loadgroup``, pyproject.toml), so the fixture (often a whole search) is made
-    once; every other test is handed to whichever worker is free. conftest's shared runs use ``shared``."""
-    info = getattr(item, "_fixtureinfo", None)
-    for name in item.fixturenames if info is not None else ():
-        for fixturedef in info.name2fixturedefs.get(name) or ():
-            if fixturedef.scope in ("module", "session") and fixturedef.baseid.endswith(".py"):
-                return fixturedef.baseid
-    return None
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the tests' ids
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run where CUDA is present (the lent GPU machine) and are skipped, said so, elsewhere; tests
-    that share a test module's fixture stay together under pytest-xdist."""
-    for item in items:
-        group = shared_fixture_module(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+    """`gpu` tests run where CUDA is present (the lent GPU machine) and are skipped, said so, elsewhere."""
     if _has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device with onnxruntime-gpu")

@@ -26,7 +26,7 @@ import pytest
 pytest.register_assert_rewrite(*(f"search.testing.{name}" for name in
                                  ("_evaluator", "_knob", "_metric", "_target", "_workload")))
 
-from search.testing._evaluator import EvaluatorContract, shrunk, small_built  # noqa: E402
+from search.testing._evaluator import EvaluatorContract, SmallCNN, shrunk, small_built  # noqa: E402
 from search.testing._knob import KnobContract, draws  # noqa: E402
 from search.testing._metric import MetricContract  # noqa: E402
 from search.testing._shipped import (composed_target, shipped_evaluators, shipped_knobs,  # noqa: E402
@@ -34,6 +34,6 @@ from search.testing._shipped import (composed_target, shipped_evaluators, shippe
 from search.testing._target import TargetContract  # noqa: E402
 from search.testing._workload import WorkloadContract  # noqa: E402
 
-__all__ = ["EvaluatorContract", "KnobContract", "MetricContract", "TargetContract", "WorkloadContract",
+__all__ = ["EvaluatorContract", "KnobContract", "MetricContract", "SmallCNN", "TargetContract", "WorkloadContract",
            "composed_target", "draws", "shipped_evaluators", "shipped_knobs", "shipped_target_names",
            "shipped_targets", "shrunk", "small_built"]
