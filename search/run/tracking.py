@@ -3,9 +3,9 @@
 Off unless ``tracking.uri`` is set; mlflow is imported only then (``pip install mlflow-skinny``, no dependency of
 the package). A child holds its trial's trials.csv row (``trial_row``): the knob fields as params, the numeric
 result columns as metrics, state, error and the other values as tags. It is logged when the driver records the
-trial; at the end, the front members are tagged ``optsearch.pareto=true`` with their re-timed figures (step 1),
-the trials the store missed are logged, and the parent run gets the front's models and cards, the tables, the
-page and the config. A resumed run finds its parent by ``optsearch.run_dir`` and its children by
+trial; at the end, the front members are tagged ``optsearch.pareto=true``, re-timed trials get their re-timed
+figures (step 1), the trials the store missed are logged, and the parent run gets the front's models and cards,
+the tables, the page and the config. A resumed run finds its parent by ``optsearch.run_dir`` and its children by
 ``optsearch.trial``, so nothing is logged twice.
 
 A scheme-less uri (``mlruns``, relative to where the command runs) is a SQLite store in that folder
@@ -182,7 +182,9 @@ class TrackingSink:
             by_number = {t.number: t for t in trials}
             for number, child in self.children.items():
                 on_front = number in front
-                if on_front and number in by_number:
+                # every re-timed trial's figures, a member the re-timing moved off the front included: the
+                # table holds them too
+                if (on_front or number in search.finals) and number in by_number:
                     row = trial_row(by_number[number], search.schema, search.finals.get(number))
                     self._log_final(child, row)
                 if on_front != child.pareto:
@@ -207,7 +209,7 @@ class TrackingSink:
         self.children[number] = child
 
     def _log_final(self, child: Child, row: Mapping[str, Any]) -> None:
-        """A front member's figures the run does not hold already, its re-timed ones, with the row's tags
+        """A front member's or a re-timed trial's figures the run does not hold already, with the row's tags
         (its node, ``final``); nothing when there are none."""
         changed = {k: v for k, v in self._numbers(row).items() if child.metrics.get(k) != v}
         if changed:
