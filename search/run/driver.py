@@ -204,7 +204,7 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
     cover = cover[:search.settings.trials - 1]
     warm = _warm_start(search, resuming, room=search.settings.trials - 1 - len(cover))
     study = studies.open_study(search.run_dir, search.objectives, sampler, baseline_params(search.knobs), cover, warm)
-    search.finals.update(studies.final_figures(study))
+    search.finals.update(attributes.finals_of(study))
     rerun = studies.requeue_stale(study)
     trials = study.get_trials(deepcopy=False)
     done, _ = studies.finished(trials)
@@ -227,7 +227,7 @@ def _run(search: Search, workload: Workload, sampler: optuna.samplers.BaseSample
             if not stop.requested:
                 dispatcher = Dispatcher(search, workload)
                 ended_early = search_loop(search, study, dispatcher, progress, stop, tracking)
-                studies.note_stop(study, ended_early)
+                attributes.write_stop(study, ended_early)
                 progress.finish()
                 if search.settings.remeasure and not stop.requested:
                     retime_front(search, study, dispatcher, stop)

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from search.core import attributes
 from search.config import plugins_from_config
 from search.run.store import FOLDER, ArtifactFolder
-from search.strategy.study import load_run_study, stop_note
+from search.strategy.study import load_run_study
 
 
 def summary(run_dir: Path) -> str:
@@ -66,7 +66,8 @@ def _store_note(run_dir, table) -> str:
 def _study_notes(run_dir) -> tuple[str, list[int]]:
     """Why the search stopped early ("" it did not), and the trials that re-ran a front member's model."""
     study = load_run_study(run_dir)
-    return stop_note(study), [t.number for t in study.get_trials(deepcopy=False) if attributes.refines(t) is not None]
+    refined = [t.number for t in study.get_trials(deepcopy=False) if attributes.refines(t) is not None]
+    return attributes.stop_of(study), refined
 
 
 def _versus_baseline(b, front, schema) -> str:

@@ -164,16 +164,3 @@ def store_final(study: optuna.Study, number: int, result: TrialResult) -> Final:
     final = Final.of_result(result)
     attributes.write_final(study, number, final)
     return final
-
-
-def final_figures(study: optuna.Study) -> dict[int, Final]:
-    """The re-timing phase's figures stored so far, by trial number."""
-    return attributes.finals_of(study)
-
-
-def note_stop(study: optuna.Study, reason: str) -> None:
-    attributes.write_stop(study, reason)
-
-
-def stop_note(study: optuna.Study) -> str:
-    return attributes.stop_of(study)
