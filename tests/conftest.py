@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,12 @@ from search.workloads import Split, Workload
 from search.workloads import digits
 
 REPO = Path(__file__).resolve().parent.parent
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # No test reads a timing as true: each xdist process's searches take a measurement lock of their own (the
+    # searches it starts inherit the variable), instead of waiting while the other process's searches build.
+    LOCK = f"optsearch-measure-{os.getuid()}-{os.environ['PYTEST_XDIST_WORKER']}.lock"
+    os.environ.setdefault("OPTSEARCH_MEASURE_LOCK", str(Path(tempfile.gettempdir()) / LOCK))
 
 
 def tried(table):
@@ -58,7 +65,7 @@ def teacher_cache(tmp_path_factory) -> str:
 def quick_overrides(tmp_path: Path, teacher_cache: str | None) -> list[str]:
     """The overrides that shrink ``python -m search`` to a tiny CPU run (digits unless teacher_cache is None)."""
     # recovery_rungs=[]: a tiny run's trial count is exact; tests/test_rungs.py runs them on purpose
-    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1",
+    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.05",
              "recovery_rungs=[]"]
     if teacher_cache is not None:
         quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]

@@ -119,7 +119,7 @@ def test_a_search_whose_every_trial_times_out_stops_in_a_few_trials_and_resumes_
 
 @pytest.mark.slow
 def test_two_drivers_on_one_folder_the_second_is_refused_and_a_resume_after_kill_9_completes(tmp_path, teacher_cache):
-    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1",
+    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.05",
              f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
     first = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=8", "run=twice", "remeasure=false"],
                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -170,7 +170,7 @@ def test_a_corrupt_or_foreign_study_db_is_refused_in_one_line_and_left_as_it_was
 @pytest.mark.slow
 def test_a_driver_killed_in_the_retiming_phase_resumes_and_finishes_it(tmp_path, teacher_cache):
     """kill -9 while the front is re-timed: every file stays whole, and the same command finishes the phase."""
-    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.1",
+    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.05",
              f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
     driver = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=4", "run=retime"], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
