@@ -11,6 +11,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from search.core.errors import ConfigError, NotApplicable
 from search.core.schema import Column, Field
 from search.transforms.fusion import fuse_transformer, is_quantized
+from search.runtime.target import Target
 from spaces._base import BuildContext, Knob, with_baseline
 
 FUSIONS = ("none", "transformer")
@@ -57,19 +58,30 @@ class TransformerFusion(Knob):
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
         return {"fusion": self.draw(trial, "fusion") if len(self.choices) > 1 else self.choices[0]}
 
+    def refuses(self, values: Mapping[str, Any], target: Target) -> str:
+        """Static int8 with fusion is known not to build: refused when drawn, before a trial is spent on it."""
+        return _static_int8_fused(values)
+
     def build(self, model: bytes, values: Mapping[str, Any], context: BuildContext) -> bytes:
         """The fused model; the count of fused operators is a fact (0 when not fused)."""
         if values.get("fusion", "none") == "none":
             context.facts["fused_ops"] = 0
             return model
-        if values.get("quant_bits") == 8 and values.get("quant_mode") != "dynamic":  # None: quantize() uses minmax
-            raise NotApplicable("static int8 calibration fails on a fused graph; fusion runs with fp32, fp16, "
-                                "dynamic int8 and int4")
+        if _static_int8_fused(values):  # refuses() keeps such draws from a search; a direct build still says so
+            raise NotApplicable(_static_int8_fused(values))
         if is_quantized(model):
             raise NotApplicable("fusion got a quantized graph: list fusion before quant_bits in the space config")
         fused, counts = fuse_transformer(model)
         context.facts["fused_ops"] = sum(counts.values())
         return fused
+
+
+def _static_int8_fused(values: Mapping[str, Any]) -> str:
+    """Why fusion cannot go with these values' precision ("" when it can)."""
+    fused = values.get("fusion", "none") != "none"
+    if fused and values.get("quant_bits") == 8 and values.get("quant_mode") != "dynamic":  # None: minmax static
+        return "static int8 calibration fails on a fused graph; fusion runs with fp32, fp16, dynamic int8 and int4"
+    return ""
 
 
 __all__ = ["TransformerFusion"]

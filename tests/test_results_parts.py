@@ -219,7 +219,7 @@ def test_run_trial_int4_on_a_conv_only_model_is_not_applicable(tiny_workload, co
     workload = Workload(name="conv-only", model=conv_only, train=tiny_workload.train, val=tiny_workload.val,
                         test=tiny_workload.test, distill_epochs=1, key="conv-only-results-parts")
     result = run_trial(workload, plugins(Size()), request({"target": "cpu", "quant_bits": 4}))
-    assert result.error.startswith("not applicable")
+    assert result.error.startswith("not applicable") and result.not_applicable
     assert result.metrics == {}
 
 

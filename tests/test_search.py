@@ -145,19 +145,21 @@ def test_progress_and_summary_are_printed(digits_run_output):
     assert "Pareto front" in stdout and "python -m search.pick" in stdout
 
 
-def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
-    # int4 weight-only has nothing to quantize in a conv-only model: those trials must fail with the reason.
+def test_a_setting_the_model_cannot_take_is_re_asked_and_never_counted_as_a_failure(tmp_path):
+    # int4 weight-only has nothing to quantize in a conv-only model: the build says so (NotApplicable), and each such
+    # draw is kept as PRUNED with the reason, re-asked, and left out of the trials done and the failures.
     proc = search(tmp_path, None, "trials=4", "workers=2", "run=f", "sampler=random", "seed=0",
                   "~workload", "+workload._target_=tests.workloads.conv_only",
                   "space.knobs.quant_bits.choices=[4]")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = tried(pd.read_csv(tmp_path / "f" / "trials.csv"))
-    assert len(table) == 4
-    failed = table[table["state"] == "FAIL"]
-    assert len(failed) >= 1 and (failed["quant_bits"] == 4).all()
-    assert failed["error"].str.contains("not applicable: int4").all()
-    complete = table[table["state"] == "COMPLETE"]
-    assert len(complete) >= 1 and (complete["quant_bits"] == 32).all()
+    table = pd.read_csv(tmp_path / "f" / "trials.csv")
+    int4 = table[table["quant_bits"] == 4]  # every one re-asked: by the build, or before it (a prune value's twin)
+    assert len(int4) >= 1 and (int4["state"] == "PRUNED").all(), int4[["state", "error"]]
+    assert int4["error"].str.contains("re-asked").all()
+    assert int4["error"].str.contains("not applicable: int4 weight-only").any(), "the build's own reason is kept"
+    ran = tried(table)
+    assert len(ran) == 4 and (ran["state"] == "COMPLETE").all() and (ran["quant_bits"] == 32).all()
+    assert "trials 4/4 · 0 failed" in proc.stderr
 
 
 def test_existing_run_is_resumed_and_earlier_trials_kept(tmp_path, teacher_cache):
@@ -172,9 +174,12 @@ def test_existing_run_is_resumed_and_earlier_trials_kept(tmp_path, teacher_cache
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming" in again.stderr
     after = pd.read_csv(tmp_path / "r" / "trials.csv", dtype=str)
-    assert len(after) == 3
-    pd.testing.assert_frame_equal(after.iloc[:2].reset_index(drop=True), before)
-    table = pd.read_csv(tmp_path / "r" / "trials.csv")
+    assert len(tried(after)) == 3  # and a draw that repeated a measured trial, if any, was re-asked
+    # a re-timed row's interval rests on the run's spread, which the trials re-timed after the resume refine
+    spread = ["latency_ci_low_ms", "latency_ci_high_ms", "energy_ci_low_mj", "energy_ci_high_mj"]
+    pd.testing.assert_frame_equal(after.iloc[:len(before)].reset_index(drop=True).drop(columns=spread),
+                                  before.drop(columns=spread))
+    table = tried(pd.read_csv(tmp_path / "r" / "trials.csv"))
     # trials 0 and 1 start together: whichever claims the model first builds it, the other waits and reuses it
     assert sorted(table["store_hits"].iloc[:2]) == [0, 1] and table["store_hits"].iloc[2] == 1
     assert (table.loc[table["store_hits"] == 1, "build_s_saved"] > 0).all()
@@ -227,3 +232,17 @@ def test_trial_past_its_timeout_is_cancelled_and_recorded(tmp_path, teacher_cach
     timed_out = table[table["error"].fillna("").str.startswith("timed out")]
     assert len(timed_out) >= 1 and (timed_out["prune_rate"] > 0).all()
     assert (timed_out["duration_s"].isna()).all()
+
+
+def test_a_draw_that_repeats_a_measured_trial_is_re_asked_and_an_exhausted_space_ends_the_search(tmp_path,
+                                                                                                  teacher_cache):
+    # a space of one candidate, the baseline itself: every later draw repeats trial 0's build and runtime
+    one = ["~space.knobs.prune_rate", "~space.knobs.distillation", "space.knobs.quant_bits.choices=[32]",
+           "space.knobs.parallelism.modes=[sequential]"]
+    proc = search(tmp_path, teacher_cache, "trials=3", "workers=2", "run=one", *one)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "one" / "trials.csv")
+    assert (tried(table)["state"] == "COMPLETE").sum() == 1, "the same model is measured once, not three times"
+    repeats = table[table["state"] == "PRUNED"]
+    assert len(repeats) >= 1 and repeats["error"].str.contains("repeats trial 0").all()
+    assert "the space looks exhausted" in proc.stderr and "stopped early: the space looks exhausted" in proc.stdout

@@ -48,6 +48,8 @@ class TrialResult:
     reuse: dict[str, Any] = field(default_factory=dict)  # artifacts the run's store served, and the time saved
     recovery: list[float] = field(default_factory=list)  # best validation score after each recovery epoch
     stopped: bool = False  # a recovery rung stopped it (``error`` says why): a PRUNED trial, not a failed one
+    # the candidate cannot take a setting (NotApplicable, ``error`` says why): PRUNED and re-asked, never a failure
+    not_applicable: bool = False
     error: str = ""
 
     @classmethod

@@ -57,6 +57,16 @@ class Dispatcher:
         self.in_flight: dict[ray.ObjectRef, tuple[optuna.Trial, float]] = {}  # ref -> (trial, start time)
         self.space = space(search.knobs)
         self.skipped = 0
+        self.measured: dict[Candidate, int] = {}  # candidate -> its trial: completed, stopped at a rung, in flight
+        self.repeats = 0  # draws in a row that repeated a measured trial
+
+    def remember(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        """Know the candidates a resumed study measured already, so that a draw of one is re-asked."""
+        for trial in trials:
+            if trial.state == optuna.trial.TrialState.COMPLETE or attributes.stopped_at_rung(trial):
+                found = attributes.candidate_of(trial)
+                if found:
+                    self.measured.setdefault(Candidate.from_dict(found), trial.number)
 
     def submit(self, study: optuna.Study) -> bool:
         """Ask for a candidate and dispatch it; False when its target cannot run it (kept, as PRUNED)."""
@@ -74,9 +84,17 @@ class Dispatcher:
             if moved != trial.params:  # the same params would be refused again: leave it to the sampler
                 study.enqueue_trial(moved)
                 reason += "; re-asked with the nearest settings it runs"
+            else:
+                reason += "; re-asked (the sampler draws again)"
             studies.skip(study, trial, reason)
             self.skipped += 1
             return False
+        twin = self.measured.get(candidate)
+        if twin is not None:  # the same build under the same runtime: its figures would say nothing new
+            studies.skip(study, trial, f"repeats trial {twin} (the same build and runtime settings); re-asked")
+            self.repeats += 1
+            return False
+        self.measured[candidate], self.repeats = trial.number, 0
         # One seed for the run, not one per trial: the same settings build the same model, so the
         # run's artifact store serves repeated builds and results reproduce.
         request = TrialRequest(candidate, self.search.target_config(candidate.target), self.search.settings.seed,
@@ -107,7 +125,10 @@ class Dispatcher:
     def _ended(self, ref: ray.ObjectRef, result: TrialResult) -> tuple[optuna.Trial, TrialResult]:
         """The trial of a task that ended, and its result."""
         self.release_claims(ref, result)
-        return self.in_flight.pop(ref)[0], result
+        trial = self.in_flight.pop(ref)[0]
+        if result.error and not result.stopped:  # it measured nothing: a later draw of it may run
+            self.measured = {c: n for c, n in self.measured.items() if n != trial.number}
+        return trial, result
 
     def release_claims(self, ref: ray.ObjectRef, result: TrialResult) -> None:
         """A task that ended in error may have died holding store claims (a killed or cancelled worker

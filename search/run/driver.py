@@ -52,6 +52,9 @@ MIN_FREE_BYTES = 64 * 2**20
 # A study across targets skips candidates a target cannot run; past this many per trial asked
 # for, the targets have too little in common for the search to get anywhere.
 MAX_SKIPPED_PER_TRIAL = 10
+# A draw that repeats a measured trial is re-asked; this many in a row, and the sampler has nothing new
+# left to propose in this space (a small one, nearly covered): the search ends there, said so.
+MAX_REPEATS_IN_A_ROW = 25
 
 
 class Every:
@@ -261,14 +264,20 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
     start_growing_fronts(search, trials)
     rules = StopRules(search.settings.time_budget_s, search.settings.stall_trials, [d for _, d in search.objectives])
     rules.seed([t.values for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values])
+    dispatcher.remember(trials)
     errors: list[str] = []  # of the trials this driver finished, in order ("" completed): what fail-fast reads
     ending = ""
     while not stop.requested:
         ending = ending or _ending(rules, len(dispatcher.in_flight))
         while not ending and len(dispatcher.in_flight) < workers and done + len(dispatcher.in_flight) < total:
-            if not dispatcher.submit(study) and dispatcher.skipped > MAX_SKIPPED_PER_TRIAL * total:
-                raise ConfigError(f"{dispatcher.skipped} drawn candidates could not run on their target; the targets "
-                                  "share too little of the space (see the error column of trials.csv)")
+            if dispatcher.submit(study):
+                continue
+            if dispatcher.skipped > MAX_SKIPPED_PER_TRIAL * total:
+                raise ConfigError(f"{dispatcher.skipped} drawn candidates could not run (on their target, or on this "
+                                  "model); the space holds too little that runs (see the error column of trials.csv)")
+            if dispatcher.repeats >= MAX_REPEATS_IN_A_ROW:
+                ending = _ending_because(f"the space looks exhausted: the last {dispatcher.repeats} draws all "
+                                         "repeated measured trials", len(dispatcher.in_flight))
         if not dispatcher.in_flight:
             return ending
         finished = dispatcher.next_done(timeout_s=0.5)
@@ -278,6 +287,10 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         take_error(search.run_dir, trial.number, result)
         note_machine(search, result)
         error, frozen = studies.record(study, trial, result, search.objectives)
+        if not studies.tried(frozen):  # a setting the model cannot take: PRUNED with the reason, and asked again
+            dispatcher.skipped += 1
+            take_finished(search, frozen, None, tables_due.ready(), lambda: study.get_trials(deepcopy=False))
+            continue
         done, failed = done + 1, failed + bool(error)  # record leaves it COMPLETE or FAIL: no re-read of every trial
         rules.finished(frozen.values if frozen.state == optuna.trial.TrialState.COMPLETE else None)
         if search.rungs is not None and frozen.state == optuna.trial.TrialState.COMPLETE:
@@ -313,7 +326,10 @@ def _warm_start(search: Search, resuming: bool, room: int) -> list[tuple[dict, s
 
 def _ending(rules: StopRules, in_flight: int) -> str:
     """A stop rule's reason, said once when it fires."""
-    reason = rules.reason()
+    return _ending_because(rules.reason(), in_flight)
+
+
+def _ending_because(reason: str, in_flight: int) -> str:
     if reason:
         say(f"stopping: {reason}; no new trials" + (f", waiting for the {in_flight} in flight" if in_flight else ""))
     return reason

@@ -111,12 +111,18 @@ def requeue_stale(study: optuna.Study) -> int:
     return len(stale)
 
 
+def tried(trial: FrozenTrial) -> bool:
+    """Whether a finished trial counts towards ``trials``: it completed, failed, or a recovery rung stopped it.
+    A draw re-asked before or during its build (its target cannot run it, it repeats a trial, a setting does
+    not apply to the model) is PRUNED and does not count: nothing was measured."""
+    return trial.state in (TrialState.COMPLETE, TrialState.FAIL) or attributes.stopped_at_rung(trial)
+
+
 def finished(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     """(finished, failed) trials, not counting stale trials that were re-run."""
     done = failed = 0
     for trial in trials:
-        ran = trial.state in (TrialState.COMPLETE, TrialState.FAIL) or attributes.stopped_at_rung(trial)
-        if not ran or attributes.was_rerun(trial):
+        if not tried(trial) or attributes.was_rerun(trial):
             continue
         done += 1
         failed += trial.state == TrialState.FAIL
@@ -137,6 +143,9 @@ def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult,
 def _record(study: optuna.Study, trial: optuna.Trial, result: TrialResult,
             objectives: Sequence[tuple[str, str]]) -> tuple[str, FrozenTrial]:
     error = result.error
+    if result.not_applicable:  # the build found a setting this model cannot take: re-asked, not a failure
+        attributes.write_outcome(trial, Outcome.of_result(result, f"{error}; re-asked (nothing was measured)"))
+        return "", study.tell(trial, state=TrialState.PRUNED)
     values = [result.metrics.get(metric) for metric, _ in objectives]  # a timed-out or crashed trial has none
     if not error and any(v is None or not math.isfinite(float(v)) for v in values):
         error = f"non-finite objective values {values}: recorded as failed, not told to the sampler"

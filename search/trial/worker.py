@@ -142,7 +142,7 @@ def _build_and_measure(workload: Workload, plugins: TrialPlugins, evaluators: li
             built.close()  # a pipeline's stage threads, a replica pool
         result.metrics.update(facts)
     except NotApplicable as exc:
-        result.error = f"not applicable: {exc}"
+        result.error, result.not_applicable = f"not applicable: {exc}", True
     except StopRecovery as exc:
         result.error, result.stopped = str(exc), True
     except Exception as exc:  # a failing trial is recorded with its reason; the search goes on
