@@ -80,5 +80,7 @@ class Latency(Evaluator):
                 f"{row.get('batch_size')} after {self.warmup} warm-up calls, repeated until the interval was within "
                 f"+-{self.ci_rel} of the p50 or {self.budget_s} s passed, on node {row.get('node')} with no other "
                 "trial building or measuring there"
-                + ("; re-measured in the re-timing phase after the search" if row.get("final")
-                   else "; measured during the search (not re-measured)"))
+                + (f"; re-timed in the re-timing phase after the search (the search measured "
+                   f"{row.get('search_latency_ms') or float('nan'):.4g} ms); the interval covers a new timing "
+                   "session (the card's intervals entry says how)" if row.get("final")
+                   else "; measured during the search (not re-timed): the interval is that session's only"))

@@ -204,6 +204,7 @@ def model_and_card(run: Path, row: pd.Series, config: dict, schema: Schema) -> t
         except ValueError as exc:
             raise PickError(f"{kept.with_suffix('.json')}: not a readable card ({exc})") from None
     from search.results.card import model_card, read_machines
+    from search.results.intervals import run_spreads
     from search.run.rebuild import rebuild
 
     print(f"trial {trial} was not kept (not on the front); rebuilding it from its parameters ...", flush=True)
@@ -212,8 +213,11 @@ def model_and_card(run: Path, row: pd.Series, config: dict, schema: Schema) -> t
     if abs(value - float(row[name])) > 1e-9:
         print(f"warning: the rebuilt model scores {name} {value:.4f}, the table says "
               f"{float(row[name]):.4f}: it is not the same model (was the teacher retrained?)", file=sys.stderr)
+    table = pd.read_csv(run / "trials.csv")
+    baseline = table[table["baseline"] & (table["state"] == "COMPLETE")]
     card = model_card({**row.to_dict(), name: value, "size_bytes": len(rebuilt.model_bytes)}, config, schema,
-                      read_machines(run))
+                      read_machines(run), baseline.iloc[0].to_dict() if len(baseline) else None,
+                      run_spreads(table.to_dict("records"), schema))
     return rebuilt.model_bytes, card
 
 

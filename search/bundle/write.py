@@ -172,7 +172,7 @@ def write_bundle(out: Path, model_bytes: bytes, card: dict[str, Any], run_config
         "inputs": inputs, "outputs": output_names, "runtime": settings, "batch_size": batch_size, **provider,
         "sample": {"file": "sample.npz", "rows": batch_size, "outputs_from": outputs_from},
         "tolerance": tolerance(card["parameters"].get("quant_bits"), outputs),
-        "latency_protocol": protocol, "noise_floor": noise_floor,
+        "latency_protocol": protocol, "noise_floor": noise_floor, "intervals": card.get("intervals") or {},
         "card_figures": {k: card["metrics"].get(k) for k in CARD_FIGURES if card["metrics"].get(k) is not None},
         "manifest": card.get("manifest") or {},
     }

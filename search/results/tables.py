@@ -15,6 +15,7 @@ from search.core import attributes
 from search.core.attributes import Final
 from search.core.files import write_atomically
 from search.core.schema import Schema
+from search.results.intervals import run_spreads, widened
 from search.results.pareto import bounds, dominated, extend_front, pareto_mask, row_bounds
 
 
@@ -67,6 +68,8 @@ def trials_table(trials: Sequence[optuna.trial.FrozenTrial], schema: Schema,
         if rows is not None and t.state.is_finished():
             rows[t.number] = (key, row)
         found.append(row)
+    spreads = run_spreads(found, schema)  # re-timed rows' intervals cover a new session (results/intervals.py)
+    found = [widened(row, spreads, schema) for row in found]
     return pd.DataFrame(found, columns=schema.columns).astype({c: "Int64" for c in schema.integer_columns})
 
 

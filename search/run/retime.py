@@ -1,7 +1,9 @@
-"""The re-timing phase: after the search, every Pareto member is timed again with its node to itself."""
+"""The re-timing phase: after the search, every Pareto member and the baseline are timed again with their node to
+themselves. The baseline is re-timed whether or not it is on the front: every ratio the run prints is against it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import optuna
@@ -21,24 +23,34 @@ RETIME_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow 
 
 
 def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest) -> None:
-    """Re-time every Pareto member with its node to itself, until the front is all final.
+    """Re-time the baseline and every Pareto member with its node to itself, until the front is all final.
 
     New figures can reshape the front, so this repeats for members not yet re-timed; one
-    whose model left models/ during the search is rebuilt from its parameters.
+    whose model left models/ during the search (the baseline, off the front) is rebuilt from its parameters.
     """
     _, front = update_run_folder(search, study.get_trials(deepcopy=False), {})
+    baselines = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                 if attributes.is_baseline(t)]
     for _ in range(RETIME_ROUNDS):
-        todo = [int(n) for n in front["trial"] if int(n) not in search.finals]
+        wanted = dict.fromkeys([*baselines, *(int(n) for n in front["trial"])])  # in order, once each
+        todo = [n for n in wanted if n not in search.finals]
         if not todo or stop.requested:
             return
-        say(f"re-timing phase: re-timing {len(todo)} Pareto member(s), each alone on its node")
+        say(f"re-timing phase: re-timing {_named(todo, baselines)}, each alone on its node")
         trials = study.get_trials(deepcopy=False)
         kept = {n: _kept_model(search, n) for n in todo}
         candidates = {n: Candidate.from_dict(attributes.candidate_of(trials[n])) for n in todo}
-        refs = {dispatcher.remeasure(c, kept[n]): n for n, c in candidates.items()}
-        rebuilt = _collect_finals(search, study, refs, stop, to_rebuild={n for n in todo if not kept[n]},
+        requests = [(n, functools.partial(dispatcher.remeasure, candidates[n], kept[n])) for n in todo]
+        rebuilt = _collect_finals(search, study, requests, stop, to_rebuild={n for n in todo if not kept[n]},
                                   release_claims=dispatcher.release_claims)
         _, front = update_run_folder(search, trials, rebuilt, refresh_cards=True)
+
+
+def _named(todo: list[int], baselines: list[int]) -> str:
+    members = [n for n in todo if n not in baselines]
+    parts = ([f"the baseline (trial {', '.join(str(n) for n in todo if n in baselines)})"]
+             if len(members) < len(todo) else []) + ([f"{len(members)} Pareto member(s)"] if members else [])
+    return " and ".join(parts)
 
 
 def _kept_model(search: Search, trial: int) -> bytes:
@@ -46,28 +58,35 @@ def _kept_model(search: Search, trial: int) -> bytes:
     return path.read_bytes() if path.exists() else b""
 
 
-def _collect_finals(search: Search, study: optuna.Study, refs: dict[ray.ObjectRef, int], stop: StopRequest,
-                    to_rebuild: set[int],
+def _collect_finals(search: Search, study: optuna.Study, requests: list[tuple[int, Callable[[], ray.ObjectRef]]],
+                    stop: StopRequest, to_rebuild: set[int],
                     release_claims: Callable[[ray.ObjectRef, TrialResult], None]) -> dict[int, bytes]:
-    """Stores each re-measurement as it lands; returns the models of ``to_rebuild``, rebuilt."""
+    """Re-times one trial at a time and stores each re-measurement as it lands; returns the models of
+    ``to_rebuild``, rebuilt.
+
+    One at a time, not one per worker: a task's start (a fresh worker importing, fetching the workload)
+    happens outside the node's measurement lock, and on a small node it slowed the measurement beside it
+    (a two-thread model by a third; bench/figures.py)."""
     rebuilt: dict[int, bytes] = {}
-    total = len(refs)
-    while refs and not stop.requested:
-        ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
-        for ref in ready:
-            number = refs.pop(ref)
-            result = task_result(ref)
-            release_claims(ref, result)
-            take_error(search.run_dir, number, result)
-            note_machine(search, result)
-            search.finals[number] = studies.store_final(study, number, result)
-            if result.error:
-                say(f"re-timing phase: trial {number} could not be re-timed ({result.error}); it keeps its search "
-                    "figures")
-                continue
-            if number in to_rebuild:
-                rebuilt[number] = result.model_bytes
-            say(f"re-timing phase: {total - len(refs)}/{total} · trial {number}: "
-                f"{result.metrics.get('latency_ms', float('nan')):.3f} ms p50"
-                + (" (rebuilt)" if number in rebuilt else ""))
+    total = len(requests)
+    for done, (number, submit) in enumerate(requests, start=1):
+        ref = submit()
+        while not stop.requested and not ray.wait([ref], timeout=0.5)[0]:
+            pass
+        if stop.requested:
+            break
+        result = task_result(ref)
+        release_claims(ref, result)
+        take_error(search.run_dir, number, result)
+        note_machine(search, result)
+        search.finals[number] = studies.store_final(study, number, result)
+        if result.error:
+            say(f"re-timing phase: trial {number} could not be re-timed ({result.error}); it keeps its search "
+                "figures")
+            continue
+        if number in to_rebuild:
+            rebuilt[number] = result.model_bytes
+        say(f"re-timing phase: {done}/{total} · trial {number}: "
+            f"{result.metrics.get('latency_ms', float('nan')):.3f} ms p50"
+            + (" (rebuilt)" if number in rebuilt else ""))
     return rebuilt

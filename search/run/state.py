@@ -18,6 +18,7 @@ from search.core.attributes import Final
 from search.core.messages import TrialResult
 from search.config import Settings
 from search.core.files import write_text
+from search.results.intervals import run_spreads
 from search.results.card import MACHINES_FILE, read_machines, sync_models
 from search.results.tables import (FrontTracker, GrowingFront, front_members, target_fronts, trial_row, trials_table,
                                    write_tables)
@@ -76,8 +77,13 @@ def update_run_folder(search: Search, trials: list[FrozenTrial], new_models: dic
         write_tables(search.run_dir, table, front, per_target)
     members = front_members(front, per_target)
     sync_models(search.run_dir, members, new_models, search.config, search.schema, refresh_cards,
-                search.machines)
+                search.machines, _baseline_row(search), run_spreads(table.to_dict("records"), search.schema))
     return table, members
+
+
+def _baseline_row(search: Search) -> dict | None:
+    """The completed fp32 baseline's row, as the tables hold it (re-timed figures once re-timed), if any."""
+    return next((row for _, row in search.rows.values() if row["baseline"] and row["state"] == "COMPLETE"), None)
 
 
 def start_growing_fronts(search: Search, trials: list[FrozenTrial]) -> None:
@@ -109,7 +115,8 @@ def take_finished(search: Search, trial: FrozenTrial, model_bytes: bytes | None,
     if changed:  # models/ holds the fronts' members: only a change of members changes it
         new_models = {trial.number: model_bytes} if model_bytes else {}
         sync_models(search.run_dir, front_members(front, per_target), new_models, search.config, search.schema,
-                    machines=search.machines)
+                    machines=search.machines, baseline=_baseline_row(search),
+                    spreads=run_spreads([row for _, row in search.rows.values()], search.schema))
     return front
 
 

@@ -47,6 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.core.attributes import stopped_at_rung, was_rerun
 from search.core.errors import ConfigError
+from search.results.intervals import run_spreads, widened
 from search.results.tables import trial_row
 from search.run.state import Search, say
 
@@ -176,17 +177,18 @@ class TrackingSink:
         """The end of this session: trials not logged yet, the front's tags and final figures, the artifacts;
         ``status`` is the parent run's (FINISHED, FAILED, KILLED)."""
         def work() -> None:
-            for trial in trials:
-                if _ran(trial) and trial.number not in self.children:
-                    self._log_child(trial_row(trial, search.schema, search.finals.get(trial.number)))
-            by_number = {t.number: t for t in trials}
+            rows = {t.number: trial_row(t, search.schema, search.finals.get(t.number)) for t in trials if _ran(t)}
+            spreads = run_spreads(rows.values(), search.schema)  # re-timed intervals, as trials.csv has them
+            rows = {n: widened(row, spreads, search.schema) for n, row in rows.items()}
+            for number, row in rows.items():
+                if number not in self.children:
+                    self._log_child(row)
             for number, child in self.children.items():
                 on_front = number in front
                 # every re-timed trial's figures, a member the re-timing moved off the front included: the
                 # table holds them too
-                if (on_front or number in search.finals) and number in by_number:
-                    row = trial_row(by_number[number], search.schema, search.finals.get(number))
-                    self._log_final(child, row)
+                if (on_front or number in search.finals) and number in rows:
+                    self._log_final(child, rows[number])
                 if on_front != child.pareto:
                     self.client.set_tag(child.run_id, PARETO, str(on_front).lower(), synchronous=True)
                     child.pareto = on_front

@@ -1,0 +1,186 @@
+"""Do the figures a run prints hold when measured again?
+
+    python bench/figures.py [--workloads digits text] [--seeds 0 1 2] [--trials 40] [--fresh 3] [--rounds 15]
+                            [--out results/bench-figures] [--keep]
+
+For each workload and seed: a default search (``python -m search``, in its own process), then
+
+* every front member's bundle (what ``search.pick --out`` writes) timed by its own verify.py in
+  ``--fresh`` fresh processes, one member after another, round after round: the share of those p50s
+  inside the card's interval (goal: at least 90 %), the card's median half-width (relative), and
+  the spread the fresh p50s show around the card's (95th percentile of |fresh / card - 1|): the
+  interval should be no wider than that spread, so that coverage is not bought by width;
+* the summary's headline latency ratio (the baseline against its fastest member, as the run
+  prints it) against the same two bundles timed in this one process, ``--rounds`` interleaved
+  rounds, ratio of the medians (goal: within 5 %);
+* the front's size.
+
+Run folders are kept under --out and reused when they are complete (delete them to search again).
+Prints one line per run and the figures pooled over seeds per workload; writes figures.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from search.pick import run_schema, write_out  # noqa: E402
+from search.run.summary import summary  # noqa: E402
+from search.runtime import portable  # noqa: E402
+
+HEADLINE = re.compile(r"vs fp32 baseline \(trial (\d+)[^)]*\):.*?latency_ms ([\d.]+)x lower[^(]*\(trial (\d+)")
+FRESH_P50 = re.compile(r"^latency p50 ([\d.eE+-]+) ms", re.MULTILINE)
+
+
+def searched(workload: str, seed: int, trials: int, out: Path) -> Path:
+    """The run folder of a default search of ``workload`` at ``seed`` (searched now unless complete)."""
+    run = out / f"{workload}-s{seed}"
+    if not (run / "pareto.csv").exists():
+        shutil.rmtree(run, ignore_errors=True)
+        command = [sys.executable, "-m", "search", f"workload={workload}", f"seed={seed}", f"trials={trials}",
+                   f"results_dir={out.resolve()}", f"run={run.name}"]
+        print("$", " ".join(command[1:]), flush=True)
+        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def bundled(run: Path, trial: int) -> Path:
+    """Trial ``trial``'s bundle under the run folder (written as ``search.pick --out`` writes it)."""
+    folder = run / "bench-bundles" / f"trial-{trial}"
+    if not (folder / "bundle.json").exists():
+        config, schema = run_schema(run)
+        table = pd.read_csv(run / "trials.csv")
+        write_out(run, table[table["trial"] == trial].iloc[0], folder, config, schema)
+    return folder
+
+
+def spec_of(folder: Path) -> dict:
+    return json.loads((folder / "bundle.json").read_text())
+
+
+def bundle_module(folder: Path):
+    """A bundle's own run.py (every bundle ships the same one), imported from the bundle as a user would."""
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return importlib.import_module("run")
+
+
+def fresh_p50(folder: Path) -> float:
+    """The p50 (ms) the bundle's verify.py measures in a process of its own."""
+    done = subprocess.run([sys.executable, str(folder / "verify.py")], capture_output=True, text=True, cwd=folder)
+    found = FRESH_P50.search(done.stdout)
+    if not found:
+        raise RuntimeError(f"{folder}/verify.py printed no p50:\n{done.stdout}\n{done.stderr}")
+    return float(found.group(1))
+
+
+def coverage(members: dict[int, Path], fresh: int) -> list[dict]:
+    """One record per (member, fresh process): the fresh p50 against the card's p50 and interval."""
+    cards = {n: spec_of(f)["card_figures"] for n, f in members.items()}
+    found = []
+    for round_ in range(fresh):
+        for number, folder in members.items():
+            card = cards[number]
+            p50 = fresh_p50(folder)
+            low, high = card.get("latency_ci_low_ms", card["latency_ms"]), card.get("latency_ci_high_ms")
+            high = card["latency_ms"] if high is None else high
+            found.append({"trial": number, "round": round_, "fresh_ms": p50, "card_ms": card["latency_ms"],
+                          "low_ms": low, "high_ms": high, "inside": bool(low <= p50 <= high),
+                          "half_width": (high - low) / 2 / card["latency_ms"]})
+    return found
+
+
+def one_process_ratio(baseline: Path, best: Path, rounds: int) -> float:
+    """The baseline's p50 over the best member's, both timed in this process, interleaved rounds."""
+    timed = {}
+    bundle_run = bundle_module(baseline)
+    for name, folder in (("baseline", baseline), ("best", best)):
+        spec = spec_of(folder)
+        model = bundle_run.load(folder)
+        inputs, _ = bundle_run.sample(folder, spec)
+        timed[name] = (model, model.feeds(portable.batch_of(inputs, spec["batch_size"]), {}),
+                       spec["latency_protocol"], [])
+    for round_ in range(rounds):
+        order = list(timed) if round_ % 2 == 0 else list(reversed(timed))
+        for name in order:
+            model, feeds, protocol, p50s = timed[name]
+            p50s.append(float(np.median(portable.time_calls(model.runner, feeds, **protocol))))
+    for model, *_ in timed.values():
+        model.close()
+    return statistics.median(timed["baseline"][3]) / statistics.median(timed["best"][3])
+
+
+def figures_of(run: Path, fresh: int, rounds: int) -> dict:
+    """The coverage records, front size and headline ratios of one finished run."""
+    text = summary(run)
+    headline = HEADLINE.search(text)
+    if not headline:
+        raise RuntimeError(f"{run}: the summary has no latency headline:\n{text}")
+    baseline, printed, best = int(headline.group(1)), float(headline.group(2)), int(headline.group(3))
+    front = pd.read_csv(run / "pareto.csv")
+    members = {int(n): bundled(run, int(n)) for n in front["trial"]}
+    records = coverage(members, fresh)
+    independent = one_process_ratio(bundled(run, baseline), bundled(run, best), rounds)
+    return {"run": str(run), "front": len(front), "records": records, "headline": printed,
+            "independent": independent, "headline_error": printed / independent - 1}
+
+
+def pooled(runs: list[dict]) -> dict:
+    """Coverage, median half-width and spread over every run's records; the worst headline error."""
+    records = [r for run in runs for r in run["records"]]
+    moved = [abs(r["fresh_ms"] / r["card_ms"] - 1) for r in records]
+    return {"inside": statistics.fmean(r["inside"] for r in records), "count": len(records),
+            "median_half_width": statistics.median(r["half_width"] for r in records),
+            "spread_95": float(np.percentile(moved, 95)), "median_moved": statistics.median(moved),
+            "worst_headline_error": max(abs(run["headline_error"]) for run in runs),
+            "fronts": [run["front"] for run in runs]}
+
+
+def run_line(run: dict) -> str:
+    share = statistics.fmean(r["inside"] for r in run["records"])
+    return (f"{Path(run['run']).name:<12} front {run['front']:>2}  inside {share:6.1%} of {len(run['records']):>3}  "
+            f"headline {run['headline']:.2f}x, one process {run['independent']:.2f}x "
+            f"({run['headline_error']:+.1%})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=["digits", "text"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--fresh", type=int, default=3, help="fresh verify.py processes per front member")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the one-process ratio")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench-figures")
+    args = parser.parse_args()
+    report = {}
+    for workload in args.workloads:
+        runs = []
+        for seed in args.seeds:
+            runs.append(figures_of(searched(workload, seed, args.trials, args.out), args.fresh, args.rounds))
+            print(run_line(runs[-1]), flush=True)
+        report[workload] = {"runs": runs, "pooled": pooled(runs)}
+        p = report[workload]["pooled"]
+        print(f"{workload}: {p['inside']:.1%} of {p['count']} fresh-process p50s inside the card's interval "
+              f"(goal >= 90 %); median half-width {p['median_half_width']:.1%} against a spread of "
+              f"{p['spread_95']:.1%} (95th percentile of |fresh / card - 1|; median {p['median_moved']:.1%}); "
+              f"worst headline error {p['worst_headline_error']:.1%} (goal <= 5 %); fronts {p['fronts']}",
+              flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "figures.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Intervals that cover a second measurement: what a re-timed figure's interval columns mean.
+
+One timing session's interval for its p50 comes from thousands of calls and is a fraction of a
+percent wide, yet the same model timed minutes later, or in a fresh process, moves by several
+percent on a shared machine (bench/figures.py measures it). A run measures that movement itself:
+every re-timed trial (the front and the baseline) was timed twice, during the search and again in
+the re-timing phase, at moments minutes apart. The root mean square of log(search-time /
+re-timed) over those trials is the run's between-session spread of the metric; a re-timed row's
+interval is its p50 times exp(+-t * spread), Student's t at ~95 % for that many pairs (wider when
+few trials were timed twice), and never narrower than the session's own interval or the
+evaluator's noise floor. It is a prediction interval: where a new session's p50 should fall.
+
+Rows timed once (not re-timed) keep their session's interval. The noise-aware front, the cards,
+``search.pick`` and a bundle's verify.py all read these same columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from search.core.schema import Schema
+
+# Student's t, two-sided ~95 %, by degrees of freedom (the pairs; the mean of the log-ratios is taken as 0)
+T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
+        12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04, 60: 2.00}
+
+
+def t_95(pairs: int) -> float:
+    """The quantile for ``pairs`` degrees of freedom (the next smaller tabled one: never too narrow)."""
+    return T_95[max(k for k in T_95 if k <= pairs)] if pairs < 120 else 1.96
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How far one metric moved between two timings of the same models in this run."""
+
+    metric: str
+    pairs: int  # re-timed trials that also have a search-time figure
+    rms_log: float  # root mean square of log(search-time figure / re-timed figure)
+
+    @property
+    def factor(self) -> float:
+        """A re-timed figure's interval runs from figure / factor to figure * factor."""
+        return math.exp(t_95(self.pairs) * self.rms_log)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "pairs": self.pairs, "rms_log": self.rms_log,
+                "half_width": self.factor - 1, "t": t_95(self.pairs)}
+
+
+def run_spreads(rows: Iterable[Mapping[str, Any]], schema: Schema) -> dict[str, Spread]:
+    """Each timed metric with an interval: its spread over the rows timed in the search and re-timed
+    (``final``; ``search_<metric>`` holds the search-time figure)."""
+    rows = [r for r in rows if r.get("final")]
+    found = {}
+    for metric in (m for m in schema.timed if m in schema.intervals):
+        ratios = [_log_ratio(r.get(f"search_{metric}"), r.get(metric)) for r in rows]
+        ratios = [r for r in ratios if r is not None]
+        if ratios:
+            found[metric] = Spread(metric, len(ratios), math.sqrt(sum(r * r for r in ratios) / len(ratios)))
+    return found
+
+
+def _log_ratio(search: Any, final: Any) -> float | None:
+    try:
+        search, final = float(search), float(final)
+    except (TypeError, ValueError):
+        return None
+    return math.log(search / final) if search > 0 and final > 0 else None
+
+
+def widened(row: dict[str, Any], spreads: Mapping[str, Spread], schema: Schema) -> dict[str, Any]:
+    """A re-timed row with each spread metric's interval made to cover a new session (others as they are)."""
+    if not row.get("final"):
+        return row
+    row = dict(row)
+    for metric, spread in spreads.items():
+        low_col, high_col, floor = schema.intervals[metric]
+        value = row.get(metric)
+        if value is None or not value > 0:
+            continue
+        factor = max(spread.factor, 1 + floor)
+        row[low_col] = min(_number(row.get(low_col), value), value / factor)
+        row[high_col] = max(_number(row.get(high_col), value), value * factor)
+    return row
+
+
+def _number(value: Any, default: float) -> float:
+    return default if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def spread_note(spreads: Mapping[str, Spread], metrics: Iterable[str]) -> dict[str, Any]:
+    """The card's account of its interval columns."""
+    return {s.metric: {**s.to_json(), "meaning": (
+        f"~95 % interval for the p50 a new timing session would measure: this run's re-timed trials moved "
+        f"{math.exp(s.rms_log) - 1:.1%} (root mean square) between their search-time and re-timed figures, over "
+        f"{s.pairs} trial(s); the interval is the figure times/divided by {s.factor:.3f} (t = {t_95(s.pairs):.2f})")}
+        for s in spreads.values() if s.metric in set(metrics)}

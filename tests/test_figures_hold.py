@@ -1,0 +1,82 @@
+"""Figures that hold when measured again: the baseline re-timed with the front, and intervals that cover a new
+session (search/results/intervals.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from search.core.schema import Column, Field, Schema
+from search.results.intervals import Spread, run_spreads, t_95, widened
+
+SCHEMA = Schema(fields=(Field("target"), Field("batch_size")),
+                metrics=(Column("latency_ms"), Column("latency_ci_low_ms"), Column("latency_ci_high_ms"),
+                         Column("size_bytes")),
+                objectives=(("latency_ms", "minimize"), ("size_bytes", "minimize")),
+                intervals={"latency_ms": ("latency_ci_low_ms", "latency_ci_high_ms", 0.02)}, timed=("latency_ms",))
+
+
+def row(search_ms: float, final_ms: float, final: bool = True) -> dict:
+    return {"final": final, "search_latency_ms": search_ms, "latency_ms": final_ms,
+            "latency_ci_low_ms": final_ms * 0.999, "latency_ci_high_ms": final_ms * 1.001}
+
+
+def test_the_spread_is_the_rms_of_the_log_ratios_of_the_trials_timed_twice():
+    rows = [row(1.1, 1.0), row(1.0, 1.1), row(2.0, 2.0), row(5.0, 1.0, final=False)]  # the last was not re-timed
+    spread = run_spreads(rows, SCHEMA)["latency_ms"]
+    assert spread.pairs == 3
+    assert spread.rms_log == pytest.approx(math.sqrt(2 * math.log(1.1) ** 2 / 3))
+    assert spread.factor == pytest.approx(math.exp(t_95(3) * spread.rms_log))
+
+
+def test_few_pairs_widen_the_interval_and_never_below_the_session_or_the_floor():
+    assert t_95(1) > t_95(3) > t_95(30) > 1.96 and t_95(500) == 1.96
+    assert t_95(11) == t_95(10), "between tabled degrees of freedom, the wider quantile"
+    narrow = {"latency_ms": Spread("latency_ms", 10, 0.0001)}  # hardly moved: the 2 % floor holds
+    out = widened(row(1.0, 1.0), narrow, SCHEMA)
+    assert out["latency_ci_low_ms"] == pytest.approx(1 / 1.02) and out["latency_ci_high_ms"] == pytest.approx(1.02)
+    wide = {"latency_ms": Spread("latency_ms", 4, 0.05)}
+    out = widened(row(1.0, 2.0), wide, SCHEMA)
+    factor = math.exp(t_95(4) * 0.05)
+    assert out["latency_ci_low_ms"] == pytest.approx(2 / factor)
+    assert out["latency_ci_high_ms"] == pytest.approx(2 * factor)
+    once = row(1.0, 1.0, final=False)
+    assert widened(once, wide, SCHEMA) == once, "a row timed once keeps its session's interval"
+
+
+def test_the_baseline_is_re_timed_and_the_ratios_are_against_its_re_timed_figures(finished_digits_run,
+                                                                                    digits_run_output):
+    table = pd.read_csv(finished_digits_run / "trials.csv")
+    baseline = table[table["baseline"]].iloc[0]
+    assert bool(baseline["final"]), "the re-timing phase re-times the baseline, on the front or not"
+    stdout, stderr = digits_run_output
+    assert f"vs fp32 baseline (trial {int(baseline['trial'])}, re-timed with the front)" in stdout
+    assert "re-timing the baseline (trial 0)" in stderr
+    front = pd.read_csv(finished_digits_run / "pareto.csv")
+    for trial in front["trial"]:
+        card = json.loads((finished_digits_run / "models" / f"trial-{trial}.json").read_text())
+        versus = card["versus_baseline"]
+        assert versus["trial"] == baseline["trial"] and versus["figures"] == "re-timed with the front"
+        member = front[front["trial"] == trial].iloc[0]
+        assert versus["latency_ms"]["baseline"] == pytest.approx(baseline["latency_ms"])
+        assert versus["latency_ms"]["baseline_over_model"] == pytest.approx(baseline["latency_ms"]
+                                                                            / member["latency_ms"])
+        assert card["search_metrics"]["latency_ms"] == pytest.approx(member["search_latency_ms"])
+
+
+def test_a_re_timed_cards_interval_covers_a_new_session_and_says_how(finished_digits_run):
+    table = pd.read_csv(finished_digits_run / "trials.csv")
+    timed_twice = table[table["final"]]
+    ratios = [math.log(s / f) for s, f in zip(timed_twice["search_latency_ms"], timed_twice["latency_ms"],
+                                               strict=True)]
+    factor = max(math.exp(t_95(len(ratios)) * math.sqrt(sum(r * r for r in ratios) / len(ratios))), 1.02)
+    for _, member in timed_twice.iterrows():
+        assert member["latency_ci_low_ms"] <= member["latency_ms"] / factor * (1 + 1e-9)
+        assert member["latency_ci_high_ms"] >= member["latency_ms"] * factor * (1 - 1e-9)
+        card_path = finished_digits_run / "models" / f"trial-{member['trial']}.json"
+        if card_path.exists():
+            note = json.loads(card_path.read_text())["intervals"]["latency_ms"]
+            assert note["pairs"] == len(ratios) and "new timing session" in note["meaning"]
