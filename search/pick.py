@@ -204,7 +204,8 @@ def model_and_card(run: Path, row: pd.Series, config: dict, schema: Schema) -> t
         except ValueError as exc:
             raise PickError(f"{kept.with_suffix('.json')}: not a readable card ({exc})") from None
     from search.results.card import model_card, read_machines
-    from search.results.intervals import run_spreads
+    from search.results.tables import study_spreads
+    from search.strategy.study import load_run_study
     from search.run.rebuild import rebuild
 
     print(f"trial {trial} was not kept (not on the front); rebuilding it from its parameters ...", flush=True)
@@ -217,7 +218,7 @@ def model_and_card(run: Path, row: pd.Series, config: dict, schema: Schema) -> t
     baseline = table[table["baseline"] & (table["state"] == "COMPLETE")]
     card = model_card({**row.to_dict(), name: value, "size_bytes": len(rebuilt.model_bytes)}, config, schema,
                       read_machines(run), baseline.iloc[0].to_dict() if len(baseline) else None,
-                      run_spreads(table.to_dict("records"), schema))
+                      study_spreads(load_run_study(run), schema))
     return rebuilt.model_bytes, card
 
 

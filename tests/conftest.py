@@ -168,8 +168,19 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+# Test files that run whole searches, longest first (the suite's own --durations): xdist hands out files in the
+# order collected, so the long ones start first and the short ones fill in at the end instead of a long one
+# running alone at the end. A file not named keeps its place after these.
+LONGEST_FIRST = ("test_faults.py", "test_run_guard.py", "test_promises.py", "test_search_runs.py", "test_user_code.py",
+                 "test_examples.py", "test_targets_and_modes.py", "test_tracking.py", "test_custom_plugins.py",
+                 "test_cluster.py", "test_text_workload.py", "test_bundle.py", "test_pick.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run where CUDA is present (the lent GPU machine) and are skipped, said so, elsewhere."""
+    """Long files first (see LONGEST_FIRST); `gpu` tests run where CUDA is present (the lent GPU machine) and are
+    skipped, said so, elsewhere."""
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests stay in order
     if _has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device with onnxruntime-gpu")

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from search.core.schema import Column, Field, Schema
-from search.results.intervals import Spread, run_spreads, t_95, widened
+from search.core import attributes
+from search.results.intervals import SESSIONS, Spread, run_spreads, t_95, widened
+from search.strategy.study import load_run_study
 
 SCHEMA = Schema(fields=(Field("target"), Field("batch_size")),
                 metrics=(Column("latency_ms"), Column("latency_ci_low_ms"), Column("latency_ci_high_ms"),
@@ -30,6 +32,12 @@ def test_the_spread_is_the_rms_of_the_log_ratios_of_the_trials_timed_twice():
     assert spread.pairs == 3
     assert spread.rms_log == pytest.approx(math.sqrt(2 * math.log(1.1) ** 2 / 3))
     assert spread.factor == pytest.approx(math.exp(t_95(3) * spread.rms_log))
+
+
+def test_two_re_timing_sessions_are_the_pairs_where_a_run_kept_them():
+    rows = [{**row(9.0, 1.0), SESSIONS: [{"latency_ms": 1.05}]}, {**row(9.0, 2.0), SESSIONS: [{"latency_ms": 2.0}]}]
+    spread = run_spreads(rows, SCHEMA)["latency_ms"]
+    assert spread.pairs == 2 and spread.rms_log == pytest.approx(math.sqrt(math.log(1.05) ** 2 / 2))
 
 
 def test_few_pairs_widen_the_interval_and_never_below_the_session_or_the_floor():
@@ -68,12 +76,13 @@ def test_the_baseline_is_re_timed_and_the_ratios_are_against_its_re_timed_figure
 
 
 def test_a_re_timed_cards_interval_covers_a_new_session_and_says_how(finished_digits_run):
-    table = pd.read_csv(finished_digits_run / "trials.csv")
-    timed_twice = table[table["final"]]
-    ratios = [math.log(s / f) for s, f in zip(timed_twice["search_latency_ms"], timed_twice["latency_ms"],
-                                               strict=True)]
+    finals = attributes.finals_of(load_run_study(finished_digits_run))
+    assert finals and all(len(f.sessions) == 1 for f in finals.values()), "each re-timed trial had two sessions"
+    ratios = [math.log(f.sessions[0]["latency_ms"] / f.metrics["latency_ms"]) for f in finals.values()]
     factor = max(math.exp(t_95(len(ratios)) * math.sqrt(sum(r * r for r in ratios) / len(ratios))), 1.02)
-    for _, member in timed_twice.iterrows():
+    table = pd.read_csv(finished_digits_run / "trials.csv")
+    for _, member in table[table["final"]].iterrows():
+        assert member["latency_ms"] == pytest.approx(finals[member["trial"]].metrics["latency_ms"])
         assert member["latency_ci_low_ms"] <= member["latency_ms"] / factor * (1 + 1e-9)
         assert member["latency_ci_high_ms"] >= member["latency_ms"] * factor * (1 - 1e-9)
         card_path = finished_digits_run / "models" / f"trial-{member['trial']}.json"

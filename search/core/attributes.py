@@ -80,6 +80,8 @@ class Final:
     node: str | None = None
     duration_s: float | None = None
     error: str = ""
+    # the timed figures of each later re-timing session of the same model (the spread between sessions)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def of_result(cls, result: TrialResult) -> Final:
@@ -89,10 +91,20 @@ class Final:
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Final:
         data = data or {}
-        return cls(dict(data.get("metrics") or {}), data.get("node"), data.get("duration_s"), data.get("error") or "")
+        return cls(dict(data.get("metrics") or {}), data.get("node"), data.get("duration_s"), data.get("error") or "",
+                   [dict(s) for s in data.get("sessions") or []])
+
+    def with_session(self, result: TrialResult) -> Final:
+        """These figures, and another session's (nothing added when that session failed)."""
+        if result.error or not self.metrics:
+            return self
+        return Final(self.metrics, self.node, self.duration_s, self.error, [*self.sessions, dict(result.metrics)])
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        if not self.sessions:  # the form earlier runs wrote, where a trial was re-timed once
+            del found["sessions"]
+        return found
 
 
 def queued(baseline: bool = False, warm_start: str | None = None) -> dict[str, Any]:

@@ -1,14 +1,16 @@
 """Intervals that cover a second measurement: what a re-timed figure's interval columns mean.
 
-One timing session's interval for its p50 comes from thousands of calls and is a fraction of a
-percent wide, yet the same model timed minutes later, or in a fresh process, moves by several
-percent on a shared machine (bench/figures.py measures it). A run measures that movement itself:
-every re-timed trial (the front and the baseline) was timed twice, during the search and again in
-the re-timing phase, at moments minutes apart. The root mean square of log(search-time /
-re-timed) over those trials is the run's between-session spread of the metric; a re-timed row's
-interval is its p50 times exp(+-t * spread), Student's t at ~95 % for that many pairs (wider when
-few trials were timed twice), and never narrower than the session's own interval or the
-evaluator's noise floor. It is a prediction interval: where a new session's p50 should fall.
+One timing session's interval for its p50 comes from hundreds or thousands of calls and is a
+fraction of a percent wide, yet the same model timed minutes later, or in a fresh process, moves
+by several percent on a shared machine (bench/figures.py measures it). A run measures that
+movement itself: the re-timing phase times every trial it re-times (the front and the baseline)
+in two sessions, one pass over all of them between the two. The root mean square of
+log(session 2 / session 1) over those trials is the run's between-session spread of the metric;
+a re-timed row's interval is its first session's figure times and divided by exp(t * spread),
+Student's t at ~95 % for that many pairs (wider when few trials were re-timed), never narrower
+than the session's own interval or the evaluator's noise floor. It is a prediction interval:
+where a new session's figure should fall. (A run re-timed before sessions were kept pairs the
+re-timed figure with its search-time one instead.)
 
 Rows timed once (not re-timed) keep their session's interval. The noise-aware front, the cards,
 ``search.pick`` and a bundle's verify.py all read these same columns.
@@ -23,6 +25,7 @@ from typing import Any
 
 from search.core.schema import Schema
 
+SESSIONS = "retime_sessions"  # a table row's key (not a column): the timed figures of its later re-timing sessions
 # Student's t, two-sided ~95 %, by degrees of freedom (the pairs; the mean of the log-ratios is taken as 0)
 T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
         12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04, 60: 2.00}
@@ -52,16 +55,26 @@ class Spread:
 
 
 def run_spreads(rows: Iterable[Mapping[str, Any]], schema: Schema) -> dict[str, Spread]:
-    """Each timed metric with an interval: its spread over the rows timed in the search and re-timed
-    (``final``; ``search_<metric>`` holds the search-time figure)."""
+    """Each timed metric with an interval: its spread over the re-timed rows (``final``), between their first
+    and second re-timing sessions (``SESSIONS``); a run re-timed in one session only (before sessions were
+    kept) falls back on the search-time figure (``search_<metric>``) as the other session."""
     rows = [r for r in rows if r.get("final")]
+    later = any(r.get(SESSIONS) for r in rows)
     found = {}
     for metric in (m for m in schema.timed if m in schema.intervals):
-        ratios = [_log_ratio(r.get(f"search_{metric}"), r.get(metric)) for r in rows]
+        ratios = [_log_ratio(_other(r, metric, later), r.get(metric)) for r in rows]
         ratios = [r for r in ratios if r is not None]
         if ratios:
             found[metric] = Spread(metric, len(ratios), math.sqrt(sum(r * r for r in ratios) / len(ratios)))
     return found
+
+
+def _other(row: Mapping[str, Any], metric: str, later: bool) -> Any:
+    """The row's other timing of ``metric``: its second re-timing session's, or else its search-time figure."""
+    if later:
+        sessions = row.get(SESSIONS) or []
+        return sessions[0].get(metric) if sessions else None
+    return row.get(f"search_{metric}")
 
 
 def _log_ratio(search: Any, final: Any) -> float | None:
@@ -95,7 +108,7 @@ def _number(value: Any, default: float) -> float:
 def spread_note(spreads: Mapping[str, Spread], metrics: Iterable[str]) -> dict[str, Any]:
     """The card's account of its interval columns."""
     return {s.metric: {**s.to_json(), "meaning": (
-        f"~95 % interval for the p50 a new timing session would measure: this run's re-timed trials moved "
-        f"{math.exp(s.rms_log) - 1:.1%} (root mean square) between their search-time and re-timed figures, over "
-        f"{s.pairs} trial(s); the interval is the figure times/divided by {s.factor:.3f} (t = {t_95(s.pairs):.2f})")}
+        f"~95 % interval for the figure a new timing session would measure: this run's re-timed trials moved "
+        f"{math.exp(s.rms_log) - 1:.1%} (root mean square) between two re-timing sessions, over {s.pairs} "
+        f"trial(s); the interval is the figure times/divided by {s.factor:.3f} (t = {t_95(s.pairs):.2f})")}
         for s in spreads.values() if s.metric in set(metrics)}

@@ -15,7 +15,7 @@ from search.core import attributes
 from search.core.attributes import Final
 from search.core.files import write_atomically
 from search.core.schema import Schema
-from search.results.intervals import run_spreads, widened
+from search.results.intervals import SESSIONS, Spread, run_spreads, widened
 from search.results.pareto import bounds, dominated, extend_front, pareto_mask, row_bounds
 
 
@@ -36,6 +36,7 @@ def trial_row(trial: optuna.trial.FrozenTrial, schema: Schema, final: Final | No
     if remeasured:
         row.update({k: v for k, v in final.metrics.items() if k in schema.result_columns})
     row["final"] = remeasured
+    row[SESSIONS] = list(final.sessions) if remeasured else []  # not a column: what the intervals rest on
     row.update({f"search_{m}": metrics.get(m) for m in schema.timed})
     reuse = outcome.reuse  # what the run's artifact store served this trial instead of a build
     row.update(duration_s=outcome.duration_s, store_hits=reuse.get("store_hits"),
@@ -43,6 +44,13 @@ def trial_row(trial: optuna.trial.FrozenTrial, schema: Schema, final: Final | No
                baseline=attributes.is_baseline(trial), started_at=_iso(trial.datetime_start),
                completed_at=_iso(trial.datetime_complete), error=attributes.error_of(trial))
     return row
+
+
+def study_spreads(study: optuna.Study, schema: Schema) -> dict[str, Spread]:
+    """The run's spreads between re-timing sessions (search/results/intervals.py), from its study.db."""
+    finals = attributes.finals_of(study)
+    return run_spreads([trial_row(t, schema, finals[t.number]) for t in study.get_trials(deepcopy=False)
+                        if t.number in finals], schema)
 
 
 def _iso(moment) -> str | None:
@@ -60,7 +68,7 @@ def trials_table(trials: Sequence[optuna.trial.FrozenTrial], schema: Schema,
         # queued params (a cover trial, a re-asked draw): not a trial yet
         if t.state == optuna.trial.TrialState.WAITING:
             continue
-        key = (t.state, t.number in finals)
+        key = (t.state, t.number in finals, len(finals[t.number].sessions) if t.number in finals else 0)
         if rows is not None and t.number in rows and rows[t.number][0] == key:
             found.append(rows[t.number][1])
             continue

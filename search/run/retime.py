@@ -10,6 +10,7 @@ import optuna
 import ray
 
 from search.core import attributes
+from search.core.attributes import Final
 from search.core.candidate import Candidate
 from search.core.messages import TrialResult
 from search.strategy import study as studies
@@ -20,6 +21,9 @@ from search.run.interrupt import StopRequest
 from search.run.state import Search, note_machine, say, update_run_folder
 
 RETIME_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow re-time newcomers
+# Each re-timed trial is timed in this many sessions, a pass over all of them between two: the first gives the
+# figures, the spread between them the intervals (search/results/intervals.py).
+RETIME_SESSIONS = 2
 
 
 def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest) -> None:
@@ -33,17 +37,29 @@ def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, st
                  if attributes.is_baseline(t)]
     for _ in range(RETIME_ROUNDS):
         wanted = dict.fromkeys([*baselines, *(int(n) for n in front["trial"])])  # in order, once each
-        todo = [n for n in wanted if n not in search.finals]
+        todo = [n for n in wanted if _sessions(search.finals.get(n)) < RETIME_SESSIONS]
         if not todo or stop.requested:
             return
-        say(f"re-timing phase: re-timing {_named(todo, baselines)}, each alone on its node")
+        say(f"re-timing phase: re-timing {_named(todo, baselines)}, each alone on its node, in "
+            f"{RETIME_SESSIONS} sessions")
         trials = study.get_trials(deepcopy=False)
         kept = {n: _kept_model(search, n) for n in todo}
         candidates = {n: Candidate.from_dict(attributes.candidate_of(trials[n])) for n in todo}
-        requests = [(n, functools.partial(dispatcher.remeasure, candidates[n], kept[n])) for n in todo]
-        rebuilt = _collect_finals(search, study, requests, stop, to_rebuild={n for n in todo if not kept[n]},
-                                  release_claims=dispatcher.release_claims)
+        rebuilt: dict[int, bytes] = {}
+        for session in range(1, RETIME_SESSIONS + 1):  # one pass over them all, then the next: minutes apart
+            due = [n for n in todo if _sessions(search.finals.get(n)) < session]
+            requests = [(n, functools.partial(dispatcher.remeasure, candidates[n], kept[n] or rebuilt.get(n, b"")))
+                        for n in due]
+            rebuilt |= _collect_finals(search, study, requests, stop, {n for n in due if not kept[n]},
+                                       dispatcher.release_claims, session)
         _, front = update_run_folder(search, trials, rebuilt, refresh_cards=True)
+
+
+def _sessions(final: Final | None) -> int:
+    """Re-timing sessions a trial has had; one that could not be re-timed has had them all (it keeps its figures)."""
+    if final is None:
+        return 0
+    return 1 + len(final.sessions) if final.metrics else RETIME_SESSIONS
 
 
 def _named(todo: list[int], baselines: list[int]) -> str:
@@ -60,9 +76,9 @@ def _kept_model(search: Search, trial: int) -> bytes:
 
 def _collect_finals(search: Search, study: optuna.Study, requests: list[tuple[int, Callable[[], ray.ObjectRef]]],
                     stop: StopRequest, to_rebuild: set[int],
-                    release_claims: Callable[[ray.ObjectRef, TrialResult], None]) -> dict[int, bytes]:
-    """Re-times one trial at a time and stores each re-measurement as it lands; returns the models of
-    ``to_rebuild``, rebuilt.
+                    release_claims: Callable[[ray.ObjectRef, TrialResult], None], session: int) -> dict[int, bytes]:
+    """Re-times one trial at a time and stores each re-measurement as it lands (``session`` 1: its figures; a
+    later one: another session of the same model); returns the models of ``to_rebuild``, rebuilt.
 
     One at a time, not one per worker: a task's start (a fresh worker importing, fetching the workload)
     happens outside the node's measurement lock, and on a small node it slowed the measurement beside it
@@ -79,14 +95,15 @@ def _collect_finals(search: Search, study: optuna.Study, requests: list[tuple[in
         release_claims(ref, result)
         take_error(search.run_dir, number, result)
         note_machine(search, result)
-        search.finals[number] = studies.store_final(study, number, result)
+        search.finals[number] = studies.store_final(study, number, result,
+                                                    search.finals.get(number) if session > 1 else None)
         if result.error:
-            say(f"re-timing phase: trial {number} could not be re-timed ({result.error}); it keeps its search "
-                "figures")
+            say(f"re-timing phase: trial {number} could not be re-timed ({result.error}); it keeps its "
+                + ("search figures" if session == 1 else "first session's figures"))
             continue
         if number in to_rebuild:
             rebuilt[number] = result.model_bytes
-        say(f"re-timing phase: {done}/{total} · trial {number}: "
+        say(f"re-timing phase: {done}/{total} · session {session}/{RETIME_SESSIONS} · trial {number}: "
             f"{result.metrics.get('latency_ms', float('nan')):.3f} ms p50"
             + (" (rebuilt)" if number in rebuilt else ""))
     return rebuilt

@@ -77,13 +77,18 @@ def update_run_folder(search: Search, trials: list[FrozenTrial], new_models: dic
         write_tables(search.run_dir, table, front, per_target)
     members = front_members(front, per_target)
     sync_models(search.run_dir, members, new_models, search.config, search.schema, refresh_cards,
-                search.machines, _baseline_row(search), run_spreads(table.to_dict("records"), search.schema))
+                search.machines, _baseline_row(search), _spreads(search))
     return table, members
 
 
 def _baseline_row(search: Search) -> dict | None:
     """The completed fp32 baseline's row, as the tables hold it (re-timed figures once re-timed), if any."""
     return next((row for _, row in search.rows.values() if row["baseline"] and row["state"] == "COMPLETE"), None)
+
+
+def _spreads(search: Search) -> dict:
+    """The run's spreads between re-timing sessions, from the rows as made (the tables drop what they rest on)."""
+    return run_spreads([row for _, row in search.rows.values()], search.schema)
 
 
 def start_growing_fronts(search: Search, trials: list[FrozenTrial]) -> None:
@@ -116,7 +121,7 @@ def take_finished(search: Search, trial: FrozenTrial, model_bytes: bytes | None,
         new_models = {trial.number: model_bytes} if model_bytes else {}
         sync_models(search.run_dir, front_members(front, per_target), new_models, search.config, search.schema,
                     machines=search.machines, baseline=_baseline_row(search),
-                    spreads=run_spreads([row for _, row in search.rows.values()], search.schema))
+                    spreads=_spreads(search))
     return front
 
 

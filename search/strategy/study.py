@@ -168,8 +168,9 @@ def skip(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     study.tell(trial, state=TrialState.PRUNED)
 
 
-def store_final(study: optuna.Study, number: int, result: TrialResult) -> Final:
-    """Keeps the re-timing phase's figures for a trial in study.db (one commit) and returns them."""
-    final = Final.of_result(result)
+def store_final(study: optuna.Study, number: int, result: TrialResult, first: Final | None = None) -> Final:
+    """Keeps the re-timing phase's figures for a trial in study.db (one commit) and returns them: ``result``'s,
+    or, given the ``first`` session's, those with ``result`` as a later session."""
+    final = Final.of_result(result) if first is None else first.with_session(result)
     attributes.write_final(study, number, final)
     return final
