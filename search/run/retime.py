@@ -46,12 +46,14 @@ def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, st
         kept = {n: _kept_model(search, n) for n in todo}
         candidates = {n: Candidate.from_dict(attributes.candidate_of(trials[n])) for n in todo}
         rebuilt: dict[int, bytes] = {}
-        for session in range(1, RETIME_SESSIONS + 1):  # one pass over them all, then the next: minutes apart
+        for session in range(1, RETIME_SESSIONS + 1):  # one pass over them all, then the next
+            if stop.requested:
+                break
             due = [n for n in todo if _sessions(search.finals.get(n)) < session]
             requests = [(n, functools.partial(dispatcher.remeasure, candidates[n], kept[n] or rebuilt.get(n, b"")))
                         for n in due]
-            rebuilt |= _collect_finals(search, study, requests, stop, {n for n in due if not kept[n]},
-                                       dispatcher.release_claims, session)
+            to_rebuild = {n for n in due if not kept[n] and n not in rebuilt}  # a later session reuses the rebuild
+            rebuilt |= _collect_finals(search, study, requests, stop, to_rebuild, dispatcher.release_claims, session)
         _, front = update_run_folder(search, trials, rebuilt, refresh_cards=True)
 
 
