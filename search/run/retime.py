@@ -83,8 +83,8 @@ def _collect_finals(search: Search, study: optuna.Study, requests: list[tuple[in
     later one: another session of the same model); returns the models of ``to_rebuild``, rebuilt.
 
     One at a time, not one per worker: a task's start (a fresh worker importing, fetching the workload)
-    happens outside the node's measurement lock, and on a small node it slowed the measurement beside it
-    (a two-thread model by a third; bench/figures.py)."""
+    happens outside the node's measurement lock; re-timed two at a time on a 2-core node, two-thread models
+    measured 23-38 % slower than in a fresh process (bench/figures.py, before this)."""
     rebuilt: dict[int, bytes] = {}
     total = len(requests)
     for done, (number, submit) in enumerate(requests, start=1):
