@@ -41,8 +41,8 @@ class Spread:
     """How far one metric moved between two timings of the same models in this run."""
 
     metric: str
-    pairs: int  # re-timed trials that also have a search-time figure
-    rms_log: float  # root mean square of log(search-time figure / re-timed figure)
+    pairs: int  # re-timed trials with a second timing (a second re-timing session, or their search-time figure)
+    rms_log: float  # root mean square of log(second timing / re-timed figure)
 
     @property
     def factor(self) -> float:
@@ -77,12 +77,12 @@ def _other(row: Mapping[str, Any], metric: str, later: bool) -> Any:
     return row.get(f"search_{metric}")
 
 
-def _log_ratio(search: Any, final: Any) -> float | None:
+def _log_ratio(other: Any, final: Any) -> float | None:
     try:
-        search, final = float(search), float(final)
+        other, final = float(other), float(final)
     except (TypeError, ValueError):
         return None
-    return math.log(search / final) if search > 0 and final > 0 else None
+    return math.log(other / final) if other > 0 and final > 0 else None
 
 
 def widened(row: dict[str, Any], spreads: Mapping[str, Spread], schema: Schema) -> dict[str, Any]:
@@ -99,6 +99,12 @@ def widened(row: dict[str, Any], spreads: Mapping[str, Spread], schema: Schema) 
         row[low_col] = min(_number(row.get(low_col), value), value / factor)
         row[high_col] = max(_number(row.get(high_col), value), value * factor)
     return row
+
+
+def widened_rows(rows: list[dict[str, Any]], schema: Schema) -> list[dict[str, Any]]:
+    """The rows, the re-timed ones with their intervals widened by the spread the rows themselves give."""
+    spreads = run_spreads(rows, schema)
+    return [widened(row, spreads, schema) for row in rows]
 
 
 def _number(value: Any, default: float) -> float:

@@ -15,7 +15,7 @@ from search.core import attributes
 from search.core.attributes import Final
 from search.core.files import write_atomically
 from search.core.schema import Schema
-from search.results.intervals import SESSIONS, Spread, run_spreads, widened
+from search.results.intervals import SESSIONS, Spread, run_spreads, widened_rows
 from search.results.pareto import bounds, dominated, extend_front, pareto_mask, row_bounds
 
 
@@ -76,8 +76,7 @@ def trials_table(trials: Sequence[optuna.trial.FrozenTrial], schema: Schema,
         if rows is not None and t.state.is_finished():
             rows[t.number] = (key, row)
         found.append(row)
-    spreads = run_spreads(found, schema)  # re-timed rows' intervals cover a new session (results/intervals.py)
-    found = [widened(row, spreads, schema) for row in found]
+    found = widened_rows(found, schema)  # re-timed rows' intervals cover a new session (results/intervals.py)
     return pd.DataFrame(found, columns=schema.columns).astype({c: "Int64" for c in schema.integer_columns})
 
 

@@ -128,6 +128,7 @@ class Dispatcher:
         trial = self.in_flight.pop(ref)[0]
         if result.error and not result.stopped:  # it measured nothing: a later draw of it may run
             self.measured = {c: n for c, n in self.measured.items() if n != trial.number}
+        self.skipped += result.not_applicable  # a draw that could not run, as one refused before it was sent
         return trial, result
 
     def release_claims(self, ref: ray.ObjectRef, result: TrialResult) -> None:

@@ -288,7 +288,6 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         note_machine(search, result)
         error, frozen = studies.record(study, trial, result, search.objectives)
         if not studies.tried(frozen):  # a setting the model cannot take: PRUNED with the reason, and asked again
-            dispatcher.skipped += 1
             take_finished(search, frozen, None, tables_due.ready(), lambda: study.get_trials(deepcopy=False))
             continue
         done, failed = done + 1, failed + bool(error)  # record leaves it COMPLETE or FAIL: no re-read of every trial

@@ -47,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.core.attributes import stopped_at_rung, was_rerun
 from search.core.errors import ConfigError
-from search.results.intervals import run_spreads, widened
+from search.results.intervals import widened_rows
 from search.results.tables import trial_row
 from search.run.state import Search, say
 
@@ -177,9 +177,8 @@ class TrackingSink:
         """The end of this session: trials not logged yet, the front's tags and final figures, the artifacts;
         ``status`` is the parent run's (FINISHED, FAILED, KILLED)."""
         def work() -> None:
-            rows = {t.number: trial_row(t, search.schema, search.finals.get(t.number)) for t in trials if _ran(t)}
-            spreads = run_spreads(rows.values(), search.schema)  # re-timed intervals, as trials.csv has them
-            rows = {n: widened(row, spreads, search.schema) for n, row in rows.items()}
+            made = [trial_row(t, search.schema, search.finals.get(t.number)) for t in trials if _ran(t)]
+            rows = {row["trial"]: row for row in widened_rows(made, search.schema)}  # as trials.csv has them
             for number, row in rows.items():
                 if number not in self.children:
                     self._log_child(row)
