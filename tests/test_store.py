@@ -123,3 +123,34 @@ def test_driver_releases_the_claim_of_a_worker_that_died(tmp_path):
         assert ray.get(service.lookup.remote("k", "other"))[0] == "build"
     finally:
         ray.shutdown()
+
+
+def test_a_build_waiting_on_anothers_build_does_not_keep_the_node_from_a_measurement(tmp_path):
+    """The builder a waiting trial waits for may time a recovery rung (the node to itself): the waiter's shared
+    hold is set aside while it waits (node_lock.not_building), or the two would wait on each other for ever."""
+    import threading
+
+    from search.runtime.node_lock import building, measuring_alone, not_building
+
+    lock = tmp_path / "node.lock"
+    waiting, measured, done = threading.Event(), threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        with building(lock), not_building(lock):  # as StageStore waits out another's claim
+            waiting.set()
+            done.wait(10)
+
+    def rung_preview() -> None:
+        waiting.wait(10)
+        with building(lock), measuring_alone(lock):
+            measured.set()
+
+    threads = [threading.Thread(target=waiter), threading.Thread(target=rung_preview)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert measured.wait(10), "the measurement waited on a build that was only waiting"
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(10)

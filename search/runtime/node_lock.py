@@ -68,21 +68,28 @@ def building(path: Path = LOCK_PATH) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def measuring_alone(path: Path = LOCK_PATH) -> Iterator[None]:
-    """Exclusive: no build and no other measurement runs on this node meanwhile.
-
-    Inside ``building`` (a recovery rung times a quick build mid-training) the build's own shared
-    hold is set aside meanwhile and taken again after: holding it, the exclusive lock would wait
-    on itself.
-    """
+def not_building(path: Path = LOCK_PATH) -> Iterator[None]:
+    """This thread's shared holds of ``building`` set aside meanwhile, and taken again after: for a wait
+    inside a build (on another worker's build of the same artifact, on the node to time a rung's
+    quick build) that must not keep the node from a measurement."""
     held = [handle for held_path, handle in _building() if held_path == path]
     for handle in held:
         fcntl.flock(handle, fcntl.LOCK_UN)
     try:
-        with contextlib.ExitStack() as node:
-            with _flock(_turnstile(path), fcntl.LOCK_EX):  # released once the node is ours, so builds queue again
-                node.enter_context(_flock(path, fcntl.LOCK_EX))
-            yield
+        yield
     finally:
         for handle in held:
             _take_shared(path, handle)
+
+
+@contextlib.contextmanager
+def measuring_alone(path: Path = LOCK_PATH) -> Iterator[None]:
+    """Exclusive: no build and no other measurement runs on this node meanwhile.
+
+    Inside ``building`` (a recovery rung times a quick build mid-training) the build's own shared
+    hold is set aside meanwhile (``not_building``): holding it, the exclusive lock would wait on itself.
+    """
+    with not_building(path), contextlib.ExitStack() as node:
+        with _flock(_turnstile(path), fcntl.LOCK_EX):  # released once the node is ours, so builds queue again
+            node.enter_context(_flock(path, fcntl.LOCK_EX))
+        yield

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.runtime.node_lock import not_building
+
 CLAIM_POLL_S = 0.2  # how often a worker waiting for another's build asks again
 
 
@@ -87,7 +89,10 @@ class StageStore:
             verdict, found = _ray().get(self.service.lookup.remote(key, self.claimant))
             if verdict != "wait":
                 return found
-            time.sleep(CLAIM_POLL_S)
+            # waiting is not building: a build that held the node meanwhile would deadlock with the builder it
+            # waits for, when that one times a recovery rung (it needs the node to itself)
+            with not_building():
+                time.sleep(CLAIM_POLL_S)
 
     def _remember(self, key: str, artifact: Artifact) -> None:
         self._recent[key] = artifact
