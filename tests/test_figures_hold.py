@@ -11,7 +11,7 @@ import pytest
 
 from search.core.schema import Column, Field, Schema
 from search.core import attributes
-from search.results.intervals import SESSIONS, Spread, run_spreads, t_95, widened
+from search.results.intervals import SESSIONS, Spread, run_spreads, session_mean, t_95, widened
 from search.strategy.study import load_run_study
 
 SCHEMA = Schema(fields=(Field("target"), Field("batch_size")),
@@ -35,9 +35,23 @@ def test_the_spread_is_the_rms_of_the_log_ratios_of_the_trials_timed_twice():
 
 
 def test_two_re_timing_sessions_are_the_pairs_where_a_run_kept_them():
-    rows = [{**row(9.0, 1.0), SESSIONS: [{"latency_ms": 1.05}]}, {**row(9.0, 2.0), SESSIONS: [{"latency_ms": 2.0}]}]
+    rows = [{**row(9.0, 1.0), SESSIONS: [{"latency_ms": 1.0}, {"latency_ms": 1.05}]},
+            {**row(9.0, 2.0), SESSIONS: [{"latency_ms": 2.0}, {"latency_ms": 2.0}]}]
     spread = run_spreads(rows, SCHEMA)["latency_ms"]
     assert spread.pairs == 2 and spread.rms_log == pytest.approx(math.sqrt(math.log(1.05) ** 2 / 2))
+    assert spread.sessions == 2
+    one = Spread("latency_ms", 2, spread.rms_log)  # a figure of one session: a new one moves sqrt(4/3) as far
+    assert math.log(one.factor) == pytest.approx(math.log(spread.factor) * math.sqrt(4 / 3))
+    failed_second = {**row(9.0, 3.0), SESSIONS: [{"latency_ms": 3.0}]}
+    assert run_spreads([*rows, failed_second], SCHEMA)["latency_ms"].sessions == 1, "the fewest sessions rule"
+
+
+def test_a_re_timed_figure_is_the_geometric_mean_of_its_sessions():
+    first = {"latency_ms": 2.0, "throughput_ips": 4.0, "accuracy": 0.5, "latency_repeats": 50, "energy_mj": 0.0}
+    second = {"latency_ms": 8.0, "throughput_ips": 1.0, "accuracy": 0.5, "latency_repeats": 60, "energy_mj": 1.0}
+    mean = session_mean([first, second], ("latency_ms", "throughput_ips", "energy_mj"))
+    assert mean == pytest.approx({"latency_ms": 4.0, "throughput_ips": 2.0}), "a zero figure is not averaged"
+    assert mean["throughput_ips"] * mean["latency_ms"] == pytest.approx(8.0), "batch / p50 still holds"
 
 
 def test_few_pairs_widen_the_interval_and_never_below_the_session_or_the_floor():
@@ -79,10 +93,13 @@ def test_a_re_timed_cards_interval_covers_a_new_session_and_says_how(finished_di
     finals = attributes.finals_of(load_run_study(finished_digits_run))
     assert finals and all(len(f.sessions) == 1 for f in finals.values()), "each re-timed trial had two sessions"
     ratios = [math.log(f.sessions[0]["latency_ms"] / f.metrics["latency_ms"]) for f in finals.values()]
-    factor = max(math.exp(t_95(len(ratios)) * math.sqrt(sum(r * r for r in ratios) / len(ratios))), 1.02)
+    rms = math.sqrt(sum(r * r for r in ratios) / len(ratios))
+    factor = max(math.exp(t_95(len(ratios)) * rms * math.sqrt(0.75)), 1.02)  # a new session against a mean of two
     table = pd.read_csv(finished_digits_run / "trials.csv")
     for _, member in table[table["final"]].iterrows():
-        assert member["latency_ms"] == pytest.approx(finals[member["trial"]].metrics["latency_ms"])
+        final = finals[member["trial"]]
+        both = math.sqrt(final.metrics["latency_ms"] * final.sessions[0]["latency_ms"])
+        assert member["latency_ms"] == pytest.approx(both), "the re-timed figure is the mean of the two sessions"
         assert member["latency_ci_low_ms"] <= member["latency_ms"] / factor * (1 + 1e-9)
         assert member["latency_ci_high_ms"] >= member["latency_ms"] * factor * (1 - 1e-9)
         card_path = finished_digits_run / "models" / f"trial-{member['trial']}.json"

@@ -214,6 +214,7 @@ def make_schema(knobs: Sequence[Knob], evaluators: Sequence[Evaluator]) -> Schem
         objectives=tuple(objectives(evaluators)),
         intervals=noise_intervals(evaluators),
         timed=tuple(e.metric for e in evaluators if e.timed),
+        timed_columns=tuple(c.name for e in evaluators if e.timed for c in e.declared_columns() if c.kind == "float"),
         notes={e.name: e.card_note for e in evaluators},
         runtime=functools.partial(compose_runtime, list(knobs)),
     )

@@ -90,6 +90,8 @@ class Schema:
         intervals: metric -> (low column, high column, relative noise floor).
         timed: metrics whose figures depend on what else runs; the re-timing phase refreshes them
             and ``search_<metric>`` keeps the value measured during the search.
+        timed_columns: the float columns of timed evaluators (p95, throughput, energy's too): a re-timed row
+            holds the geometric mean of its sessions' figures of each.
         notes: evaluator name -> how its figures were measured, for the model card: (row, target config) -> text.
         runtime: the knobs' ONNX Runtime settings for a row's field values (for the card).
     """
@@ -100,6 +102,7 @@ class Schema:
     objectives: tuple[tuple[str, str], ...] = ()
     intervals: Mapping[str, tuple[str, str, float]] = field(default_factory=dict)
     timed: tuple[str, ...] = ()
+    timed_columns: tuple[str, ...] = ()
     notes: Mapping[str, Callable[[dict[str, Any], dict[str, Any]], str]] = field(default_factory=dict)
     runtime: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
@@ -119,6 +122,11 @@ class Schema:
     def result_columns(self) -> list[str]:
         """Facts and metrics: what a trial's outcome fills."""
         return [c.name for c in (*self.facts, *self.metrics)]
+
+    @property
+    def averaged(self) -> tuple[str, ...]:
+        """The columns a re-timed row averages over its re-timing sessions (search/results/intervals.py)."""
+        return self.timed_columns or self.timed
 
     @property
     def search_columns(self) -> list[str]:

@@ -4,13 +4,16 @@ One timing session's interval for its p50 comes from hundreds or thousands of ca
 fraction of a percent wide, yet the same model timed minutes later, or in a fresh process, moves
 by several percent on a shared machine (bench/figures.py measures it). A run measures that
 movement itself: the re-timing phase times every trial it re-times (the front and the baseline)
-in two sessions, one pass over all of them between the two. The root mean square of
-log(session 2 / session 1) over those trials is the run's between-session spread of the metric;
-a re-timed row's interval is its first session's figure times and divided by exp(t * spread),
-Student's t at ~95 % for that many pairs (wider when few trials were re-timed), never narrower
-than the session's own interval or the evaluator's noise floor. It is a prediction interval:
-where a new session's figure should fall. (A run re-timed before sessions were kept pairs the
-re-timed figure with its search-time one instead.)
+in two sessions, one pass over all of them between the two. A re-timed row's timed figures are
+the geometric mean of its sessions' (half the variance of one session's, so ratios between rows,
+the summary's headline among them, move less). The root mean square of log(session 2 / session 1)
+over those trials is the run's between-session spread of the metric (sqrt(2) times one session's
+own); a re-timed row's interval is its figure times and divided by
+exp(t * spread * sqrt((1 + 1/k) / 2)) for a mean of k sessions, Student's t at ~95 % for that many
+pairs (wider when few trials were re-timed), never narrower than the session's own interval or the
+evaluator's noise floor. It is a prediction interval: where a new session's figure should fall.
+(A run re-timed before sessions were kept pairs the re-timed figure with its search-time one
+instead, k = 1.)
 
 Rows timed once (not re-timed) keep their session's interval. The noise-aware front, the cards,
 ``search.pick`` and a bundle's verify.py all read these same columns.
@@ -25,7 +28,7 @@ from typing import Any
 
 from search.core.schema import Schema
 
-SESSIONS = "retime_sessions"  # a table row's key (not a column): the timed figures of its later re-timing sessions
+SESSIONS = "retime_sessions"  # a table row's key (not a column): the figures of each of its re-timing sessions
 # Student's t, two-sided ~95 %, by degrees of freedom (the pairs; the mean of the log-ratios is taken as 0)
 T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
         12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04, 60: 2.00}
@@ -42,15 +45,17 @@ class Spread:
 
     metric: str
     pairs: int  # re-timed trials with a second timing (a second re-timing session, or their search-time figure)
-    rms_log: float  # root mean square of log(second timing / re-timed figure)
+    rms_log: float  # root mean square of log(second timing / first timing)
+    sessions: int = 1  # the sessions a re-timed figure is the mean of (the fewest any re-timed row had)
 
     @property
     def factor(self) -> float:
-        """A re-timed figure's interval runs from figure / factor to figure * factor."""
-        return math.exp(t_95(self.pairs) * self.rms_log)
+        """A re-timed figure's interval runs from figure / factor to figure * factor: a new session differs from
+        one session by sqrt(2) times a session's own spread, from a mean of k by sqrt(1 + 1/k) times it."""
+        return math.exp(t_95(self.pairs) * self.rms_log * math.sqrt((1 + 1 / self.sessions) / 2))
 
     def to_json(self) -> dict[str, Any]:
-        return {"metric": self.metric, "pairs": self.pairs, "rms_log": self.rms_log,
+        return {"metric": self.metric, "pairs": self.pairs, "rms_log": self.rms_log, "sessions": self.sessions,
                 "half_width": self.factor - 1, "t": t_95(self.pairs)}
 
 
@@ -59,22 +64,36 @@ def run_spreads(rows: Iterable[Mapping[str, Any]], schema: Schema) -> dict[str, 
     and second re-timing sessions (``SESSIONS``); a run re-timed in one session only (before sessions were
     kept) falls back on the search-time figure (``search_<metric>``) as the other session."""
     rows = [r for r in rows if r.get("final")]
-    later = any(r.get(SESSIONS) for r in rows)
+    later = any(len(r.get(SESSIONS) or []) > 1 for r in rows)
+    averaged = min((max(1, len(r.get(SESSIONS) or [])) for r in rows), default=1)
     found = {}
     for metric in (m for m in schema.timed if m in schema.intervals):
-        ratios = [_log_ratio(_other(r, metric, later), r.get(metric)) for r in rows]
+        ratios = [_log_ratio(*_pair(r, metric, later)) for r in rows]
         ratios = [r for r in ratios if r is not None]
         if ratios:
-            found[metric] = Spread(metric, len(ratios), math.sqrt(sum(r * r for r in ratios) / len(ratios)))
+            found[metric] = Spread(metric, len(ratios), math.sqrt(sum(r * r for r in ratios) / len(ratios)),
+                                   averaged if later else 1)
     return found
 
 
-def _other(row: Mapping[str, Any], metric: str, later: bool) -> Any:
-    """The row's other timing of ``metric``: its second re-timing session's, or else its search-time figure."""
+def _pair(row: Mapping[str, Any], metric: str, later: bool) -> tuple[Any, Any]:
+    """The row's two timings of ``metric``: its second and first re-timing sessions', or else its search-time
+    and re-timed figures."""
     if later:
         sessions = row.get(SESSIONS) or []
-        return sessions[0].get(metric) if sessions else None
-    return row.get(f"search_{metric}")
+        return (sessions[1].get(metric), sessions[0].get(metric)) if len(sessions) > 1 else (None, None)
+    return row.get(f"search_{metric}"), row.get(metric)
+
+
+def session_mean(sessions: list[Mapping[str, Any]], columns: Iterable[str]) -> dict[str, Any]:
+    """The geometric mean over ``sessions`` of each of ``columns`` that every session measured above zero (a
+    ratio of two such means is the mean of the sessions' ratios); a column some session lacks is left out."""
+    found = {}
+    for column in columns:
+        values = [s.get(column) for s in sessions]
+        if values and all(isinstance(v, (int, float)) and v > 0 for v in values):
+            found[column] = math.exp(sum(math.log(v) for v in values) / len(values))
+    return found
 
 
 def _log_ratio(other: Any, final: Any) -> float | None:
@@ -116,5 +135,6 @@ def spread_note(spreads: Mapping[str, Spread], metrics: Iterable[str]) -> dict[s
     return {s.metric: {**s.to_json(), "meaning": (
         f"~95 % interval for the figure a new timing session would measure: this run's re-timed trials moved "
         f"{math.exp(s.rms_log) - 1:.1%} (root mean square) between two re-timing sessions, over {s.pairs} "
-        f"trial(s); the interval is the figure times/divided by {s.factor:.3f} (t = {t_95(s.pairs):.2f})")}
+        f"trial(s); the figure is the geometric mean of {s.sessions} session(s) and the interval is it "
+        f"times/divided by {s.factor:.3f} (t = {t_95(s.pairs):.2f})")}
         for s in spreads.values() if s.metric in set(metrics)}

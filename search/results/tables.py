@@ -15,7 +15,7 @@ from search.core import attributes
 from search.core.attributes import Final
 from search.core.files import write_atomically
 from search.core.schema import Schema
-from search.results.intervals import SESSIONS, Spread, run_spreads, widened_rows
+from search.results.intervals import SESSIONS, Spread, run_spreads, session_mean, widened_rows
 from search.results.pareto import bounds, dominated, extend_front, pareto_mask, row_bounds
 
 
@@ -33,10 +33,12 @@ def trial_row(trial: optuna.trial.FrozenTrial, schema: Schema, final: Final | No
         if f.alias:
             row[f.alias] = row[f.name]
     row.update({k: metrics.get(k) for k in schema.result_columns})
+    sessions = [final.metrics, *final.sessions] if remeasured else []
     if remeasured:
         row.update({k: v for k, v in final.metrics.items() if k in schema.result_columns})
+        row.update(session_mean(sessions, schema.averaged))  # timed figures: the mean of the sessions
     row["final"] = remeasured
-    row[SESSIONS] = list(final.sessions) if remeasured else []  # not a column: what the intervals rest on
+    row[SESSIONS] = sessions  # not a column: what the intervals rest on
     row.update({f"search_{m}": metrics.get(m) for m in schema.timed})
     reuse = outcome.reuse  # what the run's artifact store served this trial instead of a build
     row.update(duration_s=outcome.duration_s, store_hits=reuse.get("store_hits"),
