@@ -7,13 +7,13 @@ movement itself: the re-timing phase times every trial it re-times (the front an
 in two sessions, one pass over all of them between the two. A re-timed row's timed figures are
 the geometric mean of its sessions' (half the variance of one session's, so ratios between rows,
 the summary's headline among them, move less). The root mean square of log(session 2 / session 1)
-over those trials is the run's between-session spread of the metric (sqrt(2) times one session's
-own); a re-timed row's interval is its figure times and divided by
-exp(t * spread * sqrt((1 + 1/k) / 2)) for a mean of k sessions, Student's t at ~95 % for that many
-pairs (wider when few trials were re-timed), never narrower than the session's own interval or the
-evaluator's noise floor. It is a prediction interval: where a new session's figure should fall.
-(A run re-timed before sessions were kept pairs the re-timed figure with its search-time one
-instead, k = 1.)
+over those trials is the run's between-session spread of the metric; a re-timed row's interval is
+its figure times and divided by exp(t * spread), Student's t at ~95 % for that many pairs (wider
+when few trials were re-timed), never narrower than the session's own interval or the evaluator's
+noise floor. It is a prediction interval: where a new session's figure should fall. It is not
+narrowed for being a mean of two: a fresh process moves further from the run's sessions than they
+move from each other (Spread.factor). (A run re-timed before sessions were kept pairs the re-timed
+figure with its search-time one instead.)
 
 Rows timed once (not re-timed) keep their session's interval. The noise-aware front, the cards,
 ``search.pick`` and a bundle's verify.py all read these same columns.
@@ -50,9 +50,11 @@ class Spread:
 
     @property
     def factor(self) -> float:
-        """A re-timed figure's interval runs from figure / factor to figure * factor: a new session differs from
-        one session by sqrt(2) times a session's own spread, from a mean of k by sqrt(1 + 1/k) times it."""
-        return math.exp(t_95(self.pairs) * self.rms_log * math.sqrt((1 + 1 / self.sessions) / 2))
+        """A re-timed figure's interval runs from figure / factor to figure * factor. Against a mean of k sessions
+        a new session in the run would move sqrt((1 + 1/k) / 2) times less than against one session, but the
+        interval is not narrowed for it: a fresh process moved further from the run's sessions than they moved
+        from each other (bench/figures.py: the text models' fresh p50s a median 3 % faster)."""
+        return math.exp(t_95(self.pairs) * self.rms_log)
 
     def to_json(self) -> dict[str, Any]:
         return {"metric": self.metric, "pairs": self.pairs, "rms_log": self.rms_log, "sessions": self.sessions,
