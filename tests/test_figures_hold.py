@@ -106,3 +106,10 @@ def test_a_re_timed_cards_interval_covers_a_new_session_and_says_how(finished_di
         if card_path.exists():
             note = json.loads(card_path.read_text())["intervals"]["latency_ms"]
             assert note["pairs"] == len(ratios) and "new timing session" in note["meaning"]
+
+
+def test_the_private_rays_trials_are_measured_at_nice_0_as_a_deployed_model_runs(finished_digits_run,
+                                                                                  digits_run_output):
+    machines = json.loads((finished_digits_run / "machines.json").read_text())
+    assert machines and all(m["niceness"] == 0 for m in machines.values()), "Ray's default is nice 15"
+    assert "RAY_worker_niceness" not in digits_run_output[1], "no warning where nothing is niced"

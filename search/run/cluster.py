@@ -17,6 +17,13 @@ from search.core.messages import TrialResult
 from search.runtime.target import Target
 
 
+# Ray starts its workers at nice 15, so that its own daemons stay responsive under load; but a trial measured at
+# nice 15 yields its core to every other process that wakes (the driver, Ray's daemons), where the deployed model,
+# and the bundle's verify.py, run at nice 0. The private Ray runs them at nice 0; a cluster's owner sets it with
+# RAY_worker_niceness=0 before `ray start` (each node's record in machines.json says what its trials ran at).
+WORKER_NICENESS = 0
+
+
 def cluster_address(cluster: dict[str, Any]) -> str | None:
     """``cluster.address``, else Ray's own RAY_ADDRESS convention, else None (a private local Ray)."""
     return cluster.get("address") or os.environ.get("RAY_ADDRESS") or None
@@ -39,7 +46,8 @@ def start_ray(cluster: dict[str, Any], workers: int, targets: Sequence[Target]) 
         try:
             with _loopback_only():
                 ray.init(address="local", num_cpus=cpus, num_gpus=None if any(t.num_gpus for t in targets) else 0,
-                         object_store_memory=cluster.get("object_store_memory"), **common)
+                         object_store_memory=cluster.get("object_store_memory"),
+                         _system_config={"worker_niceness": WORKER_NICENESS}, **common)
         except BaseException:
             _restore_auth_env()
             raise

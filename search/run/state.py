@@ -134,6 +134,9 @@ def note_machine(search: Search, result: TrialResult) -> None:
     """Keep the machine of a node seen for the first time: a card names the machine that measured its model."""
     node, machine = result.node, result.machine
     if node and machine and search.machines.get(node) != machine:
+        if node not in search.machines and (machine.get("niceness") or 0) > 0:
+            say(f"node {node}: trials run at nice {machine['niceness']}, so any other process there takes their core "
+                f"first and timings read slower than a deployed model's; start its Ray with RAY_worker_niceness=0")
         search.machines[node] = machine
         write_text(search.run_dir / MACHINES_FILE, json.dumps(search.machines, indent=2))
 

@@ -68,7 +68,8 @@ def gpus() -> list[dict[str, str]]:
 
 
 def describe_machine() -> dict[str, Any]:
-    """The machine a figure was measured on: host, OS, CPU, cores, memory, GPUs, the CPU governor."""
+    """The machine a figure was measured on: host, OS, CPU, cores, memory, GPUs, the CPU governor, and the
+    measuring process's niceness."""
     governor = _read(GOVERNOR)
     return {
         "host": socket.gethostname(),
@@ -81,4 +82,12 @@ def describe_machine() -> dict[str, Any]:
         "gpus": gpus(),
         "cpu_governor": governor.strip() if governor else None,
         "python": sys.version.split()[0],
+        "niceness": _niceness(),  # of the measuring process: above 0, other processes take its core first
     }
+
+
+def _niceness() -> int | None:
+    try:
+        return os.nice(0)
+    except OSError:  # a platform without nice()
+        return None
