@@ -1,4 +1,5 @@
-"""Quantization bits: 32 (fp32), 16 (fp16 or bf16), 8 (int8, by mode), 4 (int4 weight-only)."""
+"""Quantization bits: 32 (fp32), 16 (fp16 or bf16), 8 (int8, by mode and granularity), 4 (int4 weight-only,
+by block size)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from search.core.errors import ConfigError
 from search.runtime.target import Target
 from search.core.schema import Field
-from search.transforms.quantize import HALF_FORMATS, INT8_MODES, SUPPORTED_BITS, quantize
+from search.transforms.quantize import (HALF_FORMATS, INT4_BLOCKS, INT8_GRANULARITIES, INT8_MODES, SUPPORTED_BITS,
+                                        quantize)
 from spaces._base import BuildContext, Knob, check_choices, with_baseline
 
 CALIBRATION_SAMPLES = 256  # int8 ranges come from this many training inputs (never the test split)
@@ -32,11 +34,12 @@ def half_formats_of(target: Target) -> tuple[str, ...]:
 
 class QuantBits(Knob):
     """Searches ``quant_bits`` over the declared choices the target runs, ``quant_mode`` (how 8
-    bits are reached) and ``half_format`` (which 16-bit float: fp16 or bf16).
+    bits are reached), ``half_format`` (which 16-bit float: fp16 or bf16), ``quant_granularity``
+    (int8 weights scaled per tensor or per output channel) and ``int4_block`` (int4 weights per scale).
 
-    Like distillation's params, the mode and format are drawn on every trial (so NSGA-II's
-    crossover keeps them) but applied only where the bits are 8 or 16; either is recorded in
-    the ``quant_mode`` column. One choice is fixed; several are searched. The target's
+    Like distillation's params, they are drawn on every trial (so NSGA-II's crossover keeps them)
+    but applied only where the bits use them; the mode or format is recorded in the ``quant_mode``
+    column, the granularity or block in ``quant_granularity`` (``per_channel``, ``block_32``). One choice is fixed; several are searched. The target's
     ``precisions`` and ``half_formats`` say which it runs; this knob is where that is decided.
     """
 
@@ -47,10 +50,13 @@ class QuantBits(Knob):
               doc="32, 16, 8 or 4"),
         Field("quant_mode", kind="str", label="quantization mode",
               doc="8 bits: minmax, entropy, percentile (static QDQ calibration) or dynamic; 16 bits: fp16 or bf16"),
+        Field("quant_granularity", kind="str", label="quantization granularity",
+              doc="8 bits: per_tensor or per_channel weight scales; 4 bits: block_N (N weights per scale)"),
     )
 
     def __init__(self, choices: Sequence[int] = (32, 16, 8, 4), modes: Sequence[str] = ("minmax",),
-                 half: Sequence[str] = ("fp16",), attention_modes: Sequence[str] | None = None) -> None:
+                 half: Sequence[str] = ("fp16",), attention_modes: Sequence[str] | None = None,
+                 granularity: Sequence[str] = ("per_channel",), blocks: Sequence[int] = (32,)) -> None:
         bad = [c for c in choices if c not in SUPPORTED_BITS]
         if bad or not choices:
             raise ConfigError(f"quant_bits: {bad or 'empty'} not allowed; choose from {list(SUPPORTED_BITS)}")
@@ -69,6 +75,16 @@ class QuantBits(Knob):
         self.modes = [str(m) for m in modes]
         self.attention_modes = [str(m) for m in attention_modes] if attention_modes else None
         self.half = [str(h) for h in half]
+        unknown_granularity = [g for g in granularity if g not in INT8_GRANULARITIES]
+        if unknown_granularity or not granularity:
+            raise ConfigError(f"quant_bits: granularity {unknown_granularity or 'empty'} not allowed; "
+                              f"choose from {list(INT8_GRANULARITIES)}")
+        unknown_blocks = [b for b in blocks if b not in INT4_BLOCKS]
+        if unknown_blocks or not blocks:
+            raise ConfigError(f"quant_bits: blocks {unknown_blocks or 'empty'} not allowed; "
+                              f"choose from {list(INT4_BLOCKS)}")
+        self.granularity = [str(g) for g in granularity]
+        self.blocks = [int(b) for b in blocks]
 
     def narrow(self, targets: Sequence[Target]) -> None:
         for target in targets:
@@ -107,14 +123,20 @@ class QuantBits(Knob):
         return {"quant_bits": 32}
 
     def cover(self) -> list[dict[str, Any]]:
-        """Every precision; 8 bits once per int8 mode and 16 bits once per format when they are searched."""
+        """Every precision; 8 bits once per int8 mode and granularity (each pair), 16 bits once per format and
+        4 bits once per block size, where they are searched."""
         searched = self.distributions()
         found = []
         for bits in self.choices:
-            if bits == 8 and "quant_mode" in searched:
-                found += [{"quant_bits": 8, "quant_mode": m} for m in self.modes]
+            if bits == 8:
+                modes = [{"quant_mode": m} for m in self.modes] if "quant_mode" in searched else [{}]
+                scales = ([{"quant_granularity": g} for g in self.granularity] if "quant_granularity" in searched
+                          else [{}])
+                found += [{"quant_bits": 8, **m, **g} for m in modes for g in scales]
             elif bits == 16 and "half_format" in searched:
                 found += [{"quant_bits": 16, "half_format": h} for h in self.half]
+            elif bits == 4 and "int4_block" in searched:
+                found += [{"quant_bits": 4, "int4_block": b} for b in self.blocks]
             else:
                 found.append({"quant_bits": bits})
         return found
@@ -125,6 +147,10 @@ class QuantBits(Knob):
             found["quant_mode"] = CategoricalDistribution(self.modes)
         if len(self.half) > 1 and 16 in self.choices:
             found["half_format"] = CategoricalDistribution(self.half)
+        if len(self.granularity) > 1 and 8 in self.choices:
+            found["quant_granularity"] = CategoricalDistribution(self.granularity)
+        if len(self.blocks) > 1 and 4 in self.choices:
+            found["int4_block"] = CategoricalDistribution(self.blocks)
         return found
 
     def suggest(self, trial: optuna.Trial, chosen: dict[str, Any]) -> dict[str, Any]:
@@ -132,11 +158,16 @@ class QuantBits(Knob):
         searched = self.distributions()
         mode = self.draw(trial, "quant_mode") if "quant_mode" in searched else self.modes[0]
         half = self.draw(trial, "half_format") if "half_format" in searched else self.half[0]
-        return {"quant_bits": bits, "quant_mode": {8: mode, 16: half}.get(bits)}
+        scale = self.draw(trial, "quant_granularity") if "quant_granularity" in searched else self.granularity[0]
+        block = self.draw(trial, "int4_block") if "int4_block" in searched else self.blocks[0]
+        return {"quant_bits": bits, "quant_mode": {8: mode, 16: half}.get(bits),
+                "quant_granularity": {8: scale, 4: f"block_{block}"}.get(bits)}
 
     def build(self, model: bytes, values: Mapping[str, Any], context: BuildContext) -> bytes:
         calibration = context.workload.train.rows(0, CALIBRATION_SAMPLES)  # calibration never sees the test split
-        return quantize(model, values.get("quant_bits", 32), calibration, CALIBRATION_BATCH, values.get("quant_mode"))
+        # a candidate stored before the granularity was a field builds as it did then (quantize's None)
+        return quantize(model, values.get("quant_bits", 32), calibration, CALIBRATION_BATCH, values.get("quant_mode"),
+                        values.get("quant_granularity"))
 
 
 def _check_declared(target: Target) -> None:

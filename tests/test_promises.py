@@ -28,8 +28,8 @@ from tests.driver_control import kill_session, running_trials, wait_for_running
 pytestmark = pytest.mark.slow
 
 # What a trial builds and runs (README "Results columns"): equal values mean the same parameters.
-CANDIDATE = ["quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
-             "parallelism", "threads", "batch_size"]
+CANDIDATE = ["quant_bits", "quant_mode", "quant_granularity", "prune_rate", "prune_round_to", "distill_temperature",
+             "distill_alpha", "parallelism", "threads", "batch_size"]
 # The fields the kill marker and a trials.csv row both name (the marker holds the candidate as the worker got it).
 MARKED = ["quant_bits", "quant_mode", "prune_rate", "prune_round_to", "distill_temperature", "distill_alpha",
           "parallelism", "batch_size"]

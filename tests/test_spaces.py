@@ -231,8 +231,9 @@ def test_suggest_candidate_carries_every_knobs_value():
     trial = optuna.trial.FixedTrial({"quant_bits": 8, "prune_rate": 0.5, "distill_temperature": 4.0,
                                      "distill_alpha": 0.9, "parallelism": "intra_op", "degree": 3})
     assert suggest_candidate(knobs, trial, CPU, batch_size=4) == Candidate(
-        target="cpu", quant_bits=8, quant_mode="minmax", prune_rate=0.5, prune_round_to=8, distill_temperature=4.0,
-        distill_alpha=0.9, parallelism="intra_op", degree=3, micro_batches=None, batch_size=4)
+        target="cpu", quant_bits=8, quant_mode="minmax", quant_granularity="per_channel", prune_rate=0.5,
+        prune_round_to=8, distill_temperature=4.0, distill_alpha=0.9, parallelism="intra_op", degree=3,
+        micro_batches=None, batch_size=4)
 
 
 # --- the shipped space -------------------------------------------------------------------------
@@ -359,11 +360,12 @@ def test_the_knobs_project_params_onto_the_nearest_a_target_runs():
 def test_cover_trials_measure_every_declared_mode_once():
     knobs = shipped_knobs("full")
     cover = cover_params(knobs)
-    assert len(cover) == 7  # 32, 16, 4 and 8 bits x 4 int8 modes: the longest list
+    assert len(cover) == 11  # 32, 16, 4 and 8 bits x 4 int8 modes x 2 granularities: the longest list
     assert {c["parallelism"] for c in cover} == set(PARALLELISM)
     assert {c["batch_size"] for c in cover} == {8, 32, 128}
-    int8_modes = {c.get("quant_mode") for c in cover if c["quant_bits"] == 8}
-    assert int8_modes == {"minmax", "entropy", "percentile", "dynamic"}
+    int8 = {(c.get("quant_mode"), c.get("quant_granularity")) for c in cover if c["quant_bits"] == 8}
+    assert int8 == {(m, g) for m in ("minmax", "entropy", "percentile", "dynamic")
+                    for g in ("per_tensor", "per_channel")}, "each int8 mode with each granularity, once"
     assert {c["quant_bits"] for c in cover} == {32, 16, 8, 4}
     space_ = {name: d for knob in knobs for name, d in knob.distributions().items()}
     assert all(value in space_[name].choices for c in cover for name, value in c.items())
@@ -385,3 +387,18 @@ def test_cover_across_targets_puts_each_mode_on_a_target_that_runs_it():
     assert {c["parallelism"] for c in placed if "parallelism" in c} == set(PARALLELISM)
     assert all(c["target"] == "cpu" for c in placed if c.get("parallelism", "sequential") != "sequential")
     assert {c["target"] for c in placed} == {"cpu", "cpu_1t"}
+
+
+def test_granularity_and_int4_block_are_searched_and_recorded_where_the_bits_use_them():
+    knob = QuantBits([32, 8, 4], granularity=["per_tensor", "per_channel"], blocks=[16, 64])
+    assert set(knob.distributions()) == {"quant_bits", "quant_granularity", "int4_block"}
+    draw = {"quant_granularity": "per_tensor", "int4_block": 64}
+    assert knob.suggest(optuna.trial.FixedTrial({"quant_bits": 8, **draw}), {})["quant_granularity"] == "per_tensor"
+    assert knob.suggest(optuna.trial.FixedTrial({"quant_bits": 4, **draw}), {})["quant_granularity"] == "block_64"
+    assert knob.suggest(optuna.trial.FixedTrial({"quant_bits": 32, **draw}), {})["quant_granularity"] is None
+    assert {c.get("int4_block") for c in knob.cover() if c["quant_bits"] == 4} == {16, 64}
+    fixed = QuantBits([32, 8])
+    assert "quant_granularity" not in fixed.distributions(), "one granularity is fixed, not searched"
+    for bad in ({"granularity": ["per_row"]}, {"blocks": [24]}, {"granularity": []}):
+        with pytest.raises(ConfigError, match="quant_bits"):
+            QuantBits([32, 8], **bad)

@@ -242,6 +242,36 @@ def test_int8_dynamic_quantizes_activations_at_run_time(spread_fp32):
     assert_same_outputs(run(dynamic, SPREAD), run(spread_fp32, SPREAD))
 
 
+def _weight_scale_sizes(model_bytes: bytes) -> set[int]:
+    """The sizes of the scales the quantizer stored for weights (1: per tensor; a channel count: per channel)."""
+    model = onnx.load_from_string(model_bytes)
+    return {onnx.numpy_helper.to_array(i).size for i in model.graph.initializer
+            if i.name.endswith("_scale") and i.data_type == onnx.TensorProto.FLOAT}
+
+
+@pytest.mark.parametrize("mode", ["minmax", "dynamic"])
+def test_int8_granularity_really_applies_per_tensor_or_per_channel(spread_fp32, mode):
+    per_tensor = quantize(spread_fp32, 8, SPREAD, mode=mode, granularity="per_tensor")
+    per_channel = quantize(spread_fp32, 8, SPREAD, mode=mode, granularity="per_channel")
+    assert _weight_scale_sizes(per_tensor) == {1}, "one scale per tensor"
+    assert max(_weight_scale_sizes(per_channel)) > 1, "a scale per output channel"
+    for model in (per_tensor, per_channel):
+        assert_same_outputs(run(model, SPREAD), run(spread_fp32, SPREAD))
+    with pytest.raises(ValueError, match="granularity"):
+        quantize(spread_fp32, 8, SPREAD, mode=mode, granularity="per_row")
+
+
+def test_int4_block_size_is_the_one_asked_for(mlp):
+    fp32 = export_onnx(mlp, torch.from_numpy(BATCH))
+    for block in (16, 64):
+        nodes = [n for n in onnx.load_from_string(quantize(fp32, 4, BATCH, granularity=f"block_{block}")).graph.node
+                 if n.op_type == "MatMulNBits"]
+        assert nodes and all(onnx.helper.get_attribute_value(a) == block for n in nodes for a in n.attribute
+                             if a.name == "block_size")
+    with pytest.raises(ValueError, match="block_N"):
+        quantize(fp32, 4, BATCH, granularity="block_24")
+
+
 def test_the_output_comparison_rejects_outputs_that_ignore_the_input(fp32, spread_fp32):
     """What the precision tests' comparison is worth: a model that returns the batch mean, one input's
     answer for every input, or a constant fails it, at any logit scale."""

@@ -19,8 +19,8 @@ class Candidate:
     """What to build and how to run it: one value per declared field, read as attributes.
 
     ``target`` and ``batch_size`` are always there; every other field is a knob's (the
-    default space: quant_bits, quant_mode, prune_rate, prune_round_to, distill_temperature,
-    distill_alpha, parallelism, degree, micro_batches). ``runtime`` is the ONNX Runtime
+    default space: quant_bits, quant_mode, quant_granularity, prune_rate, prune_round_to,
+    distill_temperature, distill_alpha, parallelism, degree, micro_batches). ``runtime`` is the ONNX Runtime
     settings the knobs composed for it (see search/runtime/session_settings.py). A field a
     candidate lacks reads as AttributeError; ``get`` gives a default.
     """

@@ -22,6 +22,10 @@ SUPPORTED_BITS = (32, 16, 8, 4)
 # quantized at run time from each batch's own range; no calibration data).
 INT8_MODES = ("minmax", "entropy", "percentile", "dynamic")
 HALF_FORMATS = ("fp16", "bf16")
+# How finely int8 weights are scaled: one scale per tensor, or one per output channel (kernels for both on the
+# CPU provider, static QDQ and dynamic MatMulInteger/ConvInteger alike).
+INT8_GRANULARITIES = ("per_tensor", "per_channel")
+INT4_BLOCKS = (16, 32, 64, 128)  # int4 weights per scale (MatMulNBits takes a power of two from 16 on)
 BF16_OPSET = 22  # Conv, Relu, MaxPool and most other ops take bfloat16 from opset 22 on
 
 
@@ -40,11 +44,13 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def quantize(model_bytes: bytes, bits: int, calibration: Mapping[str, np.ndarray] | np.ndarray, batch_size: int = 32,
-             mode: str | None = None) -> bytes:
+             mode: str | None = None, granularity: str | None = None) -> bytes:
     """Return the model quantized to ``bits``; 32 returns it unchanged.
 
     ``mode`` is the int8 method for 8 bits (minmax when None) and the float format for 16
-    bits (``fp16`` when None, or ``bf16``).
+    bits (``fp16`` when None, or ``bf16``). ``granularity`` is how finely weights are scaled: for 8
+    bits ``per_tensor`` or ``per_channel`` (None: per-channel static, per-tensor dynamic, what runs
+    before the choice existed built), for 4 bits ``block_N`` (None: block_32).
 
     Raises:
         NotApplicable: when the requested precision would change nothing in this graph.
@@ -56,14 +62,16 @@ def quantize(model_bytes: bytes, bits: int, calibration: Mapping[str, np.ndarray
             raise ValueError(f"16-bit format must be one of {HALF_FORMATS}, got {mode!r}")
         return _to_bf16(model_bytes) if mode == "bf16" else _to_fp16(model_bytes)
     mode = mode or "minmax"
-    if bits == 8 and mode == "dynamic":
-        return _to_int8_dynamic(model_bytes)
     if bits == 8:
+        if granularity not in (None, *INT8_GRANULARITIES):
+            raise ValueError(f"int8 granularity must be one of {INT8_GRANULARITIES}, got {granularity!r}")
+        if mode == "dynamic":
+            return _to_int8_dynamic(model_bytes, per_channel=granularity == "per_channel")
         if mode not in INT8_MODES:
             raise ValueError(f"quant_mode must be one of {INT8_MODES}, got {mode!r}")
-        return _to_int8_static(model_bytes, calibration, batch_size, mode)
+        return _to_int8_static(model_bytes, calibration, batch_size, mode, per_channel=granularity != "per_tensor")
     if bits == 4:
-        return _to_int4_weight_only(model_bytes)
+        return _to_int4_weight_only(model_bytes, int4_block(granularity))
     raise ValueError(f"quant_bits must be one of {SUPPORTED_BITS}, got {bits}")
 
 
@@ -169,7 +177,18 @@ class _Calibration:
         pass
 
 
-def _to_int8_static(model_bytes: bytes, calibration: np.ndarray, batch_size: int, method: str) -> bytes:
+def int4_block(granularity: str | None) -> int:
+    """The block size ``block_N`` names (32 for None)."""
+    if granularity is None:
+        return 32
+    size = granularity.removeprefix("block_")
+    if not size.isdigit() or int(size) not in INT4_BLOCKS:
+        raise ValueError(f"int4 granularity must be block_N with N in {INT4_BLOCKS}, got {granularity!r}")
+    return int(size)
+
+
+def _to_int8_static(model_bytes: bytes, calibration: np.ndarray, batch_size: int, method: str,
+                    per_channel: bool = True) -> bytes:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -177,10 +196,10 @@ def _to_int8_static(model_bytes: bytes, calibration: np.ndarray, batch_size: int
         raw, pre, out = (Path(tmp) / name for name in ("raw.onnx", "pre.onnx", "int8.onnx"))
         raw.write_bytes(model_bytes)
         quant_pre_process(str(raw), str(pre), skip_symbolic_shape=True)
-        # QDQ with uint8 activations and per-channel int8 weights is the fast path on x86 (see FIELD-NOTES).
+        # QDQ with uint8 activations and int8 weights is the fast path on x86 (see FIELD-NOTES).
         quantize_static(
             str(pre), str(out), _Calibration(_named(calibration), batch_size),
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            quant_format=QuantFormat.QDQ, per_channel=per_channel,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[method],
@@ -210,15 +229,16 @@ def _named(calibration: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.n
     return {INPUT_NAME: np.asarray(calibration, dtype=np.float32)}
 
 
-def _to_int8_dynamic(model_bytes: bytes) -> bytes:
-    """int8 weights; activations quantized per batch at run time (ConvInteger / MatMulInteger)."""
+def _to_int8_dynamic(model_bytes: bytes, per_channel: bool = False) -> bytes:
+    """int8 weights; activations quantized per batch at run time (ConvInteger / MatMulInteger). Per-channel
+    weights kept an encoder's speed and most of its fidelity that per-tensor lost (FIELD-NOTES)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
         raw, out = Path(tmp) / "raw.onnx", Path(tmp) / "int8-dynamic.onnx"
         raw.write_bytes(model_bytes)
         # DefaultTensorType: a fused transformer graph's contrib ops leave some tensors untyped for the quantizer
-        quantize_dynamic(str(raw), str(out), weight_type=QuantType.QInt8, per_channel=False,
+        quantize_dynamic(str(raw), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         return out.read_bytes()
 
