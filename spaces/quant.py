@@ -39,8 +39,9 @@ class QuantBits(Knob):
 
     Like distillation's params, they are drawn on every trial (so NSGA-II's crossover keeps them)
     but applied only where the bits use them; the mode or format is recorded in the ``quant_mode``
-    column, the granularity or block in ``quant_granularity`` (``per_channel``, ``block_32``). One choice is fixed; several are searched. The target's
-    ``precisions`` and ``half_formats`` say which it runs; this knob is where that is decided.
+    column, the granularity or block in ``quant_granularity`` (``per_channel``, ``block_32``). One
+    choice is fixed; several are searched. The target's ``precisions`` and ``half_formats`` say
+    which it runs; this knob is where that is decided.
     """
 
     name = "quant_bits"
