@@ -1,6 +1,6 @@
 """Every private Optuna name the project uses, gathered here so that an Optuna upgrade is checked in one file.
 
-Written for Optuna 5.0 (pyproject pins ``optuna>=5.0,<6``) and checked against 5.0.0 by
+Written for Optuna 5.0 (pyproject pins ``optuna>=5.0,<6``) and checked against 5.0.0 and 5.1.0 by
 tests/test_optuna_private.py, which exercises each name below. Nothing outside this module may
 reach into Optuna's private API (tests/test_layout.py holds every module to it). Why each is needed:
 
@@ -32,7 +32,7 @@ from optuna.storages._rdb.storage import _create_scoped_session as rdb_session
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
-WRITTEN_FOR = ("5.0",)  # Optuna minor versions this module was checked against
+WRITTEN_FOR = ("5.0", "5.1")  # Optuna minor versions this module was checked against
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
