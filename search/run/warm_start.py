@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from search.core import attributes
 from search.core.errors import ConfigError
 from search.run.dispatcher import within_space
 from search.run.state import Search
@@ -25,7 +26,8 @@ from spaces import projected
 
 
 def earlier_front(run: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(trial number, params) of each completed member of ``run``'s front, in trial order."""
+    """(trial number, params) of each completed member of ``run``'s front, in trial order, but its baseline:
+    every run measures its own (re-queued, it would repeat this run's trial 0)."""
     if not (run / "study.db").exists() or not (run / "pareto.csv").exists():
         raise ConfigError(f"warm_start={run}: not a finished run folder (it needs study.db and pareto.csv)")
     front = pd.read_csv(run / "pareto.csv")
@@ -34,7 +36,7 @@ def earlier_front(run: Path) -> list[tuple[int, dict[str, Any]]]:
         trials = {t.number: t for t in load_run_study(run).get_trials(deepcopy=False)}
     except Exception as exc:  # noqa: BLE001 - a foreign or corrupt database: one line, whatever Optuna raises
         raise ConfigError(f"warm_start={run}: cannot read its study.db ({type(exc).__name__})") from None
-    return [(n, dict(trials[n].params)) for n in numbers if n in trials]
+    return [(n, dict(trials[n].params)) for n in numbers if n in trials and not attributes.is_baseline(trials[n])]
 
 
 def warm_params(search: Search, run: Path) -> list[tuple[int, dict[str, Any]]]:
