@@ -82,7 +82,8 @@ def front_of(done: pd.DataFrame, floors: dict[str, float] | None) -> set[int]:
 # rows. Pruning is off so that few distinct models (fp32, int8 minmax, int8 dynamic) are each run several ways:
 # seen with seeds 0, 1 and 2, the noise-aware front always differed from the exact one.
 FLOOR = 0.95
-DECLARED = {"precision": {"32", "8/minmax", "8/dynamic"}, "parallelism": {"sequential", "intra_op", "pipeline"},
+DECLARED = {"precision": {"32", *(f"8/{m}/{g}" for m in ("minmax", "dynamic") for g in ("per_tensor", "per_channel"))},
+            "parallelism": {"sequential", "intra_op", "pipeline"},
             "batch_size": {8, 32}}
 COVER_TRIALS = max(len(values) for values in DECLARED.values())  # the fewest trials holding every value once
 NOISY_TRIALS = 8
@@ -123,7 +124,9 @@ def test_pareto_csv_is_the_noise_aware_front_of_the_completed_rows(noisy_run):
 
 
 def _precision(row: pd.Series) -> str:
-    return f"{int(row['quant_bits'])}/{row['quant_mode']}" if row["quant_bits"] == 8 else str(int(row["quant_bits"]))
+    if row["quant_bits"] != 8:
+        return str(int(row["quant_bits"]))
+    return f"8/{row['quant_mode']}/{row['quant_granularity']}"
 
 
 def test_cover_trials_measure_every_declared_mode_right_after_the_baseline(noisy_run):
