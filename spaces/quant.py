@@ -61,31 +61,13 @@ class QuantBits(Knob):
         bad = [c for c in choices if c not in SUPPORTED_BITS]
         if bad or not choices:
             raise ConfigError(f"quant_bits: {bad or 'empty'} not allowed; choose from {list(SUPPORTED_BITS)}")
-        unknown = [m for m in modes if m not in INT8_MODES]
-        if unknown or not modes:
-            raise ConfigError(f"quant_bits: modes {unknown or 'empty'} not allowed; choose from {list(INT8_MODES)}")
-        unknown_half = [h for h in half if h not in HALF_FORMATS]
-        if unknown_half or not half:
-            raise ConfigError(f"quant_bits: half {unknown_half or 'empty'} not allowed; "
-                              f"choose from {list(HALF_FORMATS)}")
-        unknown_attention = [m for m in attention_modes or () if m not in INT8_MODES]
-        if unknown_attention:
-            raise ConfigError(f"quant_bits: attention_modes {unknown_attention} not allowed; "
-                              f"choose from {list(INT8_MODES)}")
         self.choices = [int(c) for c in choices]
-        self.modes = [str(m) for m in modes]
-        self.attention_modes = [str(m) for m in attention_modes] if attention_modes else None
-        self.half = [str(h) for h in half]
-        unknown_granularity = [g for g in granularity if g not in INT8_GRANULARITIES]
-        if unknown_granularity or not granularity:
-            raise ConfigError(f"quant_bits: granularity {unknown_granularity or 'empty'} not allowed; "
-                              f"choose from {list(INT8_GRANULARITIES)}")
-        unknown_blocks = [b for b in blocks if b not in INT4_BLOCKS]
-        if unknown_blocks or not blocks:
-            raise ConfigError(f"quant_bits: blocks {unknown_blocks or 'empty'} not allowed; "
-                              f"choose from {list(INT4_BLOCKS)}")
-        self.granularity = [str(g) for g in granularity]
-        self.blocks = [int(b) for b in blocks]
+        self.modes = [str(m) for m in _declared("modes", modes, INT8_MODES)]
+        self.half = [str(h) for h in _declared("half", half, HALF_FORMATS)]
+        attention = _declared("attention_modes", attention_modes or (), INT8_MODES, required=False)
+        self.attention_modes = [str(m) for m in attention] or None
+        self.granularity = [str(g) for g in _declared("granularity", granularity, INT8_GRANULARITIES)]
+        self.blocks = [int(b) for b in _declared("blocks", blocks, INT4_BLOCKS)]
 
     def narrow(self, targets: Sequence[Target]) -> None:
         for target in targets:
@@ -169,6 +151,14 @@ class QuantBits(Knob):
         # a candidate stored before the granularity was a field builds as it did then (quantize's None)
         return quantize(model, values.get("quant_bits", 32), calibration, CALIBRATION_BATCH, values.get("quant_mode"),
                         values.get("quant_granularity"))
+
+
+def _declared(what: str, values: Sequence[Any], allowed: Sequence[Any], required: bool = True) -> Sequence[Any]:
+    """``values`` of the knob's ``what`` setting, if each is one of ``allowed`` (and, where required, any is given)."""
+    unknown = [v for v in values if v not in allowed]
+    if unknown or (required and not values):
+        raise ConfigError(f"quant_bits: {what} {unknown or 'empty'} not allowed; choose from {list(allowed)}")
+    return values
 
 
 def _check_declared(target: Target) -> None:
