@@ -12,6 +12,7 @@ import pytest
 from search.core.schema import Column, Field, Schema
 from search.core import attributes
 from search.results.intervals import SESSIONS, Spread, run_spreads, session_mean, t_95, widened
+from search.run.retime import RETIME_MAX_SESSIONS, SPREAD_DEGREES, sessions_for
 from search.strategy.study import load_run_study
 
 SCHEMA = Schema(fields=(Field("target"), Field("batch_size")),
@@ -91,21 +92,42 @@ def test_the_baseline_is_re_timed_and_the_ratios_are_against_its_re_timed_figure
 
 def test_a_re_timed_cards_interval_covers_a_new_session_and_says_how(finished_digits_run):
     finals = attributes.finals_of(load_run_study(finished_digits_run))
-    assert finals and all(len(f.sessions) == 1 for f in finals.values()), "each re-timed trial had two sessions"
-    ratios = [math.log(f.sessions[0]["latency_ms"] / f.metrics["latency_ms"]) for f in finals.values()]
-    rms = math.sqrt(sum(r * r for r in ratios) / len(ratios))
-    factor = max(math.exp(t_95(len(ratios)) * rms), 1.02)
+    sessions = sessions_for(len(finals))
+    assert finals and all(1 + len(f.sessions) == sessions for f in finals.values()), "each had the sessions"
+    logs = [[math.log(s["latency_ms"]) for s in [f.metrics, *f.sessions]] for f in finals.values()]
+    squares = sum((x - sum(one) / len(one)) ** 2 for one in logs for x in one)
+    dof = len(finals) * (sessions - 1)
+    assert dof >= min(SPREAD_DEGREES, len(finals) * (RETIME_MAX_SESSIONS - 1))
+    factor = max(math.exp(t_95(dof) * math.sqrt(2 * squares / dof)), 1.02)
     table = pd.read_csv(finished_digits_run / "trials.csv")
     for _, member in table[table["final"]].iterrows():
         final = finals[member["trial"]]
-        both = math.sqrt(final.metrics["latency_ms"] * final.sessions[0]["latency_ms"])
-        assert member["latency_ms"] == pytest.approx(both), "the re-timed figure is the mean of the two sessions"
+        mean = math.exp(sum(math.log(s["latency_ms"]) for s in [final.metrics, *final.sessions]) / sessions)
+        assert member["latency_ms"] == pytest.approx(mean), "the re-timed figure is the mean of the sessions"
         assert member["latency_ci_low_ms"] <= member["latency_ms"] / factor * (1 + 1e-9)
         assert member["latency_ci_high_ms"] >= member["latency_ms"] * factor * (1 - 1e-9)
         card_path = finished_digits_run / "models" / f"trial-{member['trial']}.json"
         if card_path.exists():
             note = json.loads(card_path.read_text())["intervals"]["latency_ms"]
-            assert note["pairs"] == len(ratios) and "new timing session" in note["meaning"]
+            assert note["pairs"] == len(finals) and note["degrees_of_freedom"] == dof
+            assert "new timing session" in note["meaning"]
+
+
+def test_few_re_timed_trials_get_more_sessions_so_that_the_spread_rests_on_enough_degrees_of_freedom():
+    assert sessions_for(30) == sessions_for(10) == 2
+    assert sessions_for(5) == 3 and sessions_for(4) == 4 and sessions_for(1) == RETIME_MAX_SESSIONS
+    assert all(n * (sessions_for(n) - 1) >= SPREAD_DEGREES for n in range(4, 40))
+
+
+def test_three_sessions_pool_their_scatter_around_each_rows_mean():
+    rows = [{**row(9.0, 1.0), SESSIONS: [{"latency_ms": 1.0}, {"latency_ms": 1.1}, {"latency_ms": 1.0}]},
+            {**row(9.0, 2.0), SESSIONS: [{"latency_ms": 2.0}, {"latency_ms": 2.0}, {"latency_ms": 2.0}]}]
+    spread = run_spreads(rows, SCHEMA)["latency_ms"]
+    logs = [0.0, math.log(1.1), 0.0]
+    squares = sum((x - sum(logs) / 3) ** 2 for x in logs)
+    assert spread.degrees == 4 and spread.sessions == 3 and spread.pairs == 2
+    assert spread.rms_log == pytest.approx(math.sqrt(2 * squares / 4))
+    assert spread.factor == pytest.approx(math.exp(t_95(4) * spread.rms_log))
 
 
 def test_the_private_rays_trials_are_measured_at_nice_0_as_a_deployed_model_runs(finished_digits_run,

@@ -4,14 +4,16 @@ One timing session's interval for its p50 comes from hundreds or thousands of ca
 fraction of a percent wide, yet the same model timed minutes later, or in a fresh process, moves
 by several percent on a shared machine (bench/figures.py measures it). A run measures that
 movement itself: the re-timing phase times every trial it re-times (the front and the baseline)
-in two sessions, one pass over all of them between the two. A re-timed row's timed figures are
-the geometric mean of its sessions' (half the variance of one session's, so ratios between rows,
-the summary's headline among them, move less). The root mean square of log(session 2 / session 1)
-over those trials is the run's between-session spread of the metric; a re-timed row's interval is
-its figure times and divided by exp(t * spread), Student's t at ~95 % for that many pairs (wider
-when few trials were re-timed), never narrower than the session's own interval or the evaluator's
-noise floor. It is a prediction interval: where a new session's figure should fall. It is not
-narrowed for being a mean of two: a fresh process moves further from the run's sessions than they
+in two or more sessions, one pass over all of them between two (more when few trials are re-timed,
+search/run/retime.py). A re-timed row's timed figures are the geometric mean of its sessions' (ratios
+between rows, the summary's headline among them, move less). The run's between-session spread of a
+metric is the root mean square of log(one session / another) that the sessions' scatter around each
+row's mean gives (pooled over the rows: sum of squared deviations over sum of sessions - 1, times 2;
+with two sessions each, exactly the rms of log(session 2 / session 1)); a re-timed row's interval
+is its figure times and divided by exp(t * spread), Student's t at ~95 % for those degrees of freedom
+(wider when few sessions were timed), never narrower than the session's own interval or the
+evaluator's noise floor. It is a prediction interval: where a new session's figure should fall. It
+is not narrowed for being a mean: a fresh process moves further from the run's sessions than they
 move from each other (Spread.factor). (A run re-timed before sessions were kept pairs the re-timed
 figure with its search-time one instead.)
 
@@ -44,9 +46,14 @@ class Spread:
     """How far one metric moved between two timings of the same models in this run."""
 
     metric: str
-    pairs: int  # re-timed trials with a second timing (a second re-timing session, or their search-time figure)
-    rms_log: float  # root mean square of log(second timing / first timing)
+    pairs: int  # re-timed trials with a second timing (later re-timing sessions, or their search-time figure)
+    rms_log: float  # root mean square of log(one timing / another) of the same model
     sessions: int = 1  # the sessions a re-timed figure is the mean of (the fewest any re-timed row had)
+    dof: int = 0  # the degrees of freedom rms_log rests on: the sessions beyond each row's first (0: pairs)
+
+    @property
+    def degrees(self) -> int:
+        return self.dof or self.pairs
 
     @property
     def factor(self) -> float:
@@ -54,37 +61,55 @@ class Spread:
         a new session in the run would move sqrt((1 + 1/k) / 2) times less than against one session, but the
         interval is not narrowed for it: a fresh process moved further from the run's sessions than they moved
         from each other (bench/figures.py: the text models' fresh p50s a median 3 % faster)."""
-        return math.exp(t_95(self.pairs) * self.rms_log)
+        return math.exp(t_95(self.degrees) * self.rms_log)
 
     def to_json(self) -> dict[str, Any]:
         return {"metric": self.metric, "pairs": self.pairs, "rms_log": self.rms_log, "sessions": self.sessions,
-                "half_width": self.factor - 1, "t": t_95(self.pairs)}
+                "degrees_of_freedom": self.degrees, "half_width": self.factor - 1, "t": t_95(self.degrees)}
 
 
 def run_spreads(rows: Iterable[Mapping[str, Any]], schema: Schema) -> dict[str, Spread]:
-    """Each timed metric with an interval: its spread over the re-timed rows (``final``), between their first
-    and second re-timing sessions (``SESSIONS``); a run re-timed in one session only (before sessions were
-    kept) falls back on the search-time figure (``search_<metric>``) as the other session."""
+    """Each timed metric with an interval: its spread over the re-timed rows (``final``), from the scatter of
+    their re-timing sessions (``SESSIONS``) around each row's mean; a run re-timed in one session only (before
+    sessions were kept) falls back on the search-time figure (``search_<metric>``) as the other session."""
     rows = [r for r in rows if r.get("final")]
     later = any(len(r.get(SESSIONS) or []) > 1 for r in rows)
     averaged = min((max(1, len(r.get(SESSIONS) or [])) for r in rows), default=1)
     found = {}
     for metric in (m for m in schema.timed if m in schema.intervals):
-        ratios = [_log_ratio(*_pair(r, metric, later)) for r in rows]
-        ratios = [r for r in ratios if r is not None]
-        if ratios:
-            found[metric] = Spread(metric, len(ratios), math.sqrt(sum(r * r for r in ratios) / len(ratios)),
-                                   averaged if later else 1)
+        scatters = [_scatter(_timings(r, metric, later)) for r in rows]
+        scatters = [s for s in scatters if s is not None]
+        dof = sum(d for _, d in scatters)
+        if dof:
+            squares = sum(s for s, _ in scatters)
+            found[metric] = Spread(metric, len(scatters), math.sqrt(2 * squares / dof), averaged if later else 1,
+                                   dof)
     return found
 
 
-def _pair(row: Mapping[str, Any], metric: str, later: bool) -> tuple[Any, Any]:
-    """The row's two timings of ``metric``: its second and first re-timing sessions', or else its search-time
-    and re-timed figures."""
+def _timings(row: Mapping[str, Any], metric: str, later: bool) -> list[Any]:
+    """The row's timings of ``metric``: each re-timing session's, or else its search-time and re-timed
+    figures."""
     if later:
-        sessions = row.get(SESSIONS) or []
-        return (sessions[1].get(metric), sessions[0].get(metric)) if len(sessions) > 1 else (None, None)
-    return row.get(f"search_{metric}"), row.get(metric)
+        return [s.get(metric) for s in row.get(SESSIONS) or []]
+    return [row.get(f"search_{metric}"), row.get(metric)]
+
+
+def _scatter(timings: list[Any]) -> tuple[float, int] | None:
+    """The sum of squared deviations of log(timing) from their mean, and its degrees of freedom (timings - 1),
+    over the timings that are positive numbers; None with fewer than two."""
+    logs = []
+    for value in timings:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            logs.append(math.log(value))
+    if len(logs) < 2:
+        return None
+    mean = sum(logs) / len(logs)
+    return sum((x - mean) ** 2 for x in logs), len(logs) - 1
 
 
 def session_mean(sessions: list[Mapping[str, Any]], columns: Iterable[str]) -> dict[str, Any]:
@@ -96,14 +121,6 @@ def session_mean(sessions: list[Mapping[str, Any]], columns: Iterable[str]) -> d
         if values and all(isinstance(v, (int, float)) and v > 0 for v in values):
             found[column] = math.exp(sum(math.log(v) for v in values) / len(values))
     return found
-
-
-def _log_ratio(other: Any, final: Any) -> float | None:
-    try:
-        other, final = float(other), float(final)
-    except (TypeError, ValueError):
-        return None
-    return math.log(other / final) if other > 0 and final > 0 else None
 
 
 def widened(row: dict[str, Any], spreads: Mapping[str, Spread], schema: Schema) -> dict[str, Any]:
@@ -137,6 +154,6 @@ def spread_note(spreads: Mapping[str, Spread], metrics: Iterable[str]) -> dict[s
     return {s.metric: {**s.to_json(), "meaning": (
         f"~95 % interval for the figure a new timing session would measure: this run's re-timed trials moved "
         f"{math.exp(s.rms_log) - 1:.1%} (root mean square) between two re-timing sessions, over {s.pairs} "
-        f"trial(s); the figure is the geometric mean of {s.sessions} session(s) and the interval is it "
-        f"times/divided by {s.factor:.3f} (t = {t_95(s.pairs):.2f})")}
+        f"trial(s) ({s.degrees} degrees of freedom); the figure is the geometric mean of {s.sessions} "
+        f"session(s) and the interval is it times/divided by {s.factor:.3f} (t = {t_95(s.degrees):.2f})")}
         for s in spreads.values() if s.metric in set(metrics)}

@@ -4,6 +4,7 @@ themselves. The baseline is re-timed whether or not it is on the front: every ra
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import optuna
@@ -21,9 +22,15 @@ from search.run.interrupt import StopRequest
 from search.run.state import Search, note_machine, say, update_run_folder
 
 RETIME_ROUNDS = 5  # re-timing the front can reshape it; the rounds that follow re-time newcomers
-# Each re-timed trial is timed in this many sessions, a pass over all of them between two: the first gives the
-# figures, the spread between them the intervals (search/results/intervals.py).
+# Each re-timed trial is timed in at least this many sessions, a pass over all of them between two: their mean
+# gives the figures, their scatter the intervals (search/results/intervals.py).
 RETIME_SESSIONS = 2
+# ... and in more when few trials are re-timed, up to RETIME_MAX_SESSIONS, so that the spread rests on at least
+# SPREAD_DEGREES degrees of freedom: with a front of 3 and the baseline in 2 sessions, Student's t is 2.78 and
+# the intervals a quarter wider than the spread needs (bench/figures.py, the digits); each extra session is one
+# more re-measure task per trial (a median of 0.7 s there).
+RETIME_MAX_SESSIONS = 4
+SPREAD_DEGREES = 10
 
 
 def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest) -> None:
@@ -37,31 +44,40 @@ def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, st
                  if attributes.is_baseline(t)]
     for _ in range(RETIME_ROUNDS):
         wanted = dict.fromkeys([*baselines, *(int(n) for n in front["trial"])])  # in order, once each
-        todo = [n for n in wanted if _sessions(search.finals.get(n)) < RETIME_SESSIONS]
+        sessions = sessions_for(len(wanted))
+        todo = [n for n in wanted if _sessions(search.finals.get(n)) < sessions]
         if not todo or stop.requested:
             return
         say(f"re-timing phase: re-timing {_named(todo, baselines)}, each alone on its node, in "
-            f"{RETIME_SESSIONS} sessions")
+            f"{sessions} sessions")
         trials = study.get_trials(deepcopy=False)
         kept = {n: _kept_model(search, n) for n in todo}
         candidates = {n: Candidate.from_dict(attributes.candidate_of(trials[n])) for n in todo}
         rebuilt: dict[int, bytes] = {}
-        for session in range(1, RETIME_SESSIONS + 1):  # one pass over them all, then the next
+        for session in range(1, sessions + 1):  # one pass over them all, then the next
             if stop.requested:
                 break
             due = [n for n in todo if _sessions(search.finals.get(n)) < session]
             requests = [(n, functools.partial(dispatcher.remeasure, candidates[n], kept[n] or rebuilt.get(n, b"")))
                         for n in due]
             to_rebuild = {n for n in due if not kept[n] and n not in rebuilt}  # a later session reuses the rebuild
-            rebuilt |= _collect_finals(search, study, requests, stop, to_rebuild, dispatcher.release_claims, session)
+            rebuilt |= _collect_finals(search, study, requests, stop, to_rebuild, dispatcher.release_claims,
+                                       (session, sessions))
         _, front = update_run_folder(search, trials, rebuilt, refresh_cards=True)
 
 
-def _sessions(final: Final | None) -> int:
+def sessions_for(trials: int) -> int:
+    """The re-timing sessions each of ``trials`` re-timed trials gets: enough that the spread between sessions
+    rests on SPREAD_DEGREES degrees of freedom (trials * (sessions - 1)), within the bounds."""
+    wanted = 1 + math.ceil(SPREAD_DEGREES / max(1, trials))
+    return max(RETIME_SESSIONS, min(RETIME_MAX_SESSIONS, wanted))
+
+
+def _sessions(final: Final | None) -> float:
     """Re-timing sessions a trial has had; one that could not be re-timed has had them all (it keeps its figures)."""
     if final is None:
         return 0
-    return 1 + len(final.sessions) if final.metrics else RETIME_SESSIONS
+    return 1 + len(final.sessions) if final.metrics else math.inf
 
 
 def _named(todo: list[int], baselines: list[int]) -> str:
@@ -78,15 +94,18 @@ def _kept_model(search: Search, trial: int) -> bytes:
 
 def _collect_finals(search: Search, study: optuna.Study, requests: list[tuple[int, Callable[[], ray.ObjectRef]]],
                     stop: StopRequest, to_rebuild: set[int],
-                    release_claims: Callable[[ray.ObjectRef, TrialResult], None], session: int) -> dict[int, bytes]:
-    """Re-times one trial at a time and stores each re-measurement as it lands (``session`` 1: its figures; a
-    later one: another session of the same model); returns the models of ``to_rebuild``, rebuilt.
+                    release_claims: Callable[[ray.ObjectRef, TrialResult], None],
+                    session: tuple[int, int]) -> dict[int, bytes]:
+    """Re-times one trial at a time and stores each re-measurement as it lands (``session``: which of how many;
+    the first gives its figures, a later one another session of the same model); returns the models of
+    ``to_rebuild``, rebuilt.
 
     One at a time, not one per worker: a task's start (a fresh worker importing, fetching the workload)
     happens outside the node's measurement lock; re-timed two at a time on a 2-core node, two-thread models
     measured 23-38 % slower than in a fresh process (bench/figures.py, before this)."""
     rebuilt: dict[int, bytes] = {}
     total = len(requests)
+    session, sessions = session
     for done, (number, submit) in enumerate(requests, start=1):
         ref = submit()
         while not stop.requested and not ray.wait([ref], timeout=0.5)[0]:
@@ -105,7 +124,7 @@ def _collect_finals(search: Search, study: optuna.Study, requests: list[tuple[in
             continue
         if number in to_rebuild:
             rebuilt[number] = result.model_bytes
-        say(f"re-timing phase: {done}/{total} · session {session}/{RETIME_SESSIONS} · trial {number}: "
+        say(f"re-timing phase: {done}/{total} · session {session}/{sessions} · trial {number}: "
             f"{result.metrics.get('latency_ms', float('nan')):.3f} ms p50"
             + (" (rebuilt)" if number in rebuilt else ""))
     return rebuilt
