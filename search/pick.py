@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 from omegaconf import OmegaConf
 
+from search.core.constraints import FEASIBLE
 from search.core.errors import ConfigError
 from search.config import Plugins, plugins_from_config
 from search.results.chosen import describe_choice
@@ -128,7 +129,11 @@ def qualifying(table: pd.DataFrame, args: argparse.Namespace, schema: Schema, co
         chosen = chosen[chosen["target"] == args.target]
     # ties go to the earliest trial, so the same command always picks the same model
     highest_first = schema.direction(args.sort) == "maximize"
-    return chosen.sort_values([args.sort, "trial"], ascending=[not highest_first, True], kind="stable")
+    keys, ascending = [args.sort, "trial"], [not highest_first, True]
+    if FEASIBLE in chosen.columns:  # a constrained run: the trials that met its limits first
+        chosen = chosen.assign(_infeasible=~chosen[FEASIBLE].astype(str).str.lower().eq("true"))
+        keys, ascending = ["_infeasible", *keys], [True, *ascending]
+    return chosen.sort_values(keys, ascending=ascending, kind="stable").drop(columns="_infeasible", errors="ignore")
 
 
 def _asked(args: argparse.Namespace) -> str:
@@ -181,9 +186,9 @@ def describe(run: Path, row: pd.Series, plugins: Plugins, target: str | None) ->
 
 
 def list_columns(schema: Schema, table: pd.DataFrame) -> list[str]:
-    """The trial, the knobs' fields that vary, and the objectives."""
+    """The trial, the knobs' fields that vary, the objectives (and a constrained run's feasibility)."""
     varied = [f for f in schema.field_names if f in table.columns and table[f].nunique(dropna=False) > 1]
-    return ["trial", *varied, *(m for m, _ in schema.objectives), "final"]
+    return ["trial", *varied, *(m for m, _ in schema.objectives), *schema.constraint_columns, "final"]
 
 
 def listing(table: pd.DataFrame, schema: Schema) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 from search.config.compose import CONF_DIR, DEFAULT_TARGET, compose_config, known_choices, target_configs, to_container
 from search.config.settings import FailFast, Settings
 
-PLUGIN_NAMES = ("Plugins", "check_settings", "instantiate_plugin", "load_evaluators", "load_knobs", "make_schema",
-                "plugins_from_config")
+PLUGIN_NAMES = ("Plugins", "check_settings", "constrained", "instantiate_plugin", "load_evaluators", "load_knobs",
+                "make_schema", "plugins_from_config")
 
 
 def __getattr__(name: str) -> Any:

@@ -72,7 +72,7 @@ def _unknown_option(raw: str, text: str) -> ConfigError:
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The resolved search config; without a ``+target=`` override, the cpu target (or the first of ``targets``)."""
-    overrides = list(overrides)
+    overrides = [_constraint_added(o) for o in overrides]
     names_target = any(_key_of(o) == "target" for o in overrides)
     names_targets = any(_key_of(o) == "targets" for o in overrides)
     if names_target and names_targets:
@@ -90,6 +90,11 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
             cfg.target = configs[names[0]]
             cfg.target_configs = configs
     return cfg
+
+
+def _constraint_added(override: str) -> str:
+    """``constraints.max_latency_ms=2`` names a column conf/search.yaml cannot list beforehand: added (``++``)."""
+    return f"++{override}" if override.startswith("constraints.") and "=" in override else override
 
 
 def _each_target(overrides: Sequence[str], names: Sequence[str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import inspect
 import types
 import typing
 import collections.abc
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluators import Evaluator, objectives
 from evaluators import noise_intervals
+from search.core.constraints import constraints_for
 from search.core.errors import ConfigError
 from search.core.schema import Field, Schema
 from spaces import Knob
@@ -243,4 +245,15 @@ def plugins_from_config(config: Mapping[str, Any]) -> Plugins:
     evaluators = load_evaluators(config["evaluators"])
     for plugin in [*knobs, *evaluators]:  # a run folder keeps the workload's description (its metric), not the workload
         plugin.for_workload(config.get("workload_info") or {})
-    return Plugins(knobs, evaluators, make_schema(knobs, evaluators))
+    return Plugins(knobs, evaluators, constrained(make_schema(knobs, evaluators), config))
+
+
+def constrained(schema: Schema, config: Mapping[str, Any]) -> Schema:
+    """The schema with the run's ``constraints.*`` (search/core/constraints.py): a drop limit needs the workload's
+    metric, which ``workload_info`` holds once the workload is described (before: left for later)."""
+    raw = config.get("constraints")
+    if not raw:
+        return schema
+    metric = (config.get("workload_info") or {}).get("metric") or {}
+    named = (metric["name"], metric.get("direction", "maximize")) if metric.get("name") else None
+    return dataclasses.replace(schema, constraints=constraints_for(raw, schema.numeric_columns, named))

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.core.constraints import FEASIBLE, VIOLATION, Constraints
+
 KINDS = ("int", "float", "str", "bool")
 # Columns every row has, whatever the plugins: who ran what, when, and why it failed.
 HEAD = ("trial", "state")
@@ -94,6 +96,8 @@ class Schema:
             holds the geometric mean of its sessions' figures of each.
         notes: evaluator name -> how its figures were measured, for the model card: (row, target config) -> text.
         runtime: the knobs' ONNX Runtime settings for a row's field values (for the card).
+        constraints: the run's limits (``constraints.*``); when there are any, each row gains ``violation`` and
+            ``feasible`` and the front is the feasible trials' (search/core/constraints.py).
     """
 
     fields: tuple[Field, ...]
@@ -105,6 +109,7 @@ class Schema:
     timed_columns: tuple[str, ...] = ()
     notes: Mapping[str, Callable[[dict[str, Any], dict[str, Any]], str]] = field(default_factory=dict)
     runtime: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    constraints: Constraints = Constraints()
 
     @property
     def field_names(self) -> list[str]:
@@ -135,7 +140,17 @@ class Schema:
     @property
     def columns(self) -> list[str]:
         """Every column of trials.csv and pareto.csv, in order."""
-        return [*HEAD, *self.candidate_columns, *self.result_columns, TAIL[0], *self.search_columns, *TAIL[1:]]
+        return [*HEAD, *self.candidate_columns, *self.result_columns, *self.constraint_columns, TAIL[0],
+                *self.search_columns, *TAIL[1:]]
+
+    @property
+    def constraint_columns(self) -> list[str]:
+        return [VIOLATION, FEASIBLE] if self.constraints else []
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        """The columns a limit can be put on: numeric fields, facts and metrics."""
+        return [c.name for c in (*self.fields, *self.facts, *self.metrics) if c.kind in ("int", "float")]
 
     @property
     def integer_columns(self) -> list[str]:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from search.core import attributes
 from search.core.attributes import Final
+from search.core.constraints import FEASIBLE, VIOLATION
 from search.core.files import write_atomically
 from search.core.schema import Schema
 from search.results.intervals import SESSIONS, Spread, run_spreads, session_mean, widened_rows
@@ -55,6 +56,10 @@ def study_spreads(study: optuna.Study, schema: Schema) -> dict[str, Spread]:
                         if t.number in finals], schema)
 
 
+def _float(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def _iso(moment) -> str | None:
     return moment.isoformat(timespec="milliseconds") if moment else None
 
@@ -78,14 +83,54 @@ def trials_table(trials: Sequence[optuna.trial.FrozenTrial], schema: Schema,
         if rows is not None and t.state.is_finished():
             rows[t.number] = (key, row)
         found.append(row)
-    found = widened_rows(found, schema)  # re-timed rows' intervals cover a new session (results/intervals.py)
+    found = marked(widened_rows(found, schema), schema)  # re-timed rows' intervals cover a new session
     return pd.DataFrame(found, columns=schema.columns).astype({c: "Int64" for c in schema.integer_columns})
 
 
 def pareto_table(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """Completed trials that no other completed trial dominates beyond measurement noise."""
+    """Completed trials that no other completed trial dominates beyond measurement noise (in a constrained run,
+    among the feasible ones: front_pool)."""
     done = table[table["state"] == "COMPLETE"]
-    return done[pareto_mask(done, schema.objectives, schema.intervals)] if len(done) else done
+    return done[_pool_front(done, schema)] if len(done) else done
+
+
+def front_pool(feasible: np.ndarray | None, violation: np.ndarray | None) -> np.ndarray | None:
+    """The rows a constrained run's front is chosen among: the feasible ones, or where none is, the closest
+    (least violation), so that a run whose limits no trial met still keeps a model. None: unconstrained."""
+    if feasible is None or violation is None:
+        return None
+    feasible = np.asarray(feasible, dtype=bool)
+    if feasible.any() or not len(feasible):
+        return feasible
+    violation = np.asarray(violation, dtype=float)
+    known = ~np.isnan(violation)
+    return violation == violation[known].min() if known.any() else np.ones(len(violation), dtype=bool)
+
+
+def _table_pool(done: pd.DataFrame, schema: Schema) -> np.ndarray | None:
+    if not schema.constraints:
+        return None
+    return front_pool(done[FEASIBLE].fillna(False).astype(bool).to_numpy(),
+                      pd.to_numeric(done[VIOLATION], errors="coerce").to_numpy(dtype=float))
+
+
+def _pool_front(done: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """The front's mask over completed rows ``done``: the Pareto front of the pool (every row, unconstrained)."""
+    pool = _table_pool(done, schema)
+    if pool is None:
+        return pareto_mask(done, schema.objectives, schema.intervals)
+    mask = np.zeros(len(done), dtype=bool)
+    mask[pool] = pareto_mask(done[pool], schema.objectives, schema.intervals)
+    return mask
+
+
+def marked(rows: list[dict[str, Any]], schema: Schema) -> list[dict[str, Any]]:
+    """A constrained run's rows with their violation and feasible columns, against the completed baseline's row
+    among them (rows as they are when unconstrained)."""
+    if not schema.constraints:
+        return rows
+    baseline = next((r for r in rows if r.get("baseline") and r.get("state") == "COMPLETE"), None)
+    return [schema.constraints.marked(r, baseline) for r in rows]
 
 
 @dataclass
@@ -103,7 +148,9 @@ class FrontTracker:
         done = table[table["state"] == "COMPLETE"]
         numbers = done["trial"].to_numpy(dtype=int)
         known = np.isin(numbers, self.trials)
-        if version == self.version and known.sum() == len(self.trials):
+        if schema.constraints and len(done):  # the pool can change with any row: the front is made whole
+            mask = _pool_front(done, schema)
+        elif version == self.version and known.sum() == len(self.trials):
             mask = extend_front(done, schema.objectives, schema.intervals,
                                 np.isin(numbers, self.trials[self.members]), ~known)
         else:
@@ -127,15 +174,20 @@ class GrowingFront:
     member: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     # the members' table, made again only when they change: most trials join no front (measured: 10 ms a trial)
     cached: pd.DataFrame | None = field(default=None, repr=False)
+    # a constrained run's rows the front is chosen among (front_pool); None: unconstrained, every row
+    pool: np.ndarray | None = None
 
     @classmethod
     def of(cls, table: pd.DataFrame, schema: Schema) -> GrowingFront:
         """Seeded with the completed rows of ``table`` (a resumed run's)."""
         done = table[table["state"] == "COMPLETE"]
         front = cls(rows=done.to_dict("records"))
+        if schema.constraints:
+            front.pool = np.zeros(0, dtype=bool)
         if len(done):
             front.lows, front.highs = bounds(done, schema.objectives, schema.intervals)
-            front.member = pareto_mask(done, schema.objectives, schema.intervals)
+            front.member = _pool_front(done, schema)
+            front.pool = _table_pool(done, schema)
         return front
 
     def add(self, row: dict[str, Any], schema: Schema) -> bool:
@@ -144,15 +196,44 @@ class GrowingFront:
         if self.lows is None:
             self.lows, self.highs = low, high
             self.rows, self.member, self.cached = [row], np.ones(1, dtype=bool), None
+            self.pool = None if self.pool is None else np.ones(1, dtype=bool)
             return True
+        self.lows, self.highs = np.vstack([self.lows, low]), np.vstack([self.highs, high])
+        self.rows.append(row)
+        if self.pool is not None:
+            return self._add_constrained()
         members = np.flatnonzero(self.member)
         leaving = members[dominated(low, high, self.lows[members], self.highs[members])] if len(members) else members
         self.member[leaving] = False
-        joins = not dominated(self.lows, self.highs, low, high)[0]
-        self.lows, self.highs = np.vstack([self.lows, low]), np.vstack([self.highs, high])
-        self.rows.append(row)
+        joins = not dominated(self.lows[:-1], self.highs[:-1], low, high)[0]
         self.member = np.append(self.member, joins)
-        changed = bool(joins or len(leaving))
+        return self._changed(bool(joins or len(leaving)))
+
+    def _add_constrained(self) -> bool:
+        """The newest row of a constrained run: compared within the pool, or the front made whole when the pool
+        itself changed (the first feasible row; a closer one while none is feasible)."""
+        pool = front_pool(np.array([bool(r.get(FEASIBLE)) for r in self.rows]),
+                          np.array([_float(r.get(VIOLATION)) for r in self.rows]))
+        before = self.member.copy()
+        if not np.array_equal(pool[:-1], self.pool):
+            self.member = np.zeros(len(self.rows), dtype=bool)
+            inside = np.flatnonzero(pool)
+            self.member[inside] = ~dominated(self.lows[inside], self.highs[inside], self.lows[inside],
+                                             self.highs[inside])
+        elif not pool[-1]:
+            self.member = np.append(self.member, False)
+        else:
+            low, high = self.lows[-1:], self.highs[-1:]
+            members = np.flatnonzero(self.member)
+            if len(members):
+                self.member[members[dominated(low, high, self.lows[members], self.highs[members])]] = False
+            inside = np.flatnonzero(pool[:-1])
+            joins = not len(inside) or not dominated(self.lows[inside], self.highs[inside], low, high)[0]
+            self.member = np.append(self.member, joins)
+        self.pool = pool
+        return self._changed(not np.array_equal(np.append(before, False), self.member))
+
+    def _changed(self, changed: bool) -> bool:
         if changed:
             self.cached = None
         return changed

@@ -15,9 +15,10 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from search.bundle.sample import largest_batch, write_run_sample
-from search.config import (Settings, instantiate_plugin, load_evaluators, load_knobs, make_schema, target_configs,
-                           to_container)
+from search.config import (Settings, constrained, instantiate_plugin, load_evaluators, load_knobs, make_schema,
+                           target_configs, to_container)
 from search.core import attributes
+from search.core.constraints import parse_constraints
 from search.core.errors import ConfigError
 from search.core.files import write_text
 from search.results.progress import Progress
@@ -32,7 +33,7 @@ from search.run.manifest import carry_forward, make_manifest
 from search.run.retime import retime_front
 from search.run.rungs import recovery_history
 from search.run.state import (Search, load_machines, note_machine, say, start_growing_fronts, take_finished,
-                              update_run_folder)
+                              trial_constraints, update_run_folder)
 from search.run.stopping import StopRules
 from search.run.tracking import TrackingSink, check_tracking, open_tracking
 from search.run.warm_start import warm_params
@@ -73,6 +74,7 @@ class Every:
 
 def prepare(cfg: DictConfig) -> Search:
     settings = Settings.from_config(cfg)
+    parse_constraints(to_container(cfg.get("constraints")) if cfg.get("constraints") else None)  # columns: later
     run_dir = settings.results_dir / (settings.run or datetime.now().strftime("%Y%m%d-%H%M%S"))
     configs = [in_run_folder(c, run_dir) for c in target_configs(cfg)]
     targets = [Target.from_config(c) for c in configs]
@@ -163,7 +165,7 @@ def adopt_workload(search: Search, workload: Workload) -> None:
     search.config["workload_info"] = describe(workload)
     for plugin in [*configured, *search.evaluators]:
         plugin.for_workload(search.config["workload_info"])
-    search.schema = make_schema(configured, search.evaluators)
+    search.schema = constrained(make_schema(configured, search.evaluators), search.config)
 
 
 def make_sampler(cfg: DictConfig, search: Search) -> optuna.samplers.BaseSampler:
@@ -286,7 +288,8 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
         trial, result = finished
         take_error(search.run_dir, trial.number, result)
         note_machine(search, result)
-        error, frozen = studies.record(study, trial, result, search.objectives)
+        error, frozen = studies.record(study, trial, result, search.objectives,
+                                       trial_constraints(search, trial, result))
         if not studies.tried(frozen):  # a setting the model cannot take: PRUNED with the reason, and asked again
             take_finished(search, frozen, None, tables_due.ready(), lambda: study.get_trials(deepcopy=False))
             continue

@@ -14,6 +14,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from evaluators import Evaluator
+from search.core import attributes
 from search.core.attributes import Final
 from search.core.messages import TrialResult
 from search.config import Settings
@@ -106,9 +107,15 @@ def take_finished(search: Search, trial: FrozenTrial, model_bytes: bytes | None,
     the study: its row is made once, the fronts grow by it, new members' models are written at once;
     the table of every trial is made only when the CSV views are due. Returns the overall front."""
     row = trial_row(trial, search.schema, search.finals.get(trial.number))
+    if search.schema.constraints:
+        row = search.schema.constraints.marked(row, _baseline_row(search) or (row if row["baseline"] else None))
     search.rows[trial.number] = ((trial.state, trial.number in search.finals), row)
     changed = False
-    if row["state"] == "COMPLETE":
+    if row["state"] == "COMPLETE" and row["baseline"] and search.schema.constraints:
+        # a drop limit is measured from the baseline: rows that completed before it are marked again
+        start_growing_fronts(search, all_trials())
+        changed = True
+    elif row["state"] == "COMPLETE":
         changed = search.growing[""].add(row, search.schema)
         if row["target"] in search.growing and len(search.growing) > 1:
             changed = search.growing[row["target"]].add(row, search.schema) or changed
@@ -123,6 +130,26 @@ def take_finished(search: Search, trial: FrozenTrial, model_bytes: bytes | None,
                     machines=search.machines, baseline=_baseline_row(search),
                     spreads=_spreads(search))
     return front
+
+
+def trial_constraints(search: Search, trial: FrozenTrial, result: TrialResult) -> dict[str, float]:
+    """A measured trial's miss of each of the run's limits (search/core/constraints.py), as Optuna's samplers read
+    them (0: met); {} unconstrained or unmeasured. A drop limit reads the baseline's search-time figures (before
+    the baseline completes, it is not held against a trial)."""
+    constraints = search.schema.constraints
+    if not constraints or result.error or not result.metrics:
+        return {}
+    row = {**attributes.candidate_of(trial), **result.metrics}
+    baseline = row if attributes.is_baseline(trial) else _baseline_search_row(search)
+    return {limit.key: miss for limit, miss in zip(constraints.limits, constraints.misses(row, baseline), strict=True)}
+
+
+def _baseline_search_row(search: Search) -> dict | None:
+    """The baseline's row with its search-time figures (what every other trial's search-time figures are against)."""
+    row = _baseline_row(search)
+    if row is None:
+        return None
+    return {**row, **{m: row.get(f"search_{m}", row.get(m)) for m in search.schema.timed}}
 
 
 def load_machines(search: Search) -> None:

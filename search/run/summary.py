@@ -9,6 +9,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from search.core import attributes
+from search.core.constraints import FEASIBLE, VIOLATION
 from search.config import plugins_from_config
 from search.run.store import FOLDER, ArtifactFolder
 from search.strategy.study import load_run_study
@@ -24,11 +25,14 @@ def summary(run_dir: Path) -> str:
     varied = [f for f in schema.field_names if f in table.columns and table[f].nunique() > 1]
     metrics = [m for m, _ in schema.objectives]
     first, direction = schema.objectives[0]
-    lines = [f"\nPareto front ({len(front)} of {int((table['state'] == 'COMPLETE').sum())} completed trials):",
+    heading = "Pareto front of the feasible trials" if schema.constraints else "Pareto front"
+    lines = [f"\n{heading} ({len(front)} of {int((table['state'] == 'COMPLETE').sum())} completed trials):",
              front[["trial", *varied, *metrics]].sort_values(first, ascending=direction == "minimize")
              .to_string(index=False)]
     lines += [f"front on target {path.stem.split('-', 1)[1]}: {len(pd.read_csv(path))} member(s), {path.name}"
               for path in sorted(run_dir.glob("pareto-*.csv"))]
+    if schema.constraints:
+        lines.append(feasibility_line(table, front, schema, run_dir))
     if len(base) and len(front):
         lines.append(_versus_baseline(base.iloc[0], front, schema))
     ended, refined = _study_notes(run_dir)
@@ -51,6 +55,22 @@ def summary(run_dir: Path) -> str:
     sort = next((m for m, d in schema.objectives if d == "minimize"), first)
     lines.append(f"pick one: python -m search.pick {run_dir} --sort {sort}")
     return "\n".join(lines)
+
+
+def feasibility_line(table: pd.DataFrame, front: pd.DataFrame, schema, run_dir: Path) -> str:
+    """How many completed trials met the run's limits; where none did, the closest, whose model is kept."""
+    done = table[table["state"] == "COMPLETE"]
+    feasible = done[FEASIBLE].astype(str).str.lower().eq("true")
+    limits = schema.constraints.text()
+    if feasible.any():
+        return f"constraints {limits}: {int(feasible.sum())} of {len(done)} completed trials feasible"
+    if done.empty or front.empty:
+        return f"constraints {limits}: no trial completed"
+    closest = front.sort_values([VIOLATION, "trial"]).iloc[0]
+    trial = int(closest["trial"])
+    return (f"constraints {limits}: no trial met them; the closest is trial {trial} (violation "
+            f"{float(closest[VIOLATION]):.3g}, the sum of its relative misses), its model kept in "
+            f"{run_dir}/models/trial-{trial}.onnx")
 
 
 def _store_note(run_dir, table) -> str:

@@ -7,7 +7,7 @@ import math
 import warnings
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import optuna
 from sqlalchemy import event
@@ -129,19 +129,20 @@ def finished(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     return done, failed
 
 
-def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult,
-           objectives: Sequence[tuple[str, str]]) -> tuple[str, FrozenTrial]:
+def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult, objectives: Sequence[tuple[str, str]],
+           constraints: Mapping[str, float] | None = None) -> tuple[str, FrozenTrial]:
     """Tell the study a worker's result; (why the trial failed or "" when it did not, the trial as stored).
 
     The outcome is one user attribute (search/core/attributes.py), written to study.db with the state and
-    values in one transaction. The trial comes back from ``tell``.
+    values in one transaction. The trial comes back from ``tell``. ``constraints`` (a completed trial's misses of
+    the run's limits, search/core/constraints.py) are set on it first: Optuna's samplers read them.
     """
     with batched(study):
-        return _record(study, trial, result, objectives)
+        return _record(study, trial, result, objectives, constraints or {})
 
 
 def _record(study: optuna.Study, trial: optuna.Trial, result: TrialResult,
-            objectives: Sequence[tuple[str, str]]) -> tuple[str, FrozenTrial]:
+            objectives: Sequence[tuple[str, str]], constraints: Mapping[str, float]) -> tuple[str, FrozenTrial]:
     error = result.error
     if result.not_applicable:  # the build found a setting this model cannot take: re-asked, not a failure
         attributes.write_outcome(trial, Outcome.of_result(result, f"{error}; re-asked (nothing was measured)"))
@@ -155,6 +156,8 @@ def _record(study: optuna.Study, trial: optuna.Trial, result: TrialResult,
         return "", study.tell(trial, state=TrialState.PRUNED)
     if error:
         return error, study.tell(trial, state=TrialState.FAIL)
+    for key, miss in constraints.items():
+        trial.set_constraint(key, miss)
     return "", study.tell(trial, [float(v) for v in values])
 
 
