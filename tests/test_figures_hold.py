@@ -11,7 +11,7 @@ import pytest
 
 from search.core.schema import Column, Field, Schema
 from search.core import attributes
-from search.results.intervals import SESSIONS, Spread, run_spreads, session_mean, t_95, widened
+from search.results.intervals import SESSIONS, Spread, run_spreads, session_mean, spread_note, t_95, widened
 from search.run.retime import RETIME_MAX_SESSIONS, SPREAD_DEGREES, sessions_for
 from search.strategy.study import load_run_study
 
@@ -36,14 +36,14 @@ def test_the_spread_is_the_rms_of_the_log_ratios_of_the_trials_timed_twice():
 
 
 def test_two_re_timing_sessions_are_the_pairs_where_a_run_kept_them():
-    rows = [{**row(9.0, 1.0), SESSIONS: [{"latency_ms": 1.0}, {"latency_ms": 1.05}]},
-            {**row(9.0, 2.0), SESSIONS: [{"latency_ms": 2.0}, {"latency_ms": 2.0}]}]
+    rows = [{**row(1.0, 1.0), SESSIONS: [{"latency_ms": 1.0}, {"latency_ms": 1.05}]},
+            {**row(2.0, 2.0), SESSIONS: [{"latency_ms": 2.0}, {"latency_ms": 2.0}]}]
     spread = run_spreads(rows, SCHEMA)["latency_ms"]
     assert spread.pairs == 2 and spread.rms_log == pytest.approx(math.sqrt(math.log(1.05) ** 2 / 2))
     assert spread.sessions == 2
     one = Spread("latency_ms", 2, spread.rms_log)  # a mean of two is not narrowed: a fresh process moves further
     assert one.factor == pytest.approx(spread.factor)
-    failed_second = {**row(9.0, 3.0), SESSIONS: [{"latency_ms": 3.0}]}
+    failed_second = {**row(3.0, 3.0), SESSIONS: [{"latency_ms": 3.0}]}
     assert run_spreads([*rows, failed_second], SCHEMA)["latency_ms"].sessions == 1, "the fewest sessions rule"
 
 
@@ -113,6 +113,15 @@ def test_a_re_timed_cards_interval_covers_a_new_session_and_says_how(finished_di
             assert "new timing session" in note["meaning"]
 
 
+def test_the_interval_spans_what_the_figures_moved_since_the_search_where_that_is_wider():
+    steady = [{**row(1.1, 1.0), SESSIONS: [{"latency_ms": 1.0}, {"latency_ms": 1.0}]},
+              {**row(1.0, 1.1), SESSIONS: [{"latency_ms": 1.1}, {"latency_ms": 1.1}]}]
+    spread = run_spreads(steady, SCHEMA)["latency_ms"]
+    assert spread.rms_log == 0.0 and spread.moment_rms_log == pytest.approx(math.log(1.1))
+    assert spread.factor == pytest.approx(math.exp(t_95(2) * math.log(1.1)))
+    assert "since the search timed them" in spread_note({"latency_ms": spread}, ["latency_ms"])["latency_ms"]["meaning"]
+
+
 def test_few_re_timed_trials_get_more_sessions_so_that_the_spread_rests_on_enough_degrees_of_freedom():
     assert sessions_for(30) == sessions_for(10) == 2
     assert sessions_for(5) == 3 and sessions_for(4) == 4 and sessions_for(1) == RETIME_MAX_SESSIONS
@@ -120,8 +129,8 @@ def test_few_re_timed_trials_get_more_sessions_so_that_the_spread_rests_on_enoug
 
 
 def test_three_sessions_pool_their_scatter_around_each_rows_mean():
-    rows = [{**row(9.0, 1.0), SESSIONS: [{"latency_ms": 1.0}, {"latency_ms": 1.1}, {"latency_ms": 1.0}]},
-            {**row(9.0, 2.0), SESSIONS: [{"latency_ms": 2.0}, {"latency_ms": 2.0}, {"latency_ms": 2.0}]}]
+    rows = [{**row(1.0, 1.0), SESSIONS: [{"latency_ms": 1.0}, {"latency_ms": 1.1}, {"latency_ms": 1.0}]},
+            {**row(2.0, 2.0), SESSIONS: [{"latency_ms": 2.0}, {"latency_ms": 2.0}, {"latency_ms": 2.0}]}]
     spread = run_spreads(rows, SCHEMA)["latency_ms"]
     logs = [0.0, math.log(1.1), 0.0]
     squares = sum((x - sum(logs) / 3) ** 2 for x in logs)

@@ -9,10 +9,12 @@ search/run/retime.py). A re-timed row's timed figures are the geometric mean of 
 between rows, the summary's headline among them, move less). The run's between-session spread of a
 metric is the root mean square of log(one session / another) that the sessions' scatter around each
 row's mean gives (pooled over the rows: sum of squared deviations over sum of sessions - 1, times 2;
-with two sessions each, exactly the rms of log(session 2 / session 1)); a re-timed row's interval
-is its figure times and divided by exp(t * spread), Student's t at ~95 % for those degrees of freedom
-(wider when few sessions were timed), never narrower than the session's own interval or the
-evaluator's noise floor. It is a prediction interval: where a new session's figure should fall. It
+with two sessions each, exactly the rms of log(session 2 / session 1)). The sessions are seconds
+apart; the search timed the same models minutes before, and the rms of log(search-time figure /
+re-timed figure) is how far a figure moves between two moments of the run. A re-timed row's interval
+is its figure times and divided by exp(t * spread), the wider of the two, Student's t at ~95 % for
+their degrees of freedom (wider when few sessions were timed), never narrower than the session's own
+interval or the evaluator's noise floor. It is a prediction interval: where a new session's figure should fall. It
 is not narrowed for being a mean: a fresh process moves further from the run's sessions than they
 move from each other (Spread.factor). (A run re-timed before sessions were kept pairs the re-timed
 figure with its search-time one instead.)
@@ -50,6 +52,9 @@ class Spread:
     rms_log: float  # root mean square of log(one timing / another) of the same model
     sessions: int = 1  # the sessions a re-timed figure is the mean of (the fewest any re-timed row had)
     dof: int = 0  # the degrees of freedom rms_log rests on: the sessions beyond each row's first (0: pairs)
+    # root mean square of log(search-time figure / re-timed figure) over the same rows: how far a figure moves
+    # between two moments of the run minutes apart, not seconds (0: not known)
+    moment_rms_log: float = 0.0
 
     @property
     def degrees(self) -> int:
@@ -57,15 +62,18 @@ class Spread:
 
     @property
     def factor(self) -> float:
-        """A re-timed figure's interval runs from figure / factor to figure * factor. Against a mean of k sessions
-        a new session in the run would move sqrt((1 + 1/k) / 2) times less than against one session, but the
-        interval is not narrowed for it: a fresh process moved further from the run's sessions than they moved
-        from each other (bench/figures.py: the text models' fresh p50s a median 3 % faster)."""
-        return math.exp(t_95(self.degrees) * self.rms_log)
+        """A re-timed figure's interval runs from figure / factor to figure * factor: the wider of what the
+        re-timing sessions moved between each other and what the figures moved since the search measured them.
+        The sessions are seconds apart, and a fresh process minutes later moves further from them: each model by
+        an offset of its own, a few per cent, that its fresh processes share (bench/figures.py, 6 runs: the
+        sessions' spread alone covered 74 % of the text models' fresh p50s, the wider of the two 90 %). Not
+        narrowed for the figure being a mean of sessions, for the same reason."""
+        return max(math.exp(t_95(self.degrees) * self.rms_log), math.exp(t_95(self.pairs) * self.moment_rms_log))
 
     def to_json(self) -> dict[str, Any]:
         return {"metric": self.metric, "pairs": self.pairs, "rms_log": self.rms_log, "sessions": self.sessions,
-                "degrees_of_freedom": self.degrees, "half_width": self.factor - 1, "t": t_95(self.degrees)}
+                "degrees_of_freedom": self.degrees, "moment_rms_log": self.moment_rms_log,
+                "half_width": self.factor - 1, "t": t_95(self.degrees)}
 
 
 def run_spreads(rows: Iterable[Mapping[str, Any]], schema: Schema) -> dict[str, Spread]:
@@ -82,9 +90,17 @@ def run_spreads(rows: Iterable[Mapping[str, Any]], schema: Schema) -> dict[str, 
         dof = sum(d for _, d in scatters)
         if dof:
             squares = sum(s for s, _ in scatters)
+            moment = _moment_rms(rows, metric) if later else 0.0
             found[metric] = Spread(metric, len(scatters), math.sqrt(2 * squares / dof), averaged if later else 1,
-                                   dof)
+                                   dof, moment)
     return found
+
+
+def _moment_rms(rows: list[Mapping[str, Any]], metric: str) -> float:
+    """The root mean square of log(search-time figure / re-timed figure) over the rows that have both."""
+    scatters = [_scatter([r.get(f"search_{metric}"), r.get(metric)]) for r in rows]
+    squares = [2 * s for s, _ in (x for x in scatters if x is not None)]
+    return math.sqrt(sum(squares) / len(squares)) if squares else 0.0
 
 
 def _timings(row: Mapping[str, Any], metric: str, later: bool) -> list[Any]:
@@ -154,6 +170,7 @@ def spread_note(spreads: Mapping[str, Spread], metrics: Iterable[str]) -> dict[s
     return {s.metric: {**s.to_json(), "meaning": (
         f"~95 % interval for the figure a new timing session would measure: this run's re-timed trials moved "
         f"{math.exp(s.rms_log) - 1:.1%} (root mean square) between two re-timing sessions, over {s.pairs} "
-        f"trial(s) ({s.degrees} degrees of freedom); the figure is the geometric mean of {s.sessions} "
+        f"trial(s) ({s.degrees} degrees of freedom), and {math.exp(s.moment_rms_log) - 1:.1%} since the search "
+        f"timed them; the interval spans the wider of the two; the figure is the geometric mean of {s.sessions} "
         f"session(s) and the interval is it times/divided by {s.factor:.3f} (t = {t_95(s.degrees):.2f})")}
         for s in spreads.values() if s.metric in set(metrics)}
