@@ -41,8 +41,9 @@ def test_two_re_timing_sessions_are_the_pairs_where_a_run_kept_them():
     spread = run_spreads(rows, SCHEMA)["latency_ms"]
     assert spread.pairs == 2 and spread.rms_log == pytest.approx(math.sqrt(math.log(1.05) ** 2 / 2))
     assert spread.sessions == 2
-    one = Spread("latency_ms", 2, spread.rms_log)  # a mean of two is not narrowed: a fresh process moves further
-    assert one.factor == pytest.approx(spread.factor)
+    one = Spread("latency_ms", 2, spread.rms_log)  # a new session moves less from a mean of two than from one
+    assert spread.factor == pytest.approx(math.exp(t_95(2) * spread.rms_log * math.sqrt(3 / 4)))
+    assert one.factor > spread.factor
     failed_second = {**row(3.0, 3.0), SESSIONS: [{"latency_ms": 3.0}]}
     assert run_spreads([*rows, failed_second], SCHEMA)["latency_ms"].sessions == 1, "the fewest sessions rule"
 
@@ -98,8 +99,10 @@ def test_a_re_timed_cards_interval_covers_a_new_session_and_says_how(finished_di
     squares = sum((x - sum(one) / len(one)) ** 2 for one in logs for x in one)
     dof = len(finals) * (sessions - 1)
     assert dof >= min(SPREAD_DEGREES, len(finals) * (RETIME_MAX_SESSIONS - 1))
-    factor = max(math.exp(t_95(dof) * math.sqrt(2 * squares / dof)), 1.02)
     table = pd.read_csv(finished_digits_run / "trials.csv")
+    moved = [math.log(r["search_latency_ms"] / r["latency_ms"]) for _, r in table[table["final"]].iterrows()]
+    factor = max(math.exp(t_95(dof) * math.sqrt(2 * squares / dof) * math.sqrt((1 + 1 / sessions) / 2)),
+                 math.exp(t_95(len(moved)) * math.sqrt(sum(m * m for m in moved) / len(moved))), 1.02)
     for _, member in table[table["final"]].iterrows():
         final = finals[member["trial"]]
         mean = math.exp(sum(math.log(s["latency_ms"]) for s in [final.metrics, *final.sessions]) / sessions)
@@ -136,7 +139,7 @@ def test_three_sessions_pool_their_scatter_around_each_rows_mean():
     squares = sum((x - sum(logs) / 3) ** 2 for x in logs)
     assert spread.degrees == 4 and spread.sessions == 3 and spread.pairs == 2
     assert spread.rms_log == pytest.approx(math.sqrt(2 * squares / 4))
-    assert spread.factor == pytest.approx(math.exp(t_95(4) * spread.rms_log))
+    assert spread.factor == pytest.approx(math.exp(t_95(4) * spread.rms_log * math.sqrt((1 + 1 / 3) / 2)))
 
 
 def test_the_private_rays_trials_are_measured_at_nice_0_as_a_deployed_model_runs(finished_digits_run,

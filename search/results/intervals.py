@@ -14,9 +14,8 @@ apart; the search timed the same models minutes before, and the rms of log(searc
 re-timed figure) is how far a figure moves between two moments of the run. A re-timed row's interval
 is its figure times and divided by exp(t * spread), the wider of the two, Student's t at ~95 % for
 their degrees of freedom (wider when few sessions were timed), never narrower than the session's own
-interval or the evaluator's noise floor. It is a prediction interval: where a new session's figure should fall. It
-is not narrowed for being a mean: a fresh process moves further from the run's sessions than they
-move from each other (Spread.factor). (A run re-timed before sessions were kept pairs the re-timed
+interval or the evaluator's noise floor. It is a prediction interval: where a new session's figure should fall
+(Spread.factor). (A run re-timed before sessions were kept pairs the re-timed
 figure with its search-time one instead.)
 
 Rows timed once (not re-timed) keep their session's interval. The noise-aware front, the cards,
@@ -62,13 +61,15 @@ class Spread:
 
     @property
     def factor(self) -> float:
-        """A re-timed figure's interval runs from figure / factor to figure * factor: the wider of what the
-        re-timing sessions moved between each other and what the figures moved since the search measured them.
-        The sessions are seconds apart, and a fresh process minutes later moves further from them: each model by
-        an offset of its own, a few per cent, that its fresh processes share (bench/figures.py, 6 runs: the
-        sessions' spread alone covered 74 % of the text models' fresh p50s, the wider of the two 90 %). Not
-        narrowed for the figure being a mean of sessions, for the same reason."""
-        return max(math.exp(t_95(self.degrees) * self.rms_log), math.exp(t_95(self.pairs) * self.moment_rms_log))
+        """A re-timed figure's interval runs from figure / factor to figure * factor: the wider of what a new
+        session would move from the mean of the run's sessions and what the figures moved since the search
+        timed them. rms_log estimates sqrt(2) sigma, and a new session moves sigma * sqrt(1 + 1/k) from a mean
+        of k. The sessions are seconds apart, and a fresh process minutes later moves further from them: each
+        model by an offset of its own, a few per cent, that its fresh processes share (bench/figures.py, 6 runs:
+        the sessions' spread alone covered 74 % of the text models' fresh p50s, the wider of the two 90 %)."""
+        mean_of = math.sqrt((1 + 1 / max(1, self.sessions)) / 2)
+        return max(math.exp(t_95(self.degrees) * self.rms_log * mean_of),
+                   math.exp(t_95(self.pairs) * self.moment_rms_log))
 
     def to_json(self) -> dict[str, Any]:
         return {"metric": self.metric, "pairs": self.pairs, "rms_log": self.rms_log, "sessions": self.sessions,
