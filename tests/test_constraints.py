@@ -111,3 +111,11 @@ def test_a_bad_limit_from_the_shell_is_one_line_and_exit_2(tmp_path, teacher_cac
     proc = search(tmp_path, teacher_cache, "trials=2", "constraints.max_nope=1")  # the others: parse_constraints
     assert proc.returncode == 2 and "no numeric column 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_limits_on_any_column_compose_from_overrides_as_the_shell_and_optimize_give_them():
+    from search.config import compose_config
+
+    cfg = compose_config(["constraints.max_latency_ms=2", "constraints.max_metric_drop=0.01"])
+    assert dict(cfg.constraints) == {"max_latency_ms": 2, "max_metric_drop": 0.01}
+    assert dict(compose_config([]).constraints) == {}, "unconstrained by default"

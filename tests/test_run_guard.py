@@ -17,7 +17,7 @@ from search.core.errors import ConfigError
 from search.config import FailFast
 from search.run.failures import likely_fix, one_line, reason, verdict
 from search.run.lock import RunLock
-from tests.conftest import REPO, search
+from tests.conftest import REPO, quick_overrides, search
 from tests.doc_commands import documented
 from tests.driver_control import kill_session, wait_for_running
 
@@ -119,26 +119,25 @@ def test_a_search_whose_every_trial_times_out_stops_in_a_few_trials_and_resumes_
 
 @pytest.mark.slow
 def test_two_drivers_on_one_folder_the_second_is_refused_and_a_resume_after_kill_9_completes(tmp_path, teacher_cache):
-    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.05",
-             f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
-    first = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=8", "run=twice", "remeasure=false"],
+    quick = quick_overrides(tmp_path, teacher_cache)
+    first = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=5", "run=twice", "remeasure=false"],
                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
         wait_for_running(first, tmp_path / "twice" / "study.db", baseline_too=True)
         before = (tmp_path / "twice" / "config.yaml").read_bytes()
-        second = search(tmp_path, teacher_cache, "trials=8", "run=twice", "remeasure=false")
+        second = search(tmp_path, teacher_cache, "trials=5", "run=twice", "remeasure=false")
         assert second.returncode == 2
         errors = second.stderr.strip().splitlines()
         assert len(errors) == 1 and f"pid {first.pid} on host {socket.gethostname()}" in errors[0], errors
         assert (tmp_path / "twice" / "config.yaml").read_bytes() == before
     finally:
         kill_session(first)
-    resumed = search(tmp_path, teacher_cache, "trials=8", "run=twice", "remeasure=false")
+    resumed = search(tmp_path, teacher_cache, "trials=5", "run=twice", "remeasure=false")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     table = pd.read_csv(tmp_path / "twice" / "trials.csv")
     finished = table[table["state"].isin(["COMPLETE", "FAIL"]) & ~table["error"].fillna("").str.startswith("re-run as")]
-    assert len(finished) == 8
+    assert len(finished) == 5
 
 
 def _folder_state(folder: Path) -> dict[str, bytes]:
@@ -170,8 +169,7 @@ def test_a_corrupt_or_foreign_study_db_is_refused_in_one_line_and_left_as_it_was
 @pytest.mark.slow
 def test_a_driver_killed_in_the_retiming_phase_resumes_and_finishes_it(tmp_path, teacher_cache):
     """kill -9 while the front is re-timed: every file stays whole, and the same command finishes the phase."""
-    quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.05",
-             f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
+    quick = quick_overrides(tmp_path, teacher_cache)
     driver = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=4", "run=retime"], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
