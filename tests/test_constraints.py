@@ -77,6 +77,7 @@ def test_the_growing_front_matches_the_whole_table_as_rows_arrive_in_any_order()
             front.add(row, SCHEMA)
             whole = pareto_table(pd.DataFrame(order[:at], columns=SCHEMA.columns), SCHEMA)
             assert sorted(r["trial"] for r in front.members()) == sorted(whole["trial"]), at
+        assert front.feasible() == sum(bool(r["feasible"]) for r in rows)
 
 
 def test_an_unconstrained_schema_has_no_feasibility_columns():
@@ -99,6 +100,7 @@ def test_a_run_whose_limits_no_trial_meets_says_so_keeps_the_closest_and_the_sam
     closest = int(front["trial"].iloc[0])
     assert (run / "models" / f"trial-{closest}.onnx").exists(), "the closest model is saved"
     assert f"no trial met them; the closest is trial {closest}" in proc.stdout
+    assert "· 0 feasible · front 1" in proc.stderr, "the progress line counts the feasible trials"
     assert "constraints max_latency_ms=1e-06, max_metric_drop=0.05" in proc.stdout
     study = load_run_study(run)
     measured = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]

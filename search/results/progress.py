@@ -37,7 +37,8 @@ class Progress:
     open_line: bool = False  # a tty line is being rewritten in place
     time_budget_s: float | None = None  # a budget caps the time left
 
-    def update(self, front: pd.DataFrame, done: int, failed: int) -> None:
+    def update(self, front: pd.DataFrame, done: int, failed: int, feasible: int | None = None) -> None:
+        """One progress line; ``feasible`` (a constrained run's count of trials that met its limits) joins it."""
         elapsed = time.perf_counter() - self.started
         this_run = max(done - self.already_done, 1)
         left = elapsed / this_run * max(self.total - done, 0)
@@ -47,7 +48,8 @@ class Progress:
         if len(front):
             best = "".join(f" · {_best(front, metric, direction)}"
                            for metric, direction in self.objectives[:BEST_SHOWN])
-        line = (f"trials {done}/{self.total} · {failed} failed · front {len(front)}{best}"
+        limits = "" if feasible is None else f" · {feasible} feasible"
+        line = (f"trials {done}/{self.total} · {failed} failed{limits} · front {len(front)}{best}"
                 f" · {_clock(elapsed)} elapsed, ~{_clock(left)} left")
         if self.stream.isatty():
             self.stream.write("\r\033[K" + line)

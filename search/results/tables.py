@@ -238,6 +238,10 @@ class GrowingFront:
             self.cached = None
         return changed
 
+    def feasible(self) -> int | None:
+        """How many of a constrained run's completed rows met its limits (None: unconstrained)."""
+        return None if self.pool is None else sum(bool(r.get(FEASIBLE)) for r in self.rows)
+
     def members(self) -> list[dict[str, Any]]:
         return [row for row, keep in zip(self.rows, self.member, strict=True) if keep]
 

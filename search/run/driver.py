@@ -301,7 +301,7 @@ def search_loop(search: Search, study: optuna.Study, dispatcher: Dispatcher, pro
                               tables_due.ready(), lambda: study.get_trials(deepcopy=False))
         if tracking is not None:  # the row take_finished made: MLflow shows what trials.csv says
             tracking.log_trial(search.rows[frozen.number][1])
-        progress.update(front, done, failed)
+        progress.update(front, done, failed, search.growing[""].feasible())
         errors.append(error)
         verdict = fail_fast_verdict(search.settings.fail_fast, errors)
         if verdict:
