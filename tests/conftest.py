@@ -65,8 +65,9 @@ def teacher_cache(tmp_path_factory) -> str:
 def quick_overrides(tmp_path: Path, teacher_cache: str | None) -> list[str]:
     """The overrides that shrink ``python -m search`` to a tiny CPU run (digits unless teacher_cache is None)."""
     # recovery_rungs=[]: a tiny run's trial count is exact; tests/test_rungs.py runs them on purpose
+    # remeasure_sessions=2: a tiny run's few re-timed trials would get 4 (tests/test_figures_hold.py runs those)
     quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.05",
-             "recovery_rungs=[]"]
+             "recovery_rungs=[]", "remeasure_sessions=2"]
     if teacher_cache is not None:
         quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
     return quick
@@ -88,7 +89,8 @@ def finished_run(tmp_path_factory, teacher_cache: str, name: str, *overrides: st
     return results / name
 
 
-DIGITS_RUN = ("workers=2", "run=three", "seed=0", "trials=3")  # the shared run's command, beside quick_overrides
+# the shared run's command, beside quick_overrides (its re-timing sessions as a default run chooses them)
+DIGITS_RUN = ("workers=2", "run=three", "seed=0", "trials=3", "remeasure_sessions=null")
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,7 @@ class Settings:
     stall_trials: int | None = None
     warm_start: Path | None = None
     recovery_rungs: tuple[float, ...] = ()
+    remeasure_sessions: int | None = None  # re-timing sessions per re-timed trial; None: as the spread needs
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -69,6 +70,9 @@ class Settings:
         stall = cfg.get("stall_trials")
         if stall is not None:
             stall = integer("stall_trials", 1)
+        sessions = cfg.get("remeasure_sessions")
+        if sessions is not None:
+            sessions = integer("remeasure_sessions", 2)
         run = cfg.run
         if run is not None and (not str(run).strip() or "/" in str(run) or str(run) in (".", "..")):
             raise ConfigError(f"run must be a plain folder name under {cfg.results_dir}/, got {run!r}")
@@ -89,6 +93,7 @@ class Settings:
             stall_trials=stall,
             warm_start=_warm_start(cfg.get("warm_start")),
             recovery_rungs=_rungs(cfg.get("recovery_rungs")),
+            remeasure_sessions=sessions,
         )
 
 

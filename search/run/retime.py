@@ -44,7 +44,7 @@ def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, st
                  if attributes.is_baseline(t)]
     for _ in range(RETIME_ROUNDS):
         wanted = dict.fromkeys([*baselines, *(int(n) for n in front["trial"])])  # in order, once each
-        sessions = sessions_for(len(wanted))
+        sessions = search.settings.remeasure_sessions or sessions_for(len(wanted))
         todo = [n for n in wanted if _sessions(search.finals.get(n)) < sessions]
         if not todo or stop.requested:
             return
