@@ -16,6 +16,7 @@ from search.core.constraints import FEASIBLE
 from search.core.errors import ConfigError
 from search.config import Plugins, plugins_from_config
 from search.results.chosen import describe_choice
+from search.results.tables import met_limits
 from search.core.schema import Column, Schema
 
 # Today's named options, kept: each is the generic --min/--max on a column of the default evaluators.
@@ -131,7 +132,7 @@ def qualifying(table: pd.DataFrame, args: argparse.Namespace, schema: Schema, co
     highest_first = schema.direction(args.sort) == "maximize"
     keys, ascending = [args.sort, "trial"], [not highest_first, True]
     if FEASIBLE in chosen.columns:  # a constrained run: the trials that met its limits first
-        chosen = chosen.assign(_infeasible=~chosen[FEASIBLE].astype(str).str.lower().eq("true"))
+        chosen = chosen.assign(_infeasible=~met_limits(chosen))
         keys, ascending = ["_infeasible", *keys], [True, *ascending]
     return chosen.sort_values(keys, ascending=ascending, kind="stable").drop(columns="_infeasible", errors="ignore")
 

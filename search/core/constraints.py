@@ -4,9 +4,10 @@
 metric's units, worse-ward for its direction, as ``search.pick --max-metric-drop`` reads it) and
 ``constraints.min_COLUMN=V`` / ``constraints.max_COLUMN=V`` for any numeric column of trials.csv. Each row's
 ``violation`` is the sum of how far it misses each limit, relative to the limit (so that a millisecond and a
-point of accuracy add up alike); ``feasible`` is a violation of 0. The sampler is handed the same figures as
-Optuna constraints (search/strategy/constrained.py), and the front is the feasible trials' front, or, where no
-trial is feasible, the closest (least violation) alone, so that its model is kept (search/results/tables.py).
+point of accuracy add up alike); ``feasible`` is a violation of 0. The sampler is handed each miss as an
+Optuna constraint (``trial.set_constraint``, in search/strategy/study.py ``record``), and the front is the
+feasible trials' front, or, where no trial is feasible, the closest (least violation) alone, so that its
+model is kept (search/results/tables.py).
 """
 
 from __future__ import annotations

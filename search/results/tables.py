@@ -107,11 +107,18 @@ def front_pool(feasible: np.ndarray | None, violation: np.ndarray | None) -> np.
     return violation == violation[known].min() if known.any() else np.ones(len(violation), dtype=bool)
 
 
+def met_limits(table: pd.DataFrame) -> pd.Series:
+    """A constrained run's ``feasible`` column as booleans, a blank (a trial that did not complete) False."""
+    return table[FEASIBLE].fillna(False).astype(bool)
+
+
+def _limits_of(done: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each completed row met the limits, and its violation."""
+    return met_limits(done).to_numpy(), pd.to_numeric(done[VIOLATION], errors="coerce").to_numpy(dtype=float)
+
+
 def _table_pool(done: pd.DataFrame, schema: Schema) -> np.ndarray | None:
-    if not schema.constraints:
-        return None
-    return front_pool(done[FEASIBLE].fillna(False).astype(bool).to_numpy(),
-                      pd.to_numeric(done[VIOLATION], errors="coerce").to_numpy(dtype=float))
+    return front_pool(*_limits_of(done)) if schema.constraints else None
 
 
 def _pool_front(done: pd.DataFrame, schema: Schema) -> np.ndarray:
@@ -174,8 +181,10 @@ class GrowingFront:
     member: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     # the members' table, made again only when they change: most trials join no front (measured: 10 ms a trial)
     cached: pd.DataFrame | None = field(default=None, repr=False)
-    # a constrained run's rows the front is chosen among (front_pool); None: unconstrained, every row
-    pool: np.ndarray | None = None
+    # a constrained run's rows: whether each met the limits, and its violation (None: unconstrained); the rows
+    # the front is chosen among follow from them (front_pool)
+    met: np.ndarray | None = None
+    violations: np.ndarray | None = None
 
     @classmethod
     def of(cls, table: pd.DataFrame, schema: Schema) -> GrowingFront:
@@ -183,24 +192,25 @@ class GrowingFront:
         done = table[table["state"] == "COMPLETE"]
         front = cls(rows=done.to_dict("records"))
         if schema.constraints:
-            front.pool = np.zeros(0, dtype=bool)
+            front.met, front.violations = _limits_of(done)
         if len(done):
             front.lows, front.highs = bounds(done, schema.objectives, schema.intervals)
             front.member = _pool_front(done, schema)
-            front.pool = _table_pool(done, schema)
         return front
 
     def add(self, row: dict[str, Any], schema: Schema) -> bool:
         """Grow by one completed row; True when the members changed (it joined, or members left)."""
         low, high = row_bounds(row, schema.objectives, schema.intervals)
-        if self.lows is None:
+        if self.met is not None:
+            self.met = np.append(self.met, bool(row.get(FEASIBLE)))
+            self.violations = np.append(self.violations, _float(row.get(VIOLATION)))
+        if self.lows is None:  # the first row is the front, constrained or not (a pool of one holds it)
             self.lows, self.highs = low, high
             self.rows, self.member, self.cached = [row], np.ones(1, dtype=bool), None
-            self.pool = None if self.pool is None else np.ones(1, dtype=bool)
             return True
         self.lows, self.highs = np.vstack([self.lows, low]), np.vstack([self.highs, high])
         self.rows.append(row)
-        if self.pool is not None:
+        if self.met is not None:
             return self._add_constrained()
         members = np.flatnonzero(self.member)
         leaving = members[dominated(low, high, self.lows[members], self.highs[members])] if len(members) else members
@@ -212,10 +222,9 @@ class GrowingFront:
     def _add_constrained(self) -> bool:
         """The newest row of a constrained run: compared within the pool, or the front made whole when the pool
         itself changed (the first feasible row; a closer one while none is feasible)."""
-        pool = front_pool(np.array([bool(r.get(FEASIBLE)) for r in self.rows]),
-                          np.array([_float(r.get(VIOLATION)) for r in self.rows]))
+        pool = front_pool(self.met, self.violations)
         before = self.member.copy()
-        if not np.array_equal(pool[:-1], self.pool):
+        if not np.array_equal(pool[:-1], front_pool(self.met[:-1], self.violations[:-1])):
             self.member = np.zeros(len(self.rows), dtype=bool)
             inside = np.flatnonzero(pool)
             self.member[inside] = ~dominated(self.lows[inside], self.highs[inside], self.lows[inside],
@@ -230,7 +239,6 @@ class GrowingFront:
             inside = np.flatnonzero(pool[:-1])
             joins = not len(inside) or not dominated(self.lows[inside], self.highs[inside], low, high)[0]
             self.member = np.append(self.member, joins)
-        self.pool = pool
         return self._changed(not np.array_equal(np.append(before, False), self.member))
 
     def _changed(self, changed: bool) -> bool:
@@ -240,7 +248,7 @@ class GrowingFront:
 
     def feasible(self) -> int | None:
         """How many of a constrained run's completed rows met its limits (None: unconstrained)."""
-        return None if self.pool is None else sum(bool(r.get(FEASIBLE)) for r in self.rows)
+        return None if self.met is None else int(self.met.sum())
 
     def members(self) -> list[dict[str, Any]]:
         return [row for row, keep in zip(self.rows, self.member, strict=True) if keep]

@@ -74,7 +74,7 @@ class Every:
 
 def prepare(cfg: DictConfig) -> Search:
     settings = Settings.from_config(cfg)
-    parse_constraints(to_container(cfg.get("constraints")) if cfg.get("constraints") else None)  # columns: later
+    parse_constraints(cfg.get("constraints"))  # the columns they name are checked once the workload is known
     run_dir = settings.results_dir / (settings.run or datetime.now().strftime("%Y%m%d-%H%M%S"))
     configs = [in_run_folder(c, run_dir) for c in target_configs(cfg)]
     targets = [Target.from_config(c) for c in configs]

@@ -9,8 +9,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from search.core import attributes
-from search.core.constraints import FEASIBLE, VIOLATION
+from search.core.constraints import VIOLATION
 from search.config import plugins_from_config
+from search.results.tables import met_limits
 from search.run.store import FOLDER, ArtifactFolder
 from search.strategy.study import load_run_study
 
@@ -60,7 +61,7 @@ def summary(run_dir: Path) -> str:
 def feasibility_line(table: pd.DataFrame, front: pd.DataFrame, schema, run_dir: Path) -> str:
     """How many completed trials met the run's limits; where none did, the closest, whose model is kept."""
     done = table[table["state"] == "COMPLETE"]
-    feasible = done[FEASIBLE].astype(str).str.lower().eq("true")
+    feasible = met_limits(done)
     limits = schema.constraints.text()
     if feasible.any():
         return f"constraints {limits}: {int(feasible.sum())} of {len(done)} completed trials feasible"
