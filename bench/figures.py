@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import re
 import shutil
 import statistics
@@ -40,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from search.core import attributes  # noqa: E402
 from search.pick import run_schema, write_out  # noqa: E402
+from search.results.intervals import t_95  # noqa: E402
 from search.results.pareto import pareto_mask  # noqa: E402
 from search.results.tables import trial_row  # noqa: E402
 from search.strategy.study import load_run_study  # noqa: E402
@@ -95,6 +97,7 @@ def fresh_p50(folder: Path) -> float:
 def coverage(members: dict[int, Path], fresh: int) -> list[dict]:
     """One record per (member, fresh process): the fresh p50 against the card's p50 and interval."""
     cards = {n: spec_of(f)["card_figures"] for n, f in members.items()}
+    notes = {n: (spec_of(f).get("intervals") or {}).get("latency_ms") or {} for n, f in members.items()}
     found = []
     for round_ in range(fresh):
         for number, folder in members.items():
@@ -102,9 +105,16 @@ def coverage(members: dict[int, Path], fresh: int) -> list[dict]:
             p50 = fresh_p50(folder)
             low, high = card.get("latency_ci_low_ms", card["latency_ms"]), card.get("latency_ci_high_ms")
             high = card["latency_ms"] if high is None else high
-            found.append({"trial": number, "round": round_, "fresh_ms": p50, "card_ms": card["latency_ms"],
+            # the interval had it also spanned what the figures moved since the search (the rule before sessions
+            # were fresh processes)
+            note, centre = notes[number], card["latency_ms"]
+            moved = math.exp(t_95(note.get("pairs") or 1) * note.get("moment_rms_log", 0.0))
+            wide_low, wide_high = min(low, centre / moved), max(high, centre * moved)
+            found.append({"trial": number, "round": round_, "fresh_ms": p50, "card_ms": centre,
                           "low_ms": low, "high_ms": high, "inside": bool(low <= p50 <= high),
-                          "half_width": (high - low) / 2 / card["latency_ms"]})
+                          "half_width": (high - low) / 2 / centre,
+                          "inside_with_moment": bool(wide_low <= p50 <= wide_high),
+                          "half_width_with_moment": (wide_high - wide_low) / 2 / centre})
     return found
 
 
@@ -160,6 +170,8 @@ def pooled(runs: list[dict]) -> dict:
     moved = [abs(r["fresh_ms"] / r["card_ms"] - 1) for r in records]
     return {"inside": statistics.fmean(r["inside"] for r in records), "count": len(records),
             "median_half_width": statistics.median(r["half_width"] for r in records),
+            "inside_with_moment": statistics.fmean(r["inside_with_moment"] for r in records),
+            "median_half_width_with_moment": statistics.median(r["half_width_with_moment"] for r in records),
             "spread_95": float(np.percentile(moved, 95)), "median_moved": statistics.median(moved),
             "worst_headline_error": max(abs(run["headline_error"]) for run in runs),
             "fronts": [run["front"] for run in runs],
@@ -195,7 +207,9 @@ def main() -> None:
               f"(goal >= 90 %); median half-width {p['median_half_width']:.1%} against a spread of "
               f"{p['spread_95']:.1%} (95th percentile of |fresh / card - 1|; median {p['median_moved']:.1%}); "
               f"worst headline error {p['worst_headline_error']:.1%} (goal <= 5 %); fronts {p['fronts']} "
-              f"({p['unwidened_fronts']} with the sessions' own intervals)",
+              f"({p['unwidened_fronts']} with the sessions' own intervals); had the intervals also spanned the "
+              f"move since the search: {p['inside_with_moment']:.1%} inside, median half-width "
+              f"{p['median_half_width_with_moment']:.1%}",
               flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "figures.json").write_text(json.dumps(report, indent=1))

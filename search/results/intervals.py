@@ -4,19 +4,20 @@ One timing session's interval for its p50 comes from hundreds or thousands of ca
 fraction of a percent wide, yet the same model timed minutes later, or in a fresh process, moves
 by several percent on a shared machine (bench/figures.py measures it). A run measures that
 movement itself: the re-timing phase times every trial it re-times (the front and the baseline)
-in two or more sessions, one pass over all of them between two (more when few trials are re-timed,
-search/run/retime.py). A re-timed row's timed figures are the geometric mean of its sessions' (ratios
-between rows, the summary's headline among them, move less). The run's between-session spread of a
-metric is the root mean square of log(one session / another) that the sessions' scatter around each
-row's mean gives (pooled over the rows: sum of squared deviations over sum of sessions - 1, times 2;
-with two sessions each, exactly the rms of log(session 2 / session 1)). The sessions are seconds
-apart; the search timed the same models minutes before, and the rms of log(search-time figure /
-re-timed figure) is how far a figure moves between two moments of the run. A re-timed row's interval
-is its figure times and divided by exp(t * spread), the wider of the two, Student's t at ~95 % for
-their degrees of freedom (wider when few sessions were timed), never narrower than the session's own
-interval or the evaluator's noise floor. It is a prediction interval: where a new session's figure should fall
-(Spread.factor). (A run re-timed before sessions were kept pairs the re-timed
-figure with its search-time one instead.)
+in two or more sessions, one pass over all of them between two (more when few trials are re-timed),
+each session in a fresh process started before it times anything (search/run/retime.py), as a
+bundle's verify.py is a fresh process. A re-timed row's timed figures are the geometric mean of its
+sessions' (ratios between rows, the summary's headline among them, move less). The run's
+between-session spread of a metric is the root mean square of log(one session / another) that the
+sessions' scatter around each row's mean gives (pooled over the rows: sum of squared deviations over
+sum of sessions - 1, times 2; with two sessions each, exactly the rms of log(session 2 / session 1)).
+A re-timed row's interval is its figure times and divided by exp(t * spread * sqrt((1 + 1/k) / 2)),
+Student's t at ~95 % for the spread's degrees of freedom, k the sessions averaged, never narrower
+than the session's own interval or the evaluator's noise floor. It is a prediction interval: where a
+new session's figure, in another fresh process, should fall (Spread.factor). How far the figures
+moved from the search's own timings is reported beside it, not in it: those ran beside other trials'
+builds. (A run re-timed before sessions were kept pairs the re-timed figure with its search-time one
+instead.)
 
 Rows timed once (not re-timed) keep their session's interval. The noise-aware front, the cards,
 ``search.pick`` and a bundle's verify.py all read these same columns.
@@ -61,15 +62,13 @@ class Spread:
 
     @property
     def factor(self) -> float:
-        """A re-timed figure's interval runs from figure / factor to figure * factor: the wider of what a new
-        session would move from the mean of the run's sessions and what the figures moved since the search
-        timed them. rms_log estimates sqrt(2) sigma, and a new session moves sigma * sqrt(1 + 1/k) from a mean
-        of k. The sessions are seconds apart, and a fresh process minutes later moves further from them: each
-        model by an offset of its own, a few per cent, that its fresh processes share (bench/figures.py, 6 runs:
-        the sessions' spread alone covered 74 % of the text models' fresh p50s, the wider of the two 90 %)."""
+        """A re-timed figure's interval runs from figure / factor to figure * factor: where a new session's figure
+        falls, at ~95 %. rms_log estimates sqrt(2) sigma, and a new session moves sigma * sqrt(1 + 1/k) from a mean
+        of k. Each session is a fresh process (search/run/retime.py), so sigma is the scatter between processes,
+        which is what a bundle's verify.py sees. What the figures moved since the search timed them is not in
+        it: the search timed them beside other trials' builds (it is in the card, as moment_rms_log)."""
         mean_of = math.sqrt((1 + 1 / max(1, self.sessions)) / 2)
-        return max(math.exp(t_95(self.degrees) * self.rms_log * mean_of),
-                   math.exp(t_95(self.pairs) * self.moment_rms_log))
+        return math.exp(t_95(self.degrees) * self.rms_log * mean_of)
 
     def to_json(self) -> dict[str, Any]:
         return {"metric": self.metric, "pairs": self.pairs, "rms_log": self.rms_log, "sessions": self.sessions,
@@ -171,7 +170,8 @@ def spread_note(spreads: Mapping[str, Spread], metrics: Iterable[str]) -> dict[s
     return {s.metric: {**s.to_json(), "meaning": (
         f"~95 % interval for the figure a new timing session would measure: this run's re-timed trials moved "
         f"{math.exp(s.rms_log) - 1:.1%} (root mean square) between two re-timing sessions, over {s.pairs} "
-        f"trial(s) ({s.degrees} degrees of freedom), and {math.exp(s.moment_rms_log) - 1:.1%} since the search "
-        f"timed them; the interval spans the wider of the two; the figure is the geometric mean of {s.sessions} "
-        f"session(s) and the interval is it times/divided by {s.factor:.3f} (t = {t_95(s.degrees):.2f})")}
+        f"trial(s) ({s.degrees} degrees of freedom), each session a fresh process; the figure is the geometric "
+        f"mean of {s.sessions} session(s) and the interval is it times/divided by {s.factor:.3f} "
+        f"(t = {t_95(s.degrees):.2f}). The figures moved {math.exp(s.moment_rms_log) - 1:.1%} (root mean square) "
+        "from the search's timings, which ran beside other trials' builds: not in the interval")}
         for s in spreads.values() if s.metric in set(metrics)}

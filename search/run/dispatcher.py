@@ -20,7 +20,7 @@ from search.trial.shared_workload import WorkloadRef, fetching_workload
 from search.run.shipping import ship_user_code
 from search.run.store import start_service, workload_fingerprint
 from search.run.state import Search, say
-from search.trial.worker import TrialPlugins, remeasure_trial, run_trial
+from search.trial.worker import SessionWorker, TrialPlugins, run_trial
 from search.core.candidate import Candidate
 from search.runtime.target import Target
 from search.workloads import Workload
@@ -31,8 +31,7 @@ from spaces import projected, refusal
 class Dispatcher:
     """Keeps up to ``workers`` trials in flight and hands back finished, failed or timed-out ones."""
 
-    def __init__(self, search: Search, workload: Workload, task: Callable[..., TrialResult] = run_trial,
-                 remeasure_task: Callable[..., TrialResult] = remeasure_trial) -> None:
+    def __init__(self, search: Search, workload: Workload, task: Callable[..., TrialResult] = run_trial) -> None:
         self.search = search
         # max_retries re-runs a trial whose worker process died; a Python exception is not retried
         # (run_trial returns it as the trial's error instead).
@@ -41,8 +40,7 @@ class Dispatcher:
         self.tasks = {name: ray.remote(fetching_workload(task)).options(
                           num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_retries=search.settings.max_retries)
                       for name, t in search.targets.items()}
-        self.remeasure_tasks = {name: ray.remote(fetching_workload(remeasure_task)).options(
-                                    num_cpus=t.num_cpus, num_gpus=t.num_gpus)
+        self.session_workers = {name: ray.remote(SessionWorker).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus)
                                 for name, t in search.targets.items()}
         shipped = ship_user_code()  # the user's modules go by value: workers and other nodes need not import them
         if shipped:
@@ -103,11 +101,19 @@ class Dispatcher:
         self.in_flight[ref] = (trial, time.monotonic())
         return True
 
-    def remeasure(self, candidate: Candidate, model_bytes: bytes) -> ray.ObjectRef:
-        """Re-time a finished trial's model alone on its node (rebuilt first when ``model_bytes`` is empty)."""
+    def session_worker(self, target: str) -> tuple[ray.actor.ActorHandle, ray.ObjectRef]:
+        """A fresh process for one re-timing session on ``target``, and the reference that resolves (to its
+        process id) once it is ready to time: started, imports and workload fetch done (search/trial/worker.py
+        SessionWorker)."""
+        worker = self.session_workers[target].remote()
+        return worker, worker.ready.remote(self.workload_ref, self.plugins_ref)
+
+    def remeasure(self, worker: ray.actor.ActorHandle, candidate: Candidate, model_bytes: bytes) -> ray.ObjectRef:
+        """Re-time a finished trial's model alone on its node, in ``worker`` (a session's process); rebuilt
+        first when ``model_bytes`` is empty."""
         request = TrialRequest(candidate, self.search.target_config(candidate.target), self.search.settings.seed,
                                model_bytes=model_bytes)
-        return self.remeasure_tasks[candidate.target].remote(self.workload_ref, self.plugins_ref, request)
+        return worker.remeasure.remote(self.workload_ref, self.plugins_ref, request)
 
     def next_done(self, timeout_s: float) -> tuple[optuna.Trial, TrialResult] | None:
         """A finished (or timed-out) trial and its result, or None if none within ``timeout_s``."""

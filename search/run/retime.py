@@ -3,8 +3,8 @@ themselves. The baseline is re-timed whether or not it is on the front: every ra
 
 from __future__ import annotations
 
-import functools
 import math
+import time
 from collections.abc import Callable
 
 import optuna
@@ -53,17 +53,74 @@ def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, st
         trials = study.get_trials(deepcopy=False)
         kept = {n: _kept_model(search, n) for n in todo}
         candidates = {n: Candidate.from_dict(attributes.candidate_of(trials[n])) for n in todo}
-        rebuilt: dict[int, bytes] = {}
-        for session in range(1, sessions + 1):  # one pass over them all, then the next
-            if stop.requested:
-                break
-            due = [n for n in todo if _sessions(search.finals.get(n)) < session]
-            requests = [(n, functools.partial(dispatcher.remeasure, candidates[n], kept[n] or rebuilt.get(n, b"")))
-                        for n in due]
-            to_rebuild = {n for n in due if not kept[n] and n not in rebuilt}  # a later session reuses the rebuild
-            rebuilt |= _collect_finals(search, study, requests, stop, to_rebuild, dispatcher.release_claims,
-                                       (session, sessions))
+        rebuilt, started = _sessions_of(search, study, dispatcher, stop, todo, (candidates, kept), sessions)
         _, front = update_run_folder(search, trials, rebuilt, refresh_cards=True)
+        if not started:
+            return
+
+
+def _sessions_of(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest, todo: list[int],
+                 models: tuple[dict[int, Candidate], dict[int, bytes]], sessions: int) -> tuple[dict[int, bytes], bool]:
+    """Times ``todo`` in up to ``sessions`` sessions, one pass over them all, then the next, each in fresh
+    processes; ``models`` are each trial's candidate and kept model (empty: rebuilt in its first session).
+    Returns the rebuilt models, and False when a session's process could not start (the phase ends there)."""
+    candidates, kept = models
+    rebuilt: dict[int, bytes] = {}
+    for session in range(1, sessions + 1):
+        due = [n for n in todo if _sessions(search.finals.get(n)) < session]
+        if stop.requested:
+            break
+        if not due:
+            continue
+        try:
+            with SessionProcesses(dispatcher, {candidates[n].target for n in due}, stop,
+                                  f"session {session}/{sessions}") as processes:
+                requests = [(n, candidates[n], kept[n] or rebuilt.get(n, b"")) for n in due]
+                to_rebuild = {n for n in due if not kept[n] and n not in rebuilt}  # later sessions reuse it
+                rebuilt |= _collect_finals(search, study, requests, stop, to_rebuild, dispatcher.release_claims,
+                                           (session, sessions), processes)
+        except ray.exceptions.RayError as exc:  # the sessions so far stand; nothing is lost
+            say(f"re-timing phase: a session's process could not start ({type(exc).__name__}: {exc}); "
+                "the trials keep the figures measured so far")
+            return rebuilt, False
+    return rebuilt, True
+
+
+class SessionProcesses:
+    """One re-timing session's processes, a fresh one per target, each ready before the session times anything
+    (a process starting beside a measurement slows it: search/trial/worker.py SessionWorker). A process lost
+    mid-session is replaced before the next trial's timing; all are ended with the session."""
+
+    def __init__(self, dispatcher: Dispatcher, targets: set[str], stop: StopRequest, label: str) -> None:
+        self.dispatcher, self.stop, self.label = dispatcher, stop, label
+        self.workers: dict[str, ray.actor.ActorHandle] = {}
+        for target in sorted(targets):
+            self._start(target)
+
+    def __enter__(self) -> SessionProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for worker in self.workers.values():
+            ray.kill(worker)
+
+    def remeasure(self, candidate: Candidate, model_bytes: bytes) -> ray.ObjectRef:
+        return self.dispatcher.remeasure(self.workers[candidate.target], candidate, model_bytes)
+
+    def renew(self, candidate: Candidate) -> None:
+        """After a re-measurement that failed: its target's process may be gone, so a fresh one takes over."""
+        ray.kill(self.workers.pop(candidate.target))
+        self._start(candidate.target)
+
+    def _start(self, target: str) -> None:
+        started = time.perf_counter()
+        worker, ready = self.dispatcher.session_worker(target)
+        self.workers[target] = worker
+        while not self.stop.requested and not ray.wait([ready], timeout=0.5)[0]:
+            pass
+        if not self.stop.requested:  # a process that cannot start raises here: the phase ends, nothing is lost
+            say(f"re-timing phase: {self.label} on {target} in a fresh process (pid {ray.get(ready)}, ready in "
+                f"{time.perf_counter() - started:.1f} s)")
 
 
 def sessions_for(trials: int) -> int:
@@ -92,22 +149,21 @@ def _kept_model(search: Search, trial: int) -> bytes:
     return path.read_bytes() if path.exists() else b""
 
 
-def _collect_finals(search: Search, study: optuna.Study, requests: list[tuple[int, Callable[[], ray.ObjectRef]]],
+def _collect_finals(search: Search, study: optuna.Study, requests: list[tuple[int, Candidate, bytes]],
                     stop: StopRequest, to_rebuild: set[int],
                     release_claims: Callable[[ray.ObjectRef, TrialResult], None],
-                    session: tuple[int, int]) -> dict[int, bytes]:
+                    session: tuple[int, int], processes: SessionProcesses) -> dict[int, bytes]:
     """Re-times one trial at a time and stores each re-measurement as it lands (``session``: which of how many;
     the first gives its figures, a later one another session of the same model); returns the models of
     ``to_rebuild``, rebuilt.
 
-    One at a time, not one per worker: a task's start (a fresh worker importing, fetching the workload)
-    happens outside the node's measurement lock; re-timed two at a time on a 2-core node, two-thread models
-    measured 23-38 % slower than in a fresh process (bench/figures.py, before this)."""
+    One at a time, not one per worker: re-timed two at a time on a 2-core node, two-thread models measured
+    23-38 % slower than in a fresh process (bench/figures.py, before this)."""
     rebuilt: dict[int, bytes] = {}
     total = len(requests)
     session, sessions = session
-    for done, (number, submit) in enumerate(requests, start=1):
-        ref = submit()
+    for done, (number, candidate, model_bytes) in enumerate(requests, start=1):
+        ref = processes.remeasure(candidate, model_bytes)
         while not stop.requested and not ray.wait([ref], timeout=0.5)[0]:
             pass
         if stop.requested:
@@ -121,6 +177,7 @@ def _collect_finals(search: Search, study: optuna.Study, requests: list[tuple[in
         if result.error:
             say(f"re-timing phase: trial {number} could not be re-timed ({result.error}); it keeps its "
                 + ("search figures" if session == 1 else "first session's figures"))
+            processes.renew(candidate)
             continue
         if number in to_rebuild:
             rebuilt[number] = result.model_bytes

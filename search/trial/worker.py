@@ -7,6 +7,7 @@ of the Ray boundary. A failing candidate comes back as a result with its reason,
 from __future__ import annotations
 
 import functools
+import os
 import socket
 import time
 import traceback
@@ -20,6 +21,7 @@ from search.core.candidate import Candidate
 from search.core.errors import NotApplicable
 from search.core.messages import TrialRequest, TrialResult
 from search.trial.build import build_candidate, quick_model
+from search.trial.shared_workload import WorkloadRef, fetch
 from search.trial.recovery import RecoveryWatch, StopRecovery
 from search.trial.store_client import StageStore, service
 from search.runtime.machine import describe_machine
@@ -89,6 +91,26 @@ def remeasure_trial(workload: Workload, plugins: TrialPlugins, request: TrialReq
     if not request.model_bytes:
         return _build_and_measure(workload, plugins, plugins.evaluators, request)
     return _build_and_measure(workload, plugins, [e for e in plugins.evaluators if e.timed], request)
+
+
+class SessionWorker:
+    """One re-timing session's process (a Ray actor): started, and made ready, before it times anything.
+
+    Each session of the re-timing phase gets a fresh one, as a bundle's verify.py is a fresh process: the
+    scatter of a model's p50 between sessions is then the scatter between processes, which a search's long-lived
+    workers cannot show (their p50s sat a few per cent from every fresh process's, each model by an offset of its
+    own: bench/figures.py). Ready first, because a process that starts (imports torch, fetches the workload)
+    while another one measures slows that measurement by several per cent."""
+
+    def ready(self, box: WorkloadRef, plugins: TrialPlugins) -> int:
+        """Fetch the workload, import the runtime; returns this process's id."""
+        del plugins  # resolved by Ray on the way in: its modules are imported now, not during a timing
+        fetch(box)
+        node_machine()
+        return os.getpid()
+
+    def remeasure(self, box: WorkloadRef, plugins: TrialPlugins, request: TrialRequest) -> TrialResult:
+        return remeasure_trial(fetch(box), plugins, request)
 
 
 def preview(workload: Workload, plugins: TrialPlugins, cand: Candidate, target: Target, seed: int,
