@@ -66,8 +66,9 @@ def quick_overrides(tmp_path: Path, teacher_cache: str | None) -> list[str]:
     """The overrides that shrink ``python -m search`` to a tiny CPU run (digits unless teacher_cache is None)."""
     # recovery_rungs=[]: a tiny run's trial count is exact; tests/test_rungs.py runs them on purpose
     # remeasure_sessions=2: a tiny run's few re-timed trials would get 4 (tests/test_figures_hold.py runs those)
+    # remeasure_quiet_s=0: the suite's other process keeps the node busy, and nobody reads a test's timings
     quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.05",
-             "recovery_rungs=[]", "remeasure_sessions=2"]
+             "recovery_rungs=[]", "remeasure_sessions=2", "remeasure_quiet_s=0"]
     if teacher_cache is not None:
         quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
     return quick

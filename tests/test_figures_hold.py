@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -13,6 +17,7 @@ import pytest
 from search.core.schema import Column, Field, Schema
 from search.core import attributes
 from search.results.intervals import SESSIONS, Spread, run_spreads, session_mean, spread_note, t_95, widened
+from search.runtime.node_load import busy_cores, wait_until_quiet
 from search.run.retime import RETIME_MAX_SESSIONS, SPREAD_DEGREES, sessions_for
 from search.strategy.study import load_run_study
 
@@ -158,3 +163,20 @@ def test_each_re_timing_session_runs_in_a_fresh_process_ready_before_it_times(fi
     log = digits_run_output[1]
     assert all(log.index(f"session {s}/{sessions} on cpu") < log.index(f"session {s}/{sessions} · trial")
                for s in range(1, sessions + 1)), "ready before its first timing"
+
+
+def test_a_wait_for_a_quiet_node_reads_the_real_load_and_ends_by_its_limit():
+    load = busy_cores(0.2)
+    assert load is None or 0 <= load <= (os.cpu_count() or 1)
+    assert wait_until_quiet(0).describe() == "no wait for a quiet node"
+    started = time.perf_counter()
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one core busy besides this process
+    try:
+        time.sleep(0.3)
+        settled = wait_until_quiet(1.0)
+    finally:
+        burner.kill()
+    if settled.busy_cores is not None:  # Linux
+        assert not settled.quiet and settled.busy_cores > 0.5, settled
+        assert 1.0 <= settled.waited_s < 2.0 and "still busy" in settled.describe()
+    assert time.perf_counter() - started < 3

@@ -52,6 +52,7 @@ class Settings:
     warm_start: Path | None = None
     recovery_rungs: tuple[float, ...] = ()
     remeasure_sessions: int | None = None  # re-timing sessions per re-timed trial; None: as the spread needs
+    remeasure_quiet_s: float = 20.0  # the longest a re-timing session waits for its node to go quiet (0: no wait)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -70,6 +71,9 @@ class Settings:
         stall = cfg.get("stall_trials")
         if stall is not None:
             stall = integer("stall_trials", 1)
+        quiet = cfg.get("remeasure_quiet_s", 20.0)
+        if isinstance(quiet, bool) or not isinstance(quiet, (int, float)) or quiet < 0:
+            raise ConfigError(f"remeasure_quiet_s must be a number of seconds >= 0, got {quiet!r}")
         sessions = cfg.get("remeasure_sessions")
         if sessions is not None:
             sessions = integer("remeasure_sessions", 2)
@@ -94,6 +98,7 @@ class Settings:
             warm_start=_warm_start(cfg.get("warm_start")),
             recovery_rungs=_rungs(cfg.get("recovery_rungs")),
             remeasure_sessions=sessions,
+            remeasure_quiet_s=float(quiet),
         )
 
 

@@ -102,11 +102,11 @@ class Dispatcher:
         return True
 
     def session_worker(self, target: str) -> tuple[ray.actor.ActorHandle, ray.ObjectRef]:
-        """A fresh process for one re-timing session on ``target``, and the reference that resolves (to its
-        process id) once it is ready to time: started, imports and workload fetch done (search/trial/worker.py
-        SessionWorker)."""
+        """A fresh process for one re-timing session on ``target``, and the reference that resolves (to a
+        SessionStart) once it is ready to time: started, imports and workload fetched, its node quiet
+        (search/trial/worker.py SessionWorker)."""
         worker = self.session_workers[target].remote()
-        return worker, worker.ready.remote(self.workload_ref, self.plugins_ref)
+        return worker, worker.ready.remote(self.workload_ref, self.plugins_ref, self.search.settings.remeasure_quiet_s)
 
     def remeasure(self, worker: ray.actor.ActorHandle, candidate: Candidate, model_bytes: bytes) -> ray.ObjectRef:
         """Re-time a finished trial's model alone on its node, in ``worker`` (a session's process); rebuilt

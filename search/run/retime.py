@@ -119,8 +119,9 @@ class SessionProcesses:
         while not self.stop.requested and not ray.wait([ready], timeout=0.5)[0]:
             pass
         if not self.stop.requested:  # a process that cannot start raises here: the phase ends, nothing is lost
-            say(f"re-timing phase: {self.label} on {target} in a fresh process (pid {ray.get(ready)}, ready in "
-                f"{time.perf_counter() - started:.1f} s)")
+            start = ray.get(ready)
+            say(f"re-timing phase: {self.label} on {target} in a fresh process (pid {start.pid}, ready in "
+                f"{time.perf_counter() - started:.1f} s; {start.settled.describe()})")
 
 
 def sessions_for(trials: int) -> int:

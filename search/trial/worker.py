@@ -25,6 +25,7 @@ from search.trial.shared_workload import WorkloadRef, fetch
 from search.trial.recovery import RecoveryWatch, StopRecovery
 from search.trial.store_client import StageStore, service
 from search.runtime.machine import describe_machine
+from search.runtime.node_load import Settled, wait_until_quiet
 from search.runtime.node_lock import building, measuring_alone
 from search.runtime.target import Target
 from search.workloads import Workload
@@ -93,6 +94,14 @@ def remeasure_trial(workload: Workload, plugins: TrialPlugins, request: TrialReq
     return _build_and_measure(workload, plugins, [e for e in plugins.evaluators if e.timed], request)
 
 
+@dataclass(frozen=True)
+class SessionStart:
+    """A re-timing session's process, ready: its id, and what its wait for a quiet node found."""
+
+    pid: int
+    settled: Settled
+
+
 class SessionWorker:
     """One re-timing session's process (a Ray actor): started, and made ready, before it times anything.
 
@@ -102,12 +111,13 @@ class SessionWorker:
     own: bench/figures.py). Ready first, because a process that starts (imports torch, fetches the workload)
     while another one measures slows that measurement by several per cent."""
 
-    def ready(self, box: WorkloadRef, plugins: TrialPlugins) -> int:
-        """Fetch the workload, import the runtime; returns this process's id."""
+    def ready(self, box: WorkloadRef, plugins: TrialPlugins, quiet_wait_s: float) -> SessionStart:
+        """Fetch the workload, import the runtime, then wait up to ``quiet_wait_s`` for the node to go quiet
+        (what a search leaves behind: search/runtime/node_load.py)."""
         del plugins  # resolved by Ray on the way in: its modules are imported now, not during a timing
         fetch(box)
         node_machine()
-        return os.getpid()
+        return SessionStart(os.getpid(), wait_until_quiet(quiet_wait_s))
 
     def remeasure(self, box: WorkloadRef, plugins: TrialPlugins, request: TrialRequest) -> TrialResult:
         return remeasure_trial(fetch(box), plugins, request)
