@@ -6,7 +6,8 @@
 For each workload and seed: a default search (``python -m search``, in its own process), then
 
 * every front member's bundle (what ``search.pick --out`` writes) timed by its own verify.py in
-  ``--fresh`` fresh processes, one member after another, round after round: the share of those p50s
+  ``--fresh`` fresh processes, one member after another, round after round, each started once the
+  machine is quiet (as a re-timing session starts): the share of those p50s
   inside the card's interval (goal: at least 90 %), the card's median half-width (relative), and
   the spread the fresh p50s show around the card's (95th percentile of |fresh / card - 1|): the
   interval should be no wider than that spread, so that coverage is not bought by width;
@@ -47,7 +48,9 @@ from search.results.tables import trial_row  # noqa: E402
 from search.strategy.study import load_run_study  # noqa: E402
 from search.run.summary import summary  # noqa: E402
 from search.runtime import portable  # noqa: E402
+from search.runtime.node_load import wait_until_quiet  # noqa: E402
 
+QUIET_WAIT_S = 20  # as the re-timing sessions wait (remeasure_quiet_s)
 HEADLINE = re.compile(r"vs fp32 baseline \(trial (\d+)[^)]*\):.*?latency_ms ([\d.]+)x lower[^(]*\(trial (\d+)")
 FRESH_P50 = re.compile(r"^latency p50 ([\d.eE+-]+) ms", re.MULTILINE)
 
@@ -85,13 +88,16 @@ def bundle_module(folder: Path):
     return importlib.import_module("run")
 
 
-def fresh_p50(folder: Path) -> float:
-    """The p50 (ms) the bundle's verify.py measures in a process of its own."""
+def fresh_p50(folder: Path) -> tuple[float, float | None]:
+    """The p50 (ms) the bundle's verify.py measures in a process of its own, started once the machine is quiet
+    (what the search left, Ray's processes ending among it, is not what a user's verify.py meets), and the
+    cores that were busy just before it."""
+    settled = wait_until_quiet(QUIET_WAIT_S)
     done = subprocess.run([sys.executable, str(folder / "verify.py")], capture_output=True, text=True, cwd=folder)
     found = FRESH_P50.search(done.stdout)
     if not found:
         raise RuntimeError(f"{folder}/verify.py printed no p50:\n{done.stdout}\n{done.stderr}")
-    return float(found.group(1))
+    return float(found.group(1)), settled.busy_cores
 
 
 def coverage(members: dict[int, Path], fresh: int) -> list[dict]:
@@ -102,7 +108,7 @@ def coverage(members: dict[int, Path], fresh: int) -> list[dict]:
     for round_ in range(fresh):
         for number, folder in members.items():
             card = cards[number]
-            p50 = fresh_p50(folder)
+            p50, busy = fresh_p50(folder)
             low, high = card.get("latency_ci_low_ms", card["latency_ms"]), card.get("latency_ci_high_ms")
             high = card["latency_ms"] if high is None else high
             # the interval had it also spanned what the figures moved since the search (the rule before sessions
@@ -110,7 +116,7 @@ def coverage(members: dict[int, Path], fresh: int) -> list[dict]:
             note, centre = notes[number], card["latency_ms"]
             moved = math.exp(t_95(note.get("pairs") or 1) * note.get("moment_rms_log", 0.0))
             wide_low, wide_high = min(low, centre / moved), max(high, centre * moved)
-            found.append({"trial": number, "round": round_, "fresh_ms": p50, "card_ms": centre,
+            found.append({"trial": number, "round": round_, "fresh_ms": p50, "card_ms": centre, "busy_cores": busy,
                           "low_ms": low, "high_ms": high, "inside": bool(low <= p50 <= high),
                           "half_width": (high - low) / 2 / centre,
                           "inside_with_moment": bool(wide_low <= p50 <= wide_high),
@@ -119,7 +125,9 @@ def coverage(members: dict[int, Path], fresh: int) -> list[dict]:
 
 
 def one_process_ratio(baseline: Path, best: Path, rounds: int) -> float:
-    """The baseline's p50 over the best member's, both timed in this process, interleaved rounds."""
+    """The baseline's p50 over the best member's, both timed in this process, interleaved rounds (once the
+    machine is quiet)."""
+    wait_until_quiet(QUIET_WAIT_S)
     timed = {}
     bundle_run = bundle_module(baseline)
     for name, folder in (("baseline", baseline), ("best", best)):
