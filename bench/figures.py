@@ -169,7 +169,15 @@ def figures_of(run: Path, fresh: int, rounds: int) -> dict:
     records = coverage(members, fresh)
     independent = one_process_ratio(bundled(run, baseline), bundled(run, best), rounds)
     return {"run": str(run), "front": len(front), "unwidened_front": unwidened_front(run), "records": records,
-            "headline": printed, "independent": independent, "headline_error": printed / independent - 1}
+            "headline": printed, "independent": independent, "headline_error": printed / independent - 1,
+            "baseline": baseline, "best": best, "sessions": session_p50s(run)}
+
+
+def session_p50s(run: Path) -> dict[str, list[float]]:
+    """Each re-timed trial's p50 (ms) in each of its re-timing sessions (for weighing other interval rules on
+    the same fresh timings)."""
+    finals = attributes.finals_of(load_run_study(run))
+    return {str(n): [s.get("latency_ms") for s in [f.metrics, *f.sessions]] for n, f in finals.items() if f.metrics}
 
 
 def pooled(runs: list[dict]) -> dict:
