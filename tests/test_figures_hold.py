@@ -18,6 +18,7 @@ from search.core.schema import Column, Field, Schema
 from search.core import attributes
 from search.results.intervals import SESSIONS, Spread, run_spreads, session_mean, spread_note, t_95, widened
 from search.runtime.node_load import busy_cores, wait_until_quiet
+from search.run.dispatcher import share_of
 from search.run.retime import RETIME_MAX_SESSIONS, SPREAD_DEGREES, sessions_for
 from search.strategy.study import load_run_study
 
@@ -155,14 +156,15 @@ def test_the_private_rays_trials_are_measured_at_nice_0_as_a_deployed_model_runs
 
 
 def test_each_re_timing_session_runs_in_a_fresh_process_ready_before_it_times(finished_digits_run, digits_run_output):
-    started = re.findall(r"re-timing phase: session (\d+)/(\d+) on cpu in a fresh process \(pid (\d+), ready in",
-                         digits_run_output[1])
-    sessions = int(started[0][1]) if started else 0
-    assert sessions >= 2 and [int(s) for s, _, _ in started] == list(range(1, sessions + 1)), digits_run_output[1]
-    assert len({pid for *_, pid in started}) == sessions, "a process of its own for each session"
     log = digits_run_output[1]
-    assert all(log.index(f"session {s}/{sessions} on cpu") < log.index(f"session {s}/{sessions} · trial")
-               for s in range(1, sessions + 1)), "ready before its first timing"
+    started = re.findall(r"re-timing phase: session (\d+)/(\d+) on cpu in a fresh process \(pid (\d+);", log)
+    sessions = int(started[0][1]) if started else 0
+    assert sessions >= 2 and [int(s) for s, _, _ in started] == list(range(1, sessions + 1)), log
+    assert len({pid for *_, pid in started}) == sessions, "a process of its own for each session"
+    ready = re.search(r"(\d+) fresh process\(es\) for (\d+) session\(s\) ready in [\d.]+ s \(pids ([\d, ]+)\)", log)
+    assert ready and int(ready.group(1)) == int(ready.group(2)) == sessions, log
+    assert sorted(ready.group(3).split(", ")) == sorted(pid for *_, pid in started), "started together, up front"
+    assert log.index(ready.group(0)) < log.index("session 1/") < log.index(f"session 1/{sessions} · trial")
 
 
 def test_a_wait_for_a_quiet_node_reads_the_real_load_and_ends_by_its_limit():
@@ -180,3 +182,9 @@ def test_a_wait_for_a_quiet_node_reads_the_real_load_and_ends_by_its_limit():
         assert not settled.quiet and settled.busy_cores > 0.5, settled
         assert 1.0 <= settled.waited_s < 2.0 and "still busy" in settled.describe()
     assert time.perf_counter() - started < 3
+
+
+def test_the_sessions_processes_share_a_trials_ray_resources_in_amounts_ray_takes():
+    assert share_of(1, 4) == 0.25 and share_of(1, 3) == 0.3333 and share_of(0, 3) == 0.0
+    assert share_of(4, 3) == 1.0 and share_of(8, 2) == 4.0, "above 1, whole numbers"
+    assert 3 * share_of(1, 3) <= 1 and 3 * share_of(2, 3) <= 2, "all of them fit where one trial does"

@@ -4,6 +4,7 @@ hands back finished, failed or timed-out ones. The re-timing phase submits throu
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,8 +41,6 @@ class Dispatcher:
         self.tasks = {name: ray.remote(fetching_workload(task)).options(
                           num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_retries=search.settings.max_retries)
                       for name, t in search.targets.items()}
-        self.session_workers = {name: ray.remote(SessionWorker).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus)
-                                for name, t in search.targets.items()}
         shipped = ship_user_code()  # the user's modules go by value: workers and other nodes need not import them
         if shipped:
             say(f"your code goes to the workers with the trials (pickled by value): {', '.join(shipped)}")
@@ -101,12 +100,14 @@ class Dispatcher:
         self.in_flight[ref] = (trial, time.monotonic())
         return True
 
-    def session_worker(self, target: str) -> tuple[ray.actor.ActorHandle, ray.ObjectRef]:
-        """A fresh process for one re-timing session on ``target``, and the reference that resolves (to a
-        SessionStart) once it is ready to time: started, imports and workload fetched, its node quiet
-        (search/trial/worker.py SessionWorker)."""
-        worker = self.session_workers[target].remote()
-        return worker, worker.ready.remote(self.workload_ref, self.plugins_ref, self.search.settings.remeasure_quiet_s)
+    def session_worker(self, target: str, share: int) -> tuple[ray.actor.ActorHandle, ray.ObjectRef]:
+        """A fresh process for one re-timing session on ``target``, holding 1 / ``share`` of what a trial there
+        reserves, and the reference that resolves (to its process id) once it is ready to time: started, imports
+        done and workload fetched (search/trial/worker.py SessionWorker)."""
+        spec = self.search.targets[target]
+        worker = ray.remote(SessionWorker).options(num_cpus=share_of(spec.num_cpus, share),
+                                                   num_gpus=share_of(spec.num_gpus, share)).remote()
+        return worker, worker.ready.remote(self.workload_ref, self.plugins_ref)
 
     def remeasure(self, worker: ray.actor.ActorHandle, candidate: Candidate, model_bytes: bytes) -> ray.ObjectRef:
         """Re-time a finished trial's model alone on its node, in ``worker`` (a session's process); rebuilt
@@ -162,6 +163,14 @@ def runnable_cover(cover: list[dict[str, Any]], targets: dict[str, Target], knob
         runs = [name for name, t in targets.items() if projected(knobs, dict(fixed), t) == fixed]
         placed.append({**fixed, "target": fixed["target"] if fixed["target"] in runs or not runs else runs[0]})
     return placed + [{"target": name} for name in targets if name not in {f["target"] for f in placed}]
+
+
+def share_of(amount: float, share: int) -> float:
+    """1 / ``share`` of a Ray resource amount, as Ray takes it: a whole number above 1, four decimals below."""
+    part = amount / share
+    if part >= 1:
+        return float(math.floor(part))
+    return max(math.floor(part * 1e4) / 1e4, 1e-4) if amount > 0 else 0.0
 
 
 def within_space(params: dict[str, Any], distributions: dict[str, Any]) -> dict[str, Any]:

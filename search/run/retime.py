@@ -61,41 +61,55 @@ def retime_front(search: Search, study: optuna.Study, dispatcher: Dispatcher, st
 
 def _sessions_of(search: Search, study: optuna.Study, dispatcher: Dispatcher, stop: StopRequest, todo: list[int],
                  models: tuple[dict[int, Candidate], dict[int, bytes]], sessions: int) -> tuple[dict[int, bytes], bool]:
-    """Times ``todo`` in up to ``sessions`` sessions, one pass over them all, then the next, each in fresh
-    processes; ``models`` are each trial's candidate and kept model (empty: rebuilt in its first session).
+    """Times ``todo`` in up to ``sessions`` sessions, one pass over them all, then the next, each in a fresh
+    process; ``models`` are each trial's candidate and kept model (empty: rebuilt in its first session).
     Returns the rebuilt models, and False when a session's process could not start (the phase ends there)."""
     candidates, kept = models
     rebuilt: dict[int, bytes] = {}
-    for session in range(1, sessions + 1):
-        due = [n for n in todo if _sessions(search.finals.get(n)) < session]
-        if stop.requested:
-            break
-        if not due:
-            continue
-        try:
-            with SessionProcesses(dispatcher, {candidates[n].target for n in due}, stop,
-                                  f"session {session}/{sessions}") as processes:
-                requests = [(n, candidates[n], kept[n] or rebuilt.get(n, b"")) for n in due]
-                to_rebuild = {n for n in due if not kept[n] and n not in rebuilt}  # later sessions reuse it
-                rebuilt |= _collect_finals(search, study, requests, stop, to_rebuild, dispatcher.release_claims,
-                                           (session, sessions), processes)
-        except ray.exceptions.RayError as exc:  # the sessions so far stand; nothing is lost
-            say(f"re-timing phase: a session's process could not start ({type(exc).__name__}: {exc}); "
-                "the trials keep the figures measured so far")
-            return rebuilt, False
+    wanted = [s for s in range(1, sessions + 1) if any(_sessions(search.finals.get(n)) < s for n in todo)]
+    try:
+        with SessionProcesses(dispatcher, sorted({candidates[n].target for n in todo}), wanted, stop) as processes:
+            for session in wanted:
+                due = [n for n in todo if _sessions(search.finals.get(n)) < session]
+                if stop.requested:
+                    break
+                if due:
+                    processes.begin(session, f"session {session}/{sessions}")
+                    requests = [(n, candidates[n], kept[n] or rebuilt.get(n, b"")) for n in due]
+                    to_rebuild = {n for n in due if not kept[n] and n not in rebuilt}  # later sessions reuse it
+                    rebuilt |= _collect_finals(search, study, requests, stop, to_rebuild, dispatcher.release_claims,
+                                               (session, sessions), processes)
+                processes.end(session)
+    except ray.exceptions.RayError as exc:  # the sessions so far stand; nothing is lost
+        say(f"re-timing phase: a session's process could not start ({type(exc).__name__}: {exc}); "
+            "the trials keep the figures measured so far")
+        return rebuilt, False
     return rebuilt, True
 
 
 class SessionProcesses:
-    """One re-timing session's processes, a fresh one per target, each ready before the session times anything
-    (a process starting beside a measurement slows it: search/trial/worker.py SessionWorker). A process lost
-    mid-session is replaced before the next trial's timing; all are ended with the session."""
+    """The re-timing sessions' processes, a fresh one per session and target, all started together and ready
+    (imports done, workload fetched) before the first session times anything: a process starting beside a
+    measurement slows it, one that waits, ready, does not, and starting them side by side costs one start, not
+    one per session. Each session's share of the target's Ray resources is 1 / sessions, so that all fit where
+    one trial does (a GPU target's processes see its GPU). Before its first timing a session waits for its node
+    to go quiet; a process lost mid-session is replaced before the next trial's timing; each session's are
+    ended with it."""
 
-    def __init__(self, dispatcher: Dispatcher, targets: set[str], stop: StopRequest, label: str) -> None:
-        self.dispatcher, self.stop, self.label = dispatcher, stop, label
-        self.workers: dict[str, ray.actor.ActorHandle] = {}
-        for target in sorted(targets):
-            self._start(target)
+    def __init__(self, dispatcher: Dispatcher, targets: list[str], sessions: list[int], stop: StopRequest) -> None:
+        self.dispatcher, self.stop, self.share = dispatcher, stop, max(1, len(sessions))
+        self.workers: dict[tuple[int, str], ray.actor.ActorHandle] = {}
+        self.session, self.label = 0, ""
+        started = time.perf_counter()
+        pending = {}
+        for session in sessions:
+            for target in targets:
+                self.workers[session, target], pending[session, target] = dispatcher.session_worker(target,
+                                                                                                    self.share)
+        pids = self._ready(list(pending.values()))
+        if pids:
+            say(f"re-timing phase: {len(pids)} fresh process(es) for {len(sessions)} session(s) ready in "
+                f"{time.perf_counter() - started:.1f} s (pids {', '.join(str(p) for p in pids)})")
 
     def __enter__(self) -> SessionProcesses:
         return self
@@ -104,24 +118,45 @@ class SessionProcesses:
         for worker in self.workers.values():
             ray.kill(worker)
 
+    def begin(self, session: int, label: str) -> None:
+        """Session ``session`` starts: each of its processes waits for its node to go quiet, and says what it
+        found."""
+        self.session, self.label = session, label
+        for (number, target), worker in self.workers.items():
+            if number == session and not self.stop.requested:
+                self._settle(target, worker)
+
+    def end(self, session: int) -> None:
+        for key in [k for k in self.workers if k[0] == session]:
+            ray.kill(self.workers.pop(key))
+
     def remeasure(self, candidate: Candidate, model_bytes: bytes) -> ray.ObjectRef:
-        return self.dispatcher.remeasure(self.workers[candidate.target], candidate, model_bytes)
+        return self.dispatcher.remeasure(self.workers[self.session, candidate.target], candidate, model_bytes)
 
     def renew(self, candidate: Candidate) -> None:
         """After a re-measurement that failed: its target's process may be gone, so a fresh one takes over."""
-        ray.kill(self.workers.pop(candidate.target))
-        self._start(candidate.target)
+        key = (self.session, candidate.target)
+        ray.kill(self.workers.pop(key))
+        self.workers[key], ready = self.dispatcher.session_worker(candidate.target, self.share)
+        if self._ready([ready]):
+            self._settle(candidate.target, self.workers[key])
 
-    def _start(self, target: str) -> None:
-        started = time.perf_counter()
-        worker, ready = self.dispatcher.session_worker(target)
-        self.workers[target] = worker
-        while not self.stop.requested and not ray.wait([ready], timeout=0.5)[0]:
+    def _ready(self, pending: list[ray.ObjectRef]) -> list[int]:
+        """The processes' ids once all are ready ([] when a stop was asked first); a process that cannot start
+        raises (a RayError: the phase ends, nothing is lost)."""
+        while not self.stop.requested and len(ray.wait(pending, num_returns=len(pending), timeout=0.5)[0]) < len(
+                pending):
             pass
-        if not self.stop.requested:  # a process that cannot start raises here: the phase ends, nothing is lost
-            start = ray.get(ready)
-            say(f"re-timing phase: {self.label} on {target} in a fresh process (pid {start.pid}, ready in "
-                f"{time.perf_counter() - started:.1f} s; {start.settled.describe()})")
+        return [] if self.stop.requested else ray.get(pending)
+
+    def _settle(self, target: str, worker: ray.actor.ActorHandle) -> None:
+        settled = worker.settle.remote(self.dispatcher.search.settings.remeasure_quiet_s)
+        while not self.stop.requested and not ray.wait([settled], timeout=0.5)[0]:
+            pass
+        if not self.stop.requested:
+            start = ray.get(settled)
+            say(f"re-timing phase: {self.label} on {target} in a fresh process (pid {start.pid}; "
+                f"{start.settled.describe()})")
 
 
 def sessions_for(trials: int) -> int:

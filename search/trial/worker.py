@@ -111,12 +111,16 @@ class SessionWorker:
     own: bench/figures.py). Ready first, because a process that starts (imports torch, fetches the workload)
     while another one measures slows that measurement by several per cent."""
 
-    def ready(self, box: WorkloadRef, plugins: TrialPlugins, quiet_wait_s: float) -> SessionStart:
-        """Fetch the workload, import the runtime, then wait up to ``quiet_wait_s`` for the node to go quiet
-        (what a search leaves behind: search/runtime/node_load.py)."""
+    def ready(self, box: WorkloadRef, plugins: TrialPlugins) -> int:
+        """Fetch the workload, import the runtime; returns this process's id."""
         del plugins  # resolved by Ray on the way in: its modules are imported now, not during a timing
         fetch(box)
         node_machine()
+        return os.getpid()
+
+    def settle(self, quiet_wait_s: float) -> SessionStart:
+        """Just before the session's first timing: wait up to ``quiet_wait_s`` for the node to go quiet (what a
+        search leaves behind: search/runtime/node_load.py)."""
         return SessionStart(os.getpid(), wait_until_quiet(quiet_wait_s))
 
     def remeasure(self, box: WorkloadRef, plugins: TrialPlugins, request: TrialRequest) -> TrialResult:
