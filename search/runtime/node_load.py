@@ -1,10 +1,13 @@
 """How busy this node's CPUs are besides the calling process, and a wait until they are quiet.
 
 The node lock (node_lock.py) keeps this run's trials from building while a model is timed, but not what
-the run leaves behind: when a search ends, its workers free what their last trials held, and a re-timing
-session that starts then measured 20-80 % slower than the one after it (bench/figures.py, the digits). So a
-re-timing session waits, before its first timing, until the node's CPUs have been quiet for a moment.
-Linux only (/proc/stat); elsewhere the load is not known and nothing waits.
+the run leaves behind or what else the machine runs: when a search ends, its workers are still freeing what
+their last trials held (seen with top: an idle worker at a full core for a second or two), and in one run
+the first re-timing session, started then, measured 20-80 % slower than the next (bench/figures.py, the
+digits, on a day the machine itself swung that much, so that one case proves nothing alone). So a
+re-timing session waits, before its first timing, until the node's CPUs have been quiet for a moment: it
+costs half a second where they are. Linux only (/proc/stat); elsewhere the load is not known and nothing
+waits.
 """
 
 from __future__ import annotations
