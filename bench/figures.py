@@ -102,8 +102,9 @@ def fresh_p50(folder: Path) -> tuple[float, float | None]:
 
 def coverage(members: dict[int, Path], fresh: int) -> list[dict]:
     """One record per (member, fresh process): the fresh p50 against the card's p50 and interval."""
-    cards = {n: spec_of(f)["card_figures"] for n, f in members.items()}
-    notes = {n: (spec_of(f).get("intervals") or {}).get("latency_ms") or {} for n, f in members.items()}
+    specs = {n: spec_of(f) for n, f in members.items()}
+    cards = {n: spec["card_figures"] for n, spec in specs.items()}
+    notes = {n: (spec.get("intervals") or {}).get("latency_ms") or {} for n, spec in specs.items()}
     found = []
     for round_ in range(fresh):
         for number, folder in members.items():

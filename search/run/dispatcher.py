@@ -38,6 +38,7 @@ class Dispatcher:
         # (run_trial returns it as the trial's error instead).
         # Each target's trials reserve its own Ray resources (a GPU target's num_gpus).
         # Each worker process keeps the workload between trials (search/trial/shared_workload.py).
+        self.session_process = ray.remote(SessionWorker)  # one actor class, exported once, for every session
         self.tasks = {name: ray.remote(fetching_workload(task)).options(
                           num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_retries=search.settings.max_retries)
                       for name, t in search.targets.items()}
@@ -105,8 +106,8 @@ class Dispatcher:
         reserves, and the reference that resolves (to its process id) once it is ready to time: started, imports
         done and workload fetched (search/trial/worker.py SessionWorker)."""
         spec = self.search.targets[target]
-        worker = ray.remote(SessionWorker).options(num_cpus=share_of(spec.num_cpus, share),
-                                                   num_gpus=share_of(spec.num_gpus, share)).remote()
+        worker = self.session_process.options(num_cpus=share_of(spec.num_cpus, share),
+                                              num_gpus=share_of(spec.num_gpus, share)).remote()
         return worker, worker.ready.remote(self.workload_ref, self.plugins_ref)
 
     def remeasure(self, worker: ray.actor.ActorHandle, candidate: Candidate, model_bytes: bytes) -> ray.ObjectRef:

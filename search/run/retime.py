@@ -144,9 +144,9 @@ class SessionProcesses:
     def _ready(self, pending: list[ray.ObjectRef]) -> list[int]:
         """The processes' ids once all are ready ([] when a stop was asked first); a process that cannot start
         raises (a RayError: the phase ends, nothing is lost)."""
-        while not self.stop.requested and len(ray.wait(pending, num_returns=len(pending), timeout=0.5)[0]) < len(
-                pending):
-            pass
+        ready: list[ray.ObjectRef] = []
+        while not self.stop.requested and len(ready) < len(pending):
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0.5)
         return [] if self.stop.requested else ray.get(pending)
 
     def _settle(self, target: str, worker: ray.actor.ActorHandle) -> None:
