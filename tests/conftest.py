@@ -67,10 +67,14 @@ def quick_overrides(tmp_path: Path, teacher_cache: str | None) -> list[str]:
     # recovery_rungs=[]: a tiny run's trial count is exact; tests/test_rungs.py runs them on purpose
     # remeasure_sessions=2: a tiny run's few re-timed trials would get 4 (tests/test_figures_hold.py runs those)
     # remeasure_quiet_s=0: the suite's other process keeps the node busy, and nobody reads a test's timings
+    # remeasure=false: the re-timing phase (two fresh processes a run) is a third of a tiny run's CPU; the tests that
+    # read it, and the runs whose path through it differs (a cluster, two targets, tracking, custom evaluators),
+    # ask for it with remeasure=true
+    # distill_epochs=1: recovery was two thirds of a pruned trial's time, and no test reads how well it recovers
     quick = [f"results_dir={tmp_path}", "evaluators.latency.budget_s=0.2", "evaluators.energy.window_s=0.05",
-             "recovery_rungs=[]", "remeasure_sessions=2", "remeasure_quiet_s=0"]
+             "recovery_rungs=[]", "remeasure=false", "remeasure_sessions=2", "remeasure_quiet_s=0"]
     if teacher_cache is not None:
-        quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=3"]
+        quick += [f"workload.cache_dir={teacher_cache}", "workload.epochs=15", "workload.distill_epochs=1"]
     return quick
 
 
@@ -91,7 +95,7 @@ def finished_run(tmp_path_factory, teacher_cache: str, name: str, *overrides: st
 
 
 # the shared run's command, beside quick_overrides (its re-timing sessions as a default run chooses them)
-DIGITS_RUN = ("workers=2", "run=three", "seed=0", "trials=3", "remeasure_sessions=null")
+DIGITS_RUN = ("workers=2", "run=three", "seed=0", "trials=3", "remeasure=true", "remeasure_sessions=null")
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,7 @@ def two_node_cluster():
 
 def test_search_joins_an_existing_cluster_and_uses_both_nodes(two_node_cluster, tmp_path, teacher_cache):
     proc = search(tmp_path, teacher_cache, f"cluster.address={two_node_cluster}", "trials=4", "workers=2", "run=c",
-                  env=AUTH)
+                  "remeasure=true", env=AUTH)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = tried(pd.read_csv(tmp_path / "c" / "trials.csv"))
     assert len(table) == 4 and (table["state"] == "COMPLETE").all()

@@ -33,7 +33,7 @@ def custom_run(tmp_path_factory, teacher_cache) -> Path:
     assert documented("python -m search 'hydra.searchpath=[file://examples/custom_plugins/conf]' space=custom "
                       "evaluators=custom")[3:] == README_OVERRIDES
     results = tmp_path_factory.mktemp("custom")
-    proc = search(results, teacher_cache, *README_OVERRIDES, "trials=3", "workers=2", "run=custom",
+    proc = search(results, teacher_cache, *README_OVERRIDES, "trials=3", "workers=2", "run=custom", "remeasure=true",
                   "space.knobs.graph_optimization.levels=[disabled]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "operator_count" in proc.stdout  # the summary's front shows the new objective

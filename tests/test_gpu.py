@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 
 def test_gpu_search_measures_on_cuda_with_nvml(tmp_path, teacher_cache):
-    proc = search(tmp_path, teacher_cache, "+target=gpu", "trials=3", "workers=1", "run=g")
+    proc = search(tmp_path, teacher_cache, "+target=gpu", "trials=3", "workers=1", "run=g", "remeasure=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "g" / "trials.csv")
     done = table[table["state"] == "COMPLETE"]

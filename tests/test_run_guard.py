@@ -170,9 +170,9 @@ def test_a_corrupt_or_foreign_study_db_is_refused_in_one_line_and_left_as_it_was
 def test_a_driver_killed_in_the_retiming_phase_resumes_and_finishes_it(tmp_path, teacher_cache):
     """kill -9 while the front is re-timed: every file stays whole, and the same command finishes the phase."""
     quick = quick_overrides(tmp_path, teacher_cache)
-    driver = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=4", "run=retime"], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    driver = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=4", "run=retime", "remeasure=true"],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
         for line in driver.stderr:  # the phase says each member it re-timed: kill after the first
             if line.startswith("re-timing phase: 1/"):
@@ -185,7 +185,7 @@ def test_a_driver_killed_in_the_retiming_phase_resumes_and_finishes_it(tmp_path,
     for table in ("trials.csv", "pareto.csv"):
         pd.read_csv(run / table)  # whole files: written to a temporary name and renamed
     assert not list(run.glob(".*.tmp"))
-    resumed = search(tmp_path, teacher_cache, "trials=4", "run=retime")
+    resumed = search(tmp_path, teacher_cache, "trials=4", "run=retime", "remeasure=true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     front = pd.read_csv(run / "pareto.csv")
     assert len(front) and front["final"].all()  # every member re-timed, the killed phase finished

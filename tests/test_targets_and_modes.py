@@ -18,7 +18,7 @@ def two_target_run(tmp_path_factory, teacher_cache) -> Path:
     results = tmp_path_factory.mktemp("targets")
     # one round_to: no draw is re-asked as another prune value's, which would hide a target's refusal behind it
     proc = search(results, teacher_cache, "targets=[cpu,cpu_1t]", "trials=8", "workers=2", "run=two", "seed=1",
-                  "space.knobs.prune_rate.round_to=[8]")
+                  "remeasure=true", "space.knobs.prune_rate.round_to=[8]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return results / "two"
 

@@ -205,7 +205,7 @@ def test_mlflow_sends_no_telemetry_and_the_environment_is_left_as_it_was(mlflow,
 def test_a_search_with_tracking_fills_the_store_and_a_resume_adds_only_new_trials(mlflow, tmp_path, teacher_cache):
     store = tmp_path / "mlruns"
     command = documented("python -m search tracking.uri=mlruns", {"tracking.uri=mlruns": f"tracking.uri={store}"})
-    proc = search(tmp_path, teacher_cache, *command[3:], "trials=3", "workers=2", "run=t")
+    proc = search(tmp_path, teacher_cache, *command[3:], "trials=3", "workers=2", "run=t", "remeasure=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tracking: MLflow experiment optsearch-digits" in proc.stderr
     assert [line for line in proc.stderr.splitlines() if "mlflow" in line.lower() and not line.startswith("tracking:")
