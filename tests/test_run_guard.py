@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -120,24 +121,30 @@ def test_a_search_whose_every_trial_times_out_stops_in_a_few_trials_and_resumes_
 @pytest.mark.slow
 def test_two_drivers_on_one_folder_the_second_is_refused_and_a_resume_after_kill_9_completes(tmp_path, teacher_cache):
     quick = quick_overrides(tmp_path, teacher_cache)
-    first = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=5", "run=twice", "remeasure=false"],
+    # more trials than it can finish before it is killed: the second driver always meets it running
+    first = subprocess.Popen([sys.executable, "-m", "search", *quick, "trials=40", "run=twice"],
                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    db = tmp_path / "twice" / "study.db"
     try:
-        wait_for_running(first, tmp_path / "twice" / "study.db", baseline_too=True)
+        wait_for_running(first, db, baseline_too=True)
         before = (tmp_path / "twice" / "config.yaml").read_bytes()
-        second = search(tmp_path, teacher_cache, "trials=5", "run=twice", "remeasure=false")
-        assert second.returncode == 2
+        second = search(tmp_path, teacher_cache, "trials=40", "run=twice")
+        assert first.poll() is None, "the first driver ended before the second was refused: nothing was checked"
+        assert second.returncode == 2, second.stderr[-2000:]
         errors = second.stderr.strip().splitlines()
         assert len(errors) == 1 and f"pid {first.pid} on host {socket.gethostname()}" in errors[0], errors
         assert (tmp_path / "twice" / "config.yaml").read_bytes() == before
     finally:
         kill_session(first)
-    resumed = search(tmp_path, teacher_cache, "trials=5", "run=twice", "remeasure=false")
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        done = conn.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'FAIL')").fetchone()[0]
+    wanted = done + 2  # the resume finishes the killed run's trials in flight and two more
+    resumed = search(tmp_path, teacher_cache, f"trials={wanted}", "run=twice")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     table = pd.read_csv(tmp_path / "twice" / "trials.csv")
     finished = table[table["state"].isin(["COMPLETE", "FAIL"]) & ~table["error"].fillna("").str.startswith("re-run as")]
-    assert len(finished) == 5
+    assert len(finished) == wanted
 
 
 def _folder_state(folder: Path) -> dict[str, bytes]:
