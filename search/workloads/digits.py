@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from search.transforms.training import train_classifier
@@ -41,6 +39,11 @@ class DigitsCNN(nn.Module):
 
 def split_digits(seed: int, test_fraction: float = 0.2, val_fraction: float = 0.1) -> tuple[Split, Split, Split]:
     """A fixed, stratified train/val/test split of the 1,797 digits, decided by ``seed``."""
+    # imported here, not with the module: every worker unpickles DigitsCNN from this module, and only the driver
+    # makes the splits (sklearn and the scipy it loads were a second of each worker's start)
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     data = load_digits()
     x = (data.images / 16.0).astype(np.float32)[:, None, :, :]
     y = data.target.astype(np.int64)

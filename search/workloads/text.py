@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from search.transforms.training import train_classifier
 from search.workloads._base import Split, Workload
@@ -132,6 +131,8 @@ class Tokenized:
 def tokenized(model_name: str, recipe: str, seed: int, max_length: int, vocab_size: int,
               cache_dir: str | None) -> Tokenized:
     """The split sentences, tokenized; the tokenizer file is made anew whenever the model's weights are."""
+    from sklearn.model_selection import train_test_split  # here: the workers that unpickle the model never split
+
     texts, labels, topics = sentences()
     index = np.arange(len(texts))
     rest, test = train_test_split(index, test_size=0.2, random_state=seed, stratify=labels)
