@@ -34,6 +34,12 @@ def running_trials(db: Path) -> dict[int, dict[str, float]]:
         return {}
 
 
+def finished_trials(db: Path) -> int:
+    """How many trials study.db holds as finished (COMPLETE or FAIL)."""
+    with contextlib.closing(_read_only(db)) as conn:
+        return conn.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'FAIL')").fetchone()[0]
+
+
 def wait_for_running(proc: subprocess.Popen, db: Path, *, baseline_too: bool, timeout_s: float = 180) -> set[int]:
     """Waits until study.db holds a RUNNING trial (past the baseline unless ``baseline_too``) with its params
     recorded, seen in two polls half a second apart; returns those trial numbers. Fails if the driver ends first."""

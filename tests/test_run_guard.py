@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from search.run.failures import likely_fix, one_line, reason, verdict
 from search.run.lock import RunLock
 from tests.conftest import REPO, quick_overrides, search
 from tests.doc_commands import documented
-from tests.driver_control import kill_session, wait_for_running
+from tests.driver_control import finished_trials, kill_session, wait_for_running
 
 RAY_TRACEBACK = (
     "RayTaskError(ModuleNotFoundError): \x1b[36mray::run_trial()\x1b[39m (pid=4242, ip=10.1.2.3)\n"
@@ -137,9 +136,7 @@ def test_two_drivers_on_one_folder_the_second_is_refused_and_a_resume_after_kill
         assert (tmp_path / "twice" / "config.yaml").read_bytes() == before
     finally:
         kill_session(first)
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        done = conn.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'FAIL')").fetchone()[0]
-    wanted = done + 2  # the resume finishes the killed run's trials in flight and two more
+    wanted = finished_trials(db) + 2  # the resume finishes the killed run's trials in flight and two more
     resumed = search(tmp_path, teacher_cache, f"trials={wanted}", "run=twice")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     table = pd.read_csv(tmp_path / "twice" / "trials.csv")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.conftest import search, tried
+from tests.conftest import quick_overrides, search, tried
 from tests.driver_control import wait_for_running
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,9 +87,7 @@ def test_existing_run_is_resumed_and_earlier_trials_kept(tmp_path, teacher_cache
 
 def test_ctrl_c_saves_the_tables_and_the_same_command_resumes(tmp_path, teacher_cache):
 
-    quick = [f"results_dir={tmp_path}", f"workload.cache_dir={teacher_cache}", "workload.epochs=15",
-             "workload.distill_epochs=1", "trials=3", "workers=2", "run=c", "evaluators.latency.budget_s=0.2",
-             "evaluators.energy.window_s=0.05", "recovery_rungs=[]", "remeasure=false"]
+    quick = [*quick_overrides(tmp_path, teacher_cache), "trials=3", "workers=2", "run=c"]
     proc = subprocess.Popen([sys.executable, "-m", "search", *quick], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
